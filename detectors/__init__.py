@@ -1,0 +1,1 @@
+"""Detectors: the contract (``detectors.api``), KAT Outpost, KAT Analyzer and plugin loading."""

@@ -1,0 +1,306 @@
+"""The case directory: one injected fault (or one clean run), RCAEval-compatible.
+
+Layout (ARCHITECTURE.md "Case directory")::
+
+    <case>/
+      scenario.resolved.yaml   scenario after defaults, seed included
+      manifest.json            provenance + case status (written last)
+      topology.json            what detectors may know of the deployment (no fault)
+      events.jsonl             timeline, appended and flushed per line
+      ground_truth.json        the answer; never reachable through CaseView
+      inject_time.txt          unix seconds of the verified injection (clean runs: the nominal time)
+      data.csv                 `time` + `<component>_<metric>` columns
+      logs.csv                 time, component, level, message
+      traces/                  one Chrome-trace JSON(.gz) per worker rank
+      load/                    requests.jsonl, Locust CSVs, summary.json
+      detectors/<name>.json    each method's answer
+
+A case is written under ``<case>.partial/`` and renamed to ``<case>/`` by
+``CaseWriter.finalize``: a crash leaves a ``.partial`` directory that no reader
+accepts as a case. Single files are written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+
+from harness.errors import CaseInvalid
+
+PARTIAL_SUFFIX = ".partial"
+CaseStatus = Literal["completed", "not-verified", "failed", "aborted"]
+
+# Files a detector must never be handed, directly or through CaseView.
+GROUND_TRUTH_FILES = frozenset({"ground_truth.json", "scenario.resolved.yaml"})
+
+
+class GroundTruth(TypedDict):
+    fault_id: str | None  # None for a clean run
+    fault_class: str | None
+    component: str | None  # as it appears in telemetry: node-1, rank-2, ingress
+    node: str | None
+    rank: int | None
+    start: float | None  # verified injection, unix seconds
+    end: float | None  # verified recovery, unix seconds
+    mechanism: str | None
+    realism: Literal["real", "emulated"] | None
+    verified: bool
+
+
+class EventRecord(TypedDict, total=False):
+    t: float
+    stage: str
+    event: str  # start | end | point
+    status: Literal["ok", "failed", "skipped"]
+    duration_s: float
+    detail: dict[str, Any]
+    error: str
+    traceback: str
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: object) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class CaseWriter:
+    """Builds one case under ``<final>.partial`` and commits it with ``finalize``."""
+
+    def __init__(self, final_dir: Path):
+        self.final_dir = Path(final_dir)
+        if self.final_dir.exists():
+            raise CaseInvalid(f"{self.final_dir}: case directory already exists")
+        self.path = self.final_dir.with_name(self.final_dir.name + PARTIAL_SUFFIX)
+        self.path.mkdir(parents=True, exist_ok=True)
+        for sub in ("traces", "load", "detectors"):
+            (self.path / sub).mkdir(exist_ok=True)
+        self._events = open(self.path / "events.jsonl", "a", buffering=1)
+
+    # files -----------------------------------------------------------------
+    def write_text(self, rel: str, text: str) -> Path:
+        target = self.path / rel
+        atomic_write_text(target, text)
+        return target
+
+    def write_json(self, rel: str, obj: object) -> Path:
+        target = self.path / rel
+        atomic_write_json(target, obj)
+        return target
+
+    def write_ground_truth(self, truth: GroundTruth) -> None:
+        self.write_json("ground_truth.json", truth)
+
+    def write_inject_time(self, t: float) -> None:
+        self.write_text("inject_time.txt", f"{t:.3f}\n")
+
+    # journal ---------------------------------------------------------------
+    def event(self, stage: str, event: str, status: str = "ok", **fields: Any) -> None:
+        record = {"t": round(time.time(), 6), "stage": stage, "event": event, "status": status, **fields}
+        self._events.write(json.dumps(record, default=str) + "\n")
+        self._events.flush()
+
+    # commit ----------------------------------------------------------------
+    def finalize(self, manifest: dict[str, Any], status: CaseStatus) -> Path:
+        """Write manifest.json last, then rename the directory into place."""
+        self._events.close()
+        self.write_json("manifest.json", {**manifest, "status": status})
+        os.replace(self.path, self.final_dir)
+        return self.final_dir
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What a detector may know about the deployment: never the fault."""
+
+    backend: str
+    engine: str
+    nodes: tuple[str, ...]
+    ranks: tuple[str, ...]
+    rank_node: dict[str, str] = field(default_factory=dict)  # rank-2 -> node-1
+    components: tuple[str, ...] = ()  # every component that may appear in data.csv
+    emulated_device: bool = False  # the engine's device layer emulates GPU effects
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Topology:
+        return cls(
+            backend=obj["backend"],
+            engine=obj["engine"],
+            nodes=tuple(obj["nodes"]),
+            ranks=tuple(obj["ranks"]),
+            rank_node=dict(obj.get("rank_node", {})),
+            components=tuple(obj.get("components", ())),
+            emulated_device=bool(obj.get("emulated_device", False)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "engine": self.engine,
+            "nodes": list(self.nodes),
+            "ranks": list(self.ranks),
+            "rank_node": dict(self.rank_node),
+            "components": list(self.components),
+            "emulated_device": self.emulated_device,
+        }
+
+
+def is_case_dir(path: Path) -> bool:
+    return path.is_dir() and not path.name.endswith(PARTIAL_SUFFIX) and (path / "manifest.json").is_file()
+
+
+def find_cases(root: Path) -> Iterator[Path]:
+    """Every completed case directory at or below ``root`` (sorted)."""
+    root = Path(root)
+    if is_case_dir(root):
+        yield root
+        return
+    for manifest in sorted(root.rglob("manifest.json")):
+        if is_case_dir(manifest.parent):
+            yield manifest.parent
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise CaseInvalid(f"{path}: missing") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CaseInvalid(f"{path}: not valid JSON ({exc})") from exc
+
+
+def read_ground_truth(case_dir: Path) -> GroundTruth:
+    """For scorers only. Detectors get a CaseView, which has no way to this."""
+    return _read_json(Path(case_dir) / "ground_truth.json")
+
+
+class CaseView:
+    """Read-only, lazy access to everything in a case except the answer."""
+
+    def __init__(self, path: Path):
+        path = Path(path)
+        if path.name.endswith(PARTIAL_SUFFIX):
+            raise CaseInvalid(f"{path}: incomplete case (the run did not finish)")
+        if not (path / "manifest.json").is_file():
+            raise CaseInvalid(f"{path}: not a case directory (no manifest.json)")
+        self._path = path
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def name(self) -> str:
+        return self._path.name
+
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        return _read_json(self._path / "manifest.json")
+
+    @cached_property
+    def topology(self) -> Topology:
+        return Topology.from_json(_read_json(self._path / "topology.json"))
+
+    @cached_property
+    def inject_time(self) -> float:
+        """Unix seconds of the injection; clean runs carry the nominal time of the same window."""
+        f = self._path / "inject_time.txt"
+        try:
+            return float(f.read_text().strip())
+        except FileNotFoundError as exc:
+            raise CaseInvalid(f"{f}: missing") from exc
+        except ValueError as exc:
+            raise CaseInvalid(f"{f}: not a number") from exc
+
+    def metrics(self):
+        """data.csv as a DataFrame: ``time`` (unix s) + ``<component>_<metric>`` columns."""
+        import pandas as pd
+
+        f = self._path / "data.csv"
+        if not f.is_file():
+            raise CaseInvalid(f"{f}: missing")
+        try:
+            df = pd.read_csv(f)
+        except Exception as exc:  # noqa: BLE001 - pandas raises many types for bad CSV
+            raise CaseInvalid(f"{f}: unreadable CSV ({exc})") from exc
+        if "time" not in df.columns:
+            raise CaseInvalid(f"{f}: no 'time' column")
+        return df
+
+    def logs(self):
+        """logs.csv as a DataFrame (time, component, level, message); empty if absent."""
+        import pandas as pd
+
+        f = self._path / "logs.csv"
+        if not f.is_file():
+            return pd.DataFrame(columns=["time", "component", "level", "message"])
+        return pd.read_csv(f)
+
+    def requests(self):
+        """load/requests.jsonl as a DataFrame (one row per request); empty if absent."""
+        import pandas as pd
+
+        f = self._path / "load" / "requests.jsonl"
+        if not f.is_file():
+            return pd.DataFrame()
+        return pd.read_json(f, lines=True)
+
+    def load_summary(self) -> dict[str, Any]:
+        f = self._path / "load" / "summary.json"
+        return _read_json(f) if f.is_file() else {}
+
+    @property
+    def traces_dir(self) -> Path:
+        return self._path / "traces"
+
+    def trace_files(self) -> list[Path]:
+        d = self.traces_dir
+        if not d.is_dir():
+            return []
+        return sorted(p for p in d.iterdir() if p.name.endswith((".json", ".json.gz")))
+
+    def events(self) -> list[EventRecord]:
+        """The run timeline without the fault: ``fault.*`` stages and detail fields are dropped,
+        so a clean run and a faulty one look alike here."""
+        f = self._path / "events.jsonl"
+        out: list[EventRecord] = []
+        if not f.is_file():
+            return out
+        for line in f.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a crash can leave a torn last line
+            if str(rec.get("stage", "")).startswith("fault"):
+                continue
+            out.append({k: rec[k] for k in ("t", "stage", "event", "status") if k in rec})  # type: ignore[misc]
+        return out

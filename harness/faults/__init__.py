@@ -1,0 +1,1 @@
+"""Fault catalog (``harness.faults.catalog``) and, per fault id, its injector module."""
