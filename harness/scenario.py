@@ -243,29 +243,6 @@ class ScenarioSpec(Strict):
         "so clean and faulty cases look alike to a detector",
     )
 
-    @model_validator(mode="after")
-    def _faults_fit(self) -> ScenarioSpec:
-        topo, load = self.deployment.topology, self.workload
-        problems = []
-        for i, step in enumerate(self.faults):
-            kind = FAULTS[step.id].target
-            where = f"faults[{i}]"
-            if kind == "rank" and step.target.rank is None:
-                problems.append(f"{where}.target: {step.id} targets a rank: give target.rank")
-            if kind == "node" and step.target.node is None:
-                problems.append(f"{where}.target: {step.id} targets a node: give target.node")
-            if step.target.rank is not None and step.target.rank >= topo.world_size:
-                problems.append(f"{where}.target.rank: {step.target.rank} is not a rank (world size {topo.world_size})")
-            if step.target.node is not None and step.target.node not in topo.node_names():
-                problems.append(f"{where}.target.node: {step.target.node} is not a node ({', '.join(topo.node_names())})")
-            if step.start < load.warmup:
-                problems.append(f"{where}.start: starts during the warm-up ({step.start:g}s < {load.warmup:g}s)")
-            if step.start + step.duration > load.duration:
-                problems.append(f"{where}: ends after the load ({step.start + step.duration:g}s > {load.duration:g}s)")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
 
 class Scenario(Strict):
     api_version: Literal["chaosbench/v1alpha1"] = Field(alias="apiVersion")
@@ -275,6 +252,34 @@ class Scenario(Strict):
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Checks across sections (targets against topology and catalog, timing against the load):
+        (path, reason) pairs, empty when the scenario is consistent."""
+        spec = self.spec
+        topo, load = spec.deployment.topology, spec.workload
+        out: list[tuple[str, str]] = []
+        for i, step in enumerate(spec.faults):
+            where, kind = f"spec.faults[{i}]", FAULTS[step.id].target
+            if kind == "rank" and step.target.rank is None:
+                out.append((f"{where}.target", f"{step.id} targets a rank: give target.rank"))
+            if kind == "node" and step.target.node is None:
+                out.append((f"{where}.target", f"{step.id} targets a node: give target.node"))
+            if step.target.rank is not None and step.target.rank >= topo.world_size:
+                out.append((f"{where}.target.rank", f"no rank {step.target.rank} (world size {topo.world_size})"))
+            if step.target.node is not None and step.target.node not in topo.node_names():
+                out.append((f"{where}.target.node", f"no {step.target.node} ({', '.join(topo.node_names())})"))
+            if step.start < load.warmup:
+                out.append((f"{where}.start", f"starts during the warm-up ({step.start:g}s < {load.warmup:g}s)"))
+            if step.start + step.duration > load.duration:
+                end = step.start + step.duration
+                out.append((where, f"ends after the load ({end:g}s > workload.duration {load.duration:g}s)"))
+        if not spec.faults and not load.warmup <= spec.nominal_inject < load.duration:
+            out.append(("spec.nominal_inject", "must lie after the warm-up and before the end of the load"))
+        for i, w in enumerate(spec.traces.windows):
+            if w.start + w.duration > load.duration:
+                out.append((f"spec.traces.windows[{i}]", "ends after the load"))
+        return out
 
 
 class SuiteSpec(Strict):
@@ -324,6 +329,8 @@ def _format_error(err: dict[str, Any]) -> tuple[str, str]:
         path = f"{path}.id"
     elif kind == "missing":
         msg = "required"
+    elif kind == "string_pattern_mismatch":
+        msg = f"must match {err.get('ctx', {}).get('pattern', 'the pattern')}"
     elif kind == "literal_error" and loc and loc[-1] == "apiVersion":
         msg = f"must be {API_VERSION!r}"
     elif msg.startswith("Value error, "):
@@ -391,13 +398,16 @@ def parse_document(doc: dict[str, Any], source: str) -> Scenario | Suite:
     else:
         raise ScenarioInvalid([f"{source}: kind: must be 'Scenario' or 'Suite', got {kind!r}"])
     try:
-        return model.model_validate(doc)
+        result = model.model_validate(doc)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             where, msg = _format_error(err)
             lines.append(f"{source}: {where}: {msg}" if where else f"{source}: {msg}")
         raise ScenarioInvalid(lines) from None
+    if isinstance(result, Scenario) and (problems := result.problems()):
+        raise ScenarioInvalid([f"{source}: {where}: {msg}" for where, msg in problems])
+    return result
 
 
 def load_document(path: str | Path) -> Scenario | Suite:
