@@ -441,7 +441,9 @@ def suite_scenario_paths(suite: Suite, suite_path: Path) -> list[Path]:
     for i, entry in enumerate(suite.spec.scenarios):
         pattern = str(base / entry)
         matches = sorted(Path(p) for p in glob.glob(pattern)) if glob.has_magic(entry) else [Path(pattern)]
-        matches = [m for m in matches if not m.name.startswith("_")]
+        matches = [m for m in matches if not m.name.startswith("_") and m.resolve() != Path(suite_path).resolve()]
+        if glob.has_magic(entry):  # a glob picks scenarios only, not other suites beside them
+            matches = [m for m in matches if _peek_kind(m) == "Scenario"]
         if not matches or not all(m.is_file() for m in matches):
             problems.append(f"{suite_path}: spec.scenarios[{i}]: no scenario file matches {entry!r}")
         for m in matches:
@@ -450,6 +452,13 @@ def suite_scenario_paths(suite: Suite, suite_path: Path) -> list[Path]:
     if problems:
         raise ScenarioInvalid(problems)
     return out
+
+
+def _peek_kind(path: Path) -> str | None:
+    try:
+        return _read_yaml(path).get("kind")
+    except ScenarioInvalid:
+        return "Scenario"  # let the real load report the problem
 
 
 def expand_suite(suite: Suite, suite_path: Path) -> list[tuple[Scenario, int, int]]:

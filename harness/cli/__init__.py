@@ -11,7 +11,6 @@ import importlib
 import sys
 import traceback
 
-import click
 import typer
 from rich.console import Console
 
@@ -80,17 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         if _options["debug"]:
             traceback.print_exc()
         code = exc.exit_code
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         err_console.print("[bold red]error:[/] interrupted")
         code = 130
-    except KeyboardInterrupt:
-        err_console.print("[bold red]error:[/] interrupted")
-        code = 130
-    except click.ClickException as exc:
-        exc.show()
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
+    except typer.TyperException as exc:  # usage errors (typer vendors click: no public base class)
+        exc.show()  # type: ignore[attr-defined]
+        code = getattr(exc, "exit_code", 2)
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
         first = (str(exc).splitlines() or [""])[0]
         err_console.print(f"[bold red]error:[/] internal error: {type(exc).__name__}: {first} (run with --debug)")

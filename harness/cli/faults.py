@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(records, indent=2))
             return
         table = Table(title="chaosbench fault catalog", show_lines=True)
-        for col in ("id", "class", "target", "params (default [bounds])", "local mechanism", "local", "verify signal"):
+        for col in ("id", "class", "target", "params (default \\[bounds])", "local mechanism", "local", "verify signal"):
             table.add_column(col, overflow="fold")
         for r in records:
             table.add_row(
