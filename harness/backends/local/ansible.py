@@ -1,0 +1,49 @@
+"""Run one of the local playbooks (playbooks/local/) through ansible-runner against localhost."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.errors import PreflightFailed
+
+REPO = Path(__file__).resolve().parents[3]
+PLAYBOOKS = REPO / "playbooks"
+
+
+def _first_failure(runner: Any) -> str:
+    for ev in runner.events:
+        if ev.get("event") in ("runner_on_failed", "runner_on_unreachable", "runner_item_on_failed"):
+            data = ev.get("event_data", {})
+            res = data.get("res", {})
+            msg = (res.get("stderr") or res.get("msg") or "").strip().splitlines()
+            return f"task {data.get('task', '?')!r}: {msg[-1] if msg else 'failed'}"
+    return f"status {runner.status}, rc {runner.rc}"
+
+
+def run_playbook(name: str, extravars: dict[str, Any], private_dir: Path) -> None:
+    """Run ``playbooks/local/<name>``; raise PreflightFailed naming the first failed task."""
+    import ansible_runner
+
+    private_dir.mkdir(parents=True, exist_ok=True)
+    venv_bin = str(Path(sys.executable).parent)
+    envvars = {
+        "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",  # ansible-runner finds ansible-playbook on PATH
+        "ANSIBLE_ROLES_PATH": str(PLAYBOOKS / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_LOCALHOST_WARNING": "False",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+    }
+    runner = ansible_runner.run(
+        private_data_dir=str(private_dir),
+        playbook=str(PLAYBOOKS / "local" / name),
+        inventory=f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}",
+        extravars={"chaosbench_root": str(REPO), **extravars},
+        envvars=envvars,
+        quiet=True,
+        rotate_artifacts=2,
+    )
+    if runner.rc != 0 or runner.status != "successful":
+        raise PreflightFailed(f"playbook {name} failed: {_first_failure(runner)} (log: {private_dir}/artifacts)")

@@ -1,0 +1,70 @@
+"""Checks before the local testbed starts anything: binaries, free ports, root."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+
+from harness.backends.local.plan import Ports
+from harness.errors import PreflightFailed
+
+PROMETHEUS_BIN = os.environ.get("CHAOSBENCH_PROMETHEUS", "/usr/bin/prometheus")
+NODE_EXPORTER_BIN = os.environ.get("CHAOSBENCH_NODE_EXPORTER", "/usr/bin/prometheus-node-exporter")
+
+# Faults whose local mechanism needs per-node namespaces, cgroups, qdiscs or iptables (root only).
+ROOT_ONLY_FAULTS = {
+    "cpu-contention": "stressor placed in the node's cgroup",
+    "cpu-throttle": "cgroup CPU quota",
+    "host-memory-pressure": "cgroup memory limit",
+    "interconnect-degradation": "tbf qdisc on the node's veth",
+    "network-delay": "iptables/NFQUEUE on the node's veth",
+}
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def no_root_message() -> str:
+    listed = ", ".join(f"{f} ({why})" for f, why in ROOT_ONLY_FAULTS.items())
+    return ("not running as root: the local testbed runs on loopback without per-node namespaces or cgroups; "
+            f"faults that need root: {listed}")
+
+
+def check_binaries(isolated: bool) -> None:
+    missing = [b for b in (PROMETHEUS_BIN, NODE_EXPORTER_BIN) if not (shutil.which(b) or os.access(b, os.X_OK))]
+    if isolated and not shutil.which("ip"):
+        missing.append("ip (iproute2)")
+    if missing:
+        raise PreflightFailed(
+            f"missing {', '.join(missing)}: install with `apt-get install -y --no-install-recommends "
+            "prometheus prometheus-node-exporter iproute2` (or set CHAOSBENCH_PROMETHEUS / CHAOSBENCH_NODE_EXPORTER)"
+        )
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_ports(ports: Ports, isolated: bool) -> None:
+    busy = [f"{name} {port}" for name, port in ports.host_ports(isolated).items() if port_in_use(port)]
+    if busy:
+        raise PreflightFailed(
+            f"port already in use on 127.0.0.1: {', '.join(busy)} (another testbed running? "
+            "`chaosbench cleanup` stops a leftover one; CHAOSBENCH_PORT_BASE moves the host ports)"
+        )
+
+
+def check_faults(fault_ids: list[str], isolated: bool) -> None:
+    if isolated:
+        return
+    blocked = [f for f in fault_ids if f in ROOT_ONLY_FAULTS]
+    if blocked:
+        raise PreflightFailed(f"{', '.join(blocked)} cannot run: {no_root_message()}")

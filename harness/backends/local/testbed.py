@@ -1,0 +1,264 @@
+"""The local backend: deploy a testbed on this machine, hand it out as a ``Testbed``, tear it down.
+
+``deploy_local`` runs preflight, writes the plan (the state file) BEFORE starting
+anything, runs playbooks/local/deploy.yml (nodes, Prometheus, node-exporter, the
+per-node exporter, Ray), waits for every Ray node, deploys the engine through its
+``deploy(ray_address, scenario, run_dir, ...)`` and registers the engine's scrape
+targets with Prometheus. ``LocalTestbed.teardown`` shuts the engine down, saves
+the Ray logs, runs playbooks/local/teardown.yml and verifies nothing is left.
+Any failure during deploy tears down what was started before raising.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness.backends.base import DeviceControl, NodeInfo, RankInfo
+from harness.backends.local import preflight
+from harness.backends.local.ansible import run_playbook
+from harness.backends.local.cleanup import Leftovers, cleanup, testbed_pids
+from harness.backends.local.plan import NodePlan, TestbedPlan, make_plan
+from harness.case import atomic_write_json
+from harness.errors import ChaosbenchError, PreflightFailed
+from harness.registry import import_ref
+
+RAY_NUM_CPUS = 8  # logical slots per Ray node: ranks + Serve replicas, not real cores
+RAY_OBJECT_STORE_BYTES = 100 * 1024 * 1024
+
+
+class EngineHandle(Protocol):
+    api_url: str
+    metrics_targets: list[tuple[str, str]]
+
+    def rank_pids(self) -> dict[str, int]: ...
+
+    def shutdown(self) -> None: ...
+
+
+EngineDeploy = Callable[..., EngineHandle]
+
+
+def ray_env(plan: TestbedPlan) -> dict[str, str]:
+    from harness.backends.local.ansible import REPO
+
+    env = {
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_metrics_report_interval_ms": "1000",
+        "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0",
+        "RAY_health_check_period_ms": "1000",
+        "RAY_health_check_timeout_ms": "2000",
+        "RAY_health_check_failure_threshold": "15",
+        "GLOO_SOCKET_IFNAME": "eth0" if plan.isolated else "lo",
+        "PYTHONPATH": str(REPO),  # Ray workers import the engine from this checkout
+        "CHAOSBENCH_RUN_ID": plan.run_id,
+    }
+    if not plan.isolated:
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # keep Ray on loopback
+    return env
+
+
+def ray_nodes(plan: TestbedPlan) -> list[dict[str, Any]]:
+    """One Ray node per emulated node; without isolation one Ray node carries every node's resource."""
+    def entry(node: NodePlan, names: list[str]) -> dict[str, Any]:
+        return {"name": node.name, "ip": node.ip, "netns": node.netns or "", "ray_temp": node.ray_temp,
+                "cgroup_dirs": sorted(set(node.cgroups.values())), "resources": {n: 1000 for n in names}}
+
+    if plan.isolated:
+        return [entry(n, [n.name]) for n in plan.nodes]
+    return [entry(plan.nodes[0], [n.name for n in plan.nodes])]
+
+
+def _wait_ray(plan: TestbedPlan, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    pending = [n["name"] for n in ray_nodes(plan)]
+    while pending:
+        for name in list(pending):
+            log = plan.log_dir / f"ray-{name}.log"
+            text = log.read_text(errors="replace") if log.is_file() else ""
+            if "Ray runtime started" in text:
+                pending.remove(name)
+            elif "Error" in text and ("Traceback" in text or "failed" in text.lower()):
+                raise PreflightFailed(f"Ray on {name} failed to start: see {log}")
+        if pending and time.monotonic() > deadline:
+            raise PreflightFailed(f"Ray did not start on {', '.join(pending)} within {timeout_s:g}s (logs in {plan.log_dir})")
+        time.sleep(0.3)
+
+
+def _wait_targets(prom_url: str, components: set[str], timeout_s: float = 45.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    down: set[str] = set(components)
+    while time.monotonic() < deadline:
+        try:
+            active = httpx.get(f"{prom_url}/api/v1/targets", timeout=2).json()["data"]["activeTargets"]
+            up = {t["labels"].get("component") for t in active if t["health"] == "up"}
+            down = components - up
+            if not down:
+                return
+        except (httpx.HTTPError, KeyError, ValueError):
+            pass
+        time.sleep(0.5)
+    raise PreflightFailed(f"Prometheus cannot scrape {', '.join(sorted(down))} within {timeout_s:g}s")
+
+
+@dataclass
+class LocalTestbed:
+    plan: TestbedPlan
+    engine: str
+    control_dir: Path
+    trace_dir: Path
+    api_url: str = ""
+    handle: EngineHandle | None = None
+    ranks: dict[str, RankInfo] = field(default_factory=dict)
+    backend: str = "local"
+    teardown_leftovers: Leftovers | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.plan.run_dir)
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.plan.ports.prometheus}"
+
+    @property
+    def nodes(self) -> dict[str, NodeInfo]:
+        return {n.name: NodeInfo(name=n.name, ip=n.ip, netns=n.netns, veth_host=n.veth_host, veth_node=n.veth_node,
+                                 cgroups=dict(n.cgroups)) for n in self.plan.nodes}
+
+    def device(self, rank: str) -> DeviceControl:
+        return DeviceControl(self.control_dir, rank)
+
+    def node_pids(self, node: str) -> list[int]:
+        from harness.backends.local.cleanup import cgroup_pids, netns_pids
+
+        plan_node = next((n for n in self.plan.nodes if n.name == node), None)
+        if plan_node is None:
+            raise KeyError(f"no node {node!r}")
+        if not self.plan.isolated:
+            return sorted(testbed_pids(self.plan))  # one shared process set on loopback
+        pids: set[int] = set()
+        for d in plan_node.cgroups.values():
+            pids |= cgroup_pids(d)
+        if plan_node.netns:
+            pids |= netns_pids(plan_node.netns)
+        return sorted(pids)
+
+    def rank_pid(self, rank: str) -> int:
+        if self.handle is None:
+            raise KeyError(f"{rank}: no engine deployed")
+        return int(self.handle.rank_pids()[rank])
+
+    def register_targets(self, targets: list[tuple[str, str]]) -> None:
+        sd = [{"targets": [addr], "labels": {"component": comp}} for comp, addr in targets]
+        atomic_write_json(self.run_dir / "prometheus" / "targets" / "engine.json", sd)
+
+    # --------------------------------------------------------------- teardown
+    def save_ray_logs(self) -> Path:
+        dest = self.run_dir / "logs" / "ray"
+        for node in self.plan.nodes:
+            src = Path(node.ray_temp) / "session_latest" / "logs"
+            if src.is_dir() and not (dest / node.name).exists():
+                shutil.copytree(src, dest / node.name, ignore=shutil.ignore_patterns("*.sock", "events"),
+                                dirs_exist_ok=True, ignore_dangling_symlinks=True)
+        return dest
+
+    def teardown(self) -> Leftovers:
+        """Always completes: engine shutdown and playbook errors are recorded, then the Python cleanup runs."""
+        errors: list[str] = []
+        if self.handle is not None:
+            try:
+                self.handle.shutdown()
+            except Exception as exc:  # noqa: BLE001 - teardown must go on
+                errors.append(f"engine shutdown: {exc}")
+            self.handle = None
+        try:
+            self.save_ray_logs()
+        except OSError as exc:
+            errors.append(f"saving Ray logs: {exc}")
+        try:
+            run_playbook("teardown.yml", {"testbed": self.plan.to_json()}, self.run_dir / "ansible" / "teardown")
+        except ChaosbenchError as exc:
+            errors.append(str(exc))
+        self.teardown_leftovers = cleanup(self.plan, grace_s=3.0)
+        if errors:
+            (self.run_dir / "logs" / "teardown-errors.txt").write_text("\n".join(errors) + "\n")
+        return self.teardown_leftovers
+
+
+def _resolve_engine(name: str) -> EngineDeploy:
+    try:
+        from harness.engines import ENGINES  # type: ignore[attr-defined]
+
+        return ENGINES.get(name)  # type: ignore[no-any-return]
+    except ImportError:
+        return import_ref(f"harness.engines.{name}:deploy")  # type: ignore[return-value]
+
+
+def start_infra(run_dir: Path, n_nodes: int, *, isolated: bool | None = None, fault_ids: list[str] | None = None,
+                run_id: str | None = None) -> TestbedPlan:
+    """Preflight, write the state file, run the deploy playbook and wait for Ray. Cleans up on failure."""
+    isolated = preflight.is_root() if isolated is None else isolated
+    preflight.check_binaries(isolated)
+    preflight.check_faults(list(fault_ids or []), isolated)
+    plan = make_plan(run_dir, n_nodes, isolated=isolated, run_id=run_id)
+    preflight.check_ports(plan.ports, isolated)
+    Path(plan.run_dir).mkdir(parents=True, exist_ok=True)
+    plan.write()  # before anything starts: `chaosbench cleanup` works from here on
+    extravars = {"testbed": plan.to_json(), "ray_env": ray_env(plan), "ray_nodes": ray_nodes(plan),
+                 "ray_bin": str(Path(plan.python).parent / "ray"), "ray_num_cpus": RAY_NUM_CPUS,
+                 "ray_object_store_bytes": RAY_OBJECT_STORE_BYTES,
+                 "prometheus_bin": preflight.PROMETHEUS_BIN, "node_exporter_bin": preflight.NODE_EXPORTER_BIN}
+    try:
+        run_playbook("deploy.yml", extravars, Path(plan.run_dir) / "ansible" / "deploy")
+        _wait_ray(plan)
+    except BaseException:
+        cleanup(plan, grace_s=3.0)
+        raise
+    return plan
+
+
+def ray_address(plan: TestbedPlan) -> str:
+    """The driver (this process) is outside the nodes' namespaces, so it connects through Ray Client."""
+    return f"ray://{plan.head.ip}:{plan.ports.ray_client}"
+
+
+def deploy_local(scenario: Any, run_dir: Path, *, engine_deploy: EngineDeploy | None = None,
+                 isolated: bool | None = None, run_id: str | None = None) -> LocalTestbed:
+    """Deploy the whole testbed for ``scenario`` (harness.scenario.Scenario) under ``run_dir``."""
+    dep = scenario.spec.deployment
+    fault_ids = [f.id for f in scenario.spec.faults]
+    plan = start_infra(Path(run_dir), dep.topology.nodes, isolated=isolated, fault_ids=fault_ids, run_id=run_id)
+    tb = LocalTestbed(plan=plan, engine=dep.engine, control_dir=Path(plan.run_dir) / "control",
+                      trace_dir=Path(plan.run_dir) / "traces")
+    tb.control_dir.mkdir(exist_ok=True)
+    tb.trace_dir.mkdir(exist_ok=True)
+    try:
+        deploy = engine_deploy or _resolve_engine(dep.engine)
+        try:
+            handle = deploy(ray_address(plan), scenario, Path(plan.run_dir), trace_dir=tb.trace_dir,
+                            control_dir=tb.control_dir, node_ips={n.name: n.ip for n in plan.nodes},
+                            http_host=plan.head.ip, http_port=plan.ports.serve_http,
+                            gloo_ifname="eth0" if plan.isolated else "lo")
+        except ChaosbenchError:
+            raise
+        except Exception as exc:
+            raise PreflightFailed(f"engine {dep.engine!r} failed to start: {type(exc).__name__}: {exc}") from exc
+        tb.handle, tb.api_url = handle, handle.api_url
+        tb.ranks = {r: RankInfo(name=r, index=int(r.split("-")[1]), node=dep.topology.rank_node(int(r.split("-")[1])),
+                                pid=pid) for r, pid in handle.rank_pids().items()}
+        tb.register_targets(list(handle.metrics_targets))
+        _wait_targets(tb.prometheus_url, {c for c, _ in handle.metrics_targets} | {"host"})
+    except BaseException:
+        tb.teardown()
+        raise
+    (Path(plan.run_dir) / "testbed-ready.json").write_text(json.dumps({"api_url": tb.api_url}) + "\n")
+    return tb
