@@ -1,0 +1,124 @@
+"""network-delay: delay (and optionally drop) the node's egress packets on its veth, inside its namespace.
+
+No netem on this kernel: an iptables rule sends the packets to an NFQUEUE (``--queue-bypass``: if the handler
+dies, packets pass rather than being black-holed) and a handler process in the node's namespace
+(``harness.faults.mech.nfq_delay``) releases each one delay +- jitter ms later. Loss is a ``statistic`` DROP
+rule placed before it. Every rule carries ``chaosbench:<key>``. Verify: the handler is holding packets (its
+status file) or the loss rule's counter moves. Recover: delete the rules, then kill the handler.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+from harness.backends.base import Testbed
+from harness.errors import PreflightFailed
+from harness.faults import targets
+from harness.faults.base import Evidence, Handle, base_handle
+from harness.faults.catalog import FAULTS
+from harness.faults.mech import iptables, procs
+
+SPEC = FAULTS["network-delay"]
+HANDLER_START_TIMEOUT = 10.0
+
+
+class NetworkDelayHandle(Handle):
+    netns: str
+    dev: str
+    queue: int
+    delay_ms: float
+    jitter_ms: float
+    correlation: float
+    loss_percent: float
+    status_file: str
+    pids: list[int]
+
+
+def preflight(testbed: Testbed, step: Any) -> None:
+    targets.need_root(SPEC.id)
+    targets.need_binaries(SPEC.id, "iptables", "iptables-save", "ip")
+    node = targets.node(testbed, step)
+    if not node.netns or not node.veth_node:
+        raise PreflightFailed(f"{SPEC.id}: {node.name} has no network namespace/veth (run the local backend as root)")
+    if step.params.delay_ms > 0:
+        try:
+            import netfilterqueue  # noqa: F401
+        except ImportError as exc:
+            raise PreflightFailed(f"{SPEC.id}: the netfilterqueue package is missing ({exc})") from exc
+
+
+def prepare(testbed: Testbed, step: Any, key: str) -> NetworkDelayHandle:
+    node, p = targets.node(testbed, step), step.params
+    return NetworkDelayHandle(
+        **base_handle(SPEC, step, key), netns=node.netns or "", dev=node.veth_node or "",
+        queue=1000 + zlib.crc32(key.encode()) % 30000, delay_ms=p.delay_ms, jitter_ms=p.jitter_ms,
+        correlation=p.correlation, loss_percent=p.loss_percent,
+        status_file=str(Path(testbed.run_dir) / f"nfq-delay-{key}.json"), pids=[],
+    )
+
+
+def _start_handler(h: NetworkDelayHandle) -> int:
+    argv = [sys.executable, "-m", "harness.faults.mech.nfq_delay", "--queue", str(h["queue"]),
+            "--delay-ms", str(h["delay_ms"]), "--jitter-ms", str(h["jitter_ms"]),
+            "--correlation", str(h["correlation"]), "--status", h["status_file"]]
+    proc = procs.spawn(argv, h["key"], netns=h["netns"], extra_env=procs.package_env(),
+                       log=Path(h["status_file"]).with_suffix(".log"))
+    deadline = time.monotonic() + HANDLER_START_TIMEOUT
+    while not Path(h["status_file"]).exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"NFQUEUE delay handler did not start (see {Path(h['status_file']).with_suffix('.log')})")
+        time.sleep(0.05)
+    return proc.pid
+
+
+def inject(handle: NetworkDelayHandle, testbed: Testbed) -> NetworkDelayHandle:
+    h, pids = handle, []
+    if h["delay_ms"] > 0:
+        pids.append(_start_handler(h))
+    match = ["-o", h["dev"]]
+    if h["loss_percent"] > 0:
+        prob = f"{h['loss_percent'] / 100:.6f}"
+        iptables.append(h["netns"], "OUTPUT", h["key"], match,
+                        ["-m", "statistic", "--mode", "random", "--probability", prob, "-j", "DROP"])
+    if h["delay_ms"] > 0:
+        iptables.append(h["netns"], "OUTPUT", h["key"], match,
+                        ["-j", "NFQUEUE", "--queue-num", str(h["queue"]), "--queue-bypass"])
+    return {**h, "pids": pids}
+
+
+def _held(h: NetworkDelayHandle) -> int:
+    try:
+        return int(json.loads(Path(h["status_file"]).read_text())["held"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def verify(handle: NetworkDelayHandle, testbed: Testbed) -> Evidence | None:
+    h = handle
+    rules = iptables.rules(h["netns"], h["key"])
+    counts = {r.spec.split(" -j ")[-1].split()[0]: r.packets for r in rules}
+    want = (["DROP"] if h["loss_percent"] > 0 else []) + (["NFQUEUE"] if h["delay_ms"] > 0 else [])
+    if sorted(counts) != sorted(want):
+        return None
+    held = _held(h)
+    if h["delay_ms"] > 0 and (held == 0 or not procs.find_marked(h["key"])):
+        return None
+    if h["delay_ms"] == 0 and counts.get("DROP", 0) == 0:
+        return None
+    return Evidence("delayed/dropped packets", held or counts.get("DROP", 0),
+                    f"{h['dev']} in {h['netns']}: {held} packets held {h['delay_ms']:g}+-{h['jitter_ms']:g} ms, "
+                    f"{counts.get('DROP', 0)} dropped ({h['loss_percent']:g}%)",
+                    {"queued": counts.get("NFQUEUE", 0), "dropped": counts.get("DROP", 0)})
+
+
+def recover(handle: NetworkDelayHandle) -> None:
+    if Path(f"/run/netns/{handle['netns']}").exists():
+        iptables.remove_all(handle["netns"], handle["key"])
+    procs.kill_marked(handle["key"])
+    for suffix in (".json", ".log", ".tmp"):
+        Path(handle["status_file"]).with_suffix(suffix).unlink(missing_ok=True)
