@@ -29,6 +29,7 @@ SUBCOMMANDS = (
     "eval",
     "report",
     "baselines",
+    "make_model",
 )
 
 app = typer.Typer(
