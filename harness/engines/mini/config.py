@@ -1,0 +1,73 @@
+"""The mini engine's configuration, built from a scenario's deployment section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import InputInvalid
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mini-llama"
+    layers: int = 2
+    hidden: int = 256
+    heads: int = 4
+    vocab: int = 2048
+    max_seq_len: int = 512
+    seed: int = 0
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def intermediate(self) -> int:
+        return 2 * self.hidden
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: ModelConfig
+    tensor_parallel: int = 4
+    nodes: int = 1
+    block_size: int = 16  # tokens per KV block
+    kv_blocks: int = 64  # KV blocks per rank (small on purpose: memory pressure must cause preemptions)
+    max_num_seqs: int = 16
+    max_batched_tokens: int = 1024
+    trace_dir: str = ""
+    control_dir: str = ""
+    run_dir: str = ""
+    node_ips: dict[str, str] = field(default_factory=dict)
+    gloo_ifname: str | None = None
+    metrics_port: int = 0  # 0: an ephemeral port, kept across rank restarts
+    gloo_timeout_s: float = 1800.0  # longer than any nccl-hang window: peers must block, not fail
+
+    def rank_node(self, rank: int) -> str:
+        return f"node-{rank * self.nodes // self.tensor_parallel}"
+
+    def node_ip(self, node: str) -> str | None:
+        return self.node_ips.get(node)
+
+
+def engine_config(scenario: Any, *, run_dir: Path, trace_dir: Path, control_dir: Path,
+                  node_ips: dict[str, str], gloo_ifname: str | None, **overrides: Any) -> EngineConfig:
+    """Build the engine config from ``scenario.spec.deployment`` (a Scenario or any look-alike)."""
+    dep = scenario.spec.deployment
+    topo, m = dep.topology, dep.model
+    dp = int(getattr(topo, "data_parallel", 1))
+    if dp != 1:
+        raise InputInvalid(f"the mini engine supports data_parallel=1 only, got {dp}")
+    tp = int(topo.tensor_parallel)
+    if m.heads % tp or m.hidden % m.heads or (2 * m.hidden) % tp:
+        raise InputInvalid(f"model heads={m.heads}, hidden={m.hidden} cannot be split over tensor_parallel={tp}")
+    if m.vocab < 260:
+        raise InputInvalid(f"model.vocab must be at least 260 for the byte tokenizer, got {m.vocab}")
+    seed = int(getattr(getattr(scenario.spec, "workload", None), "seed", 0) or 0)
+    model = ModelConfig(name=m.name, layers=m.layers, hidden=m.hidden, heads=m.heads, vocab=m.vocab,
+                        max_seq_len=m.max_seq_len, seed=seed)
+    return EngineConfig(model=model, tensor_parallel=tp, nodes=int(topo.nodes), trace_dir=str(trace_dir),
+                        control_dir=str(control_dir), run_dir=str(run_dir), node_ips=dict(node_ips),
+                        gloo_ifname=gloo_ifname, **overrides)

@@ -1,0 +1,102 @@
+"""Per-rank torch.profiler windows turned into Kineto Chrome traces that Outpost can read.
+
+Between /start_profile and /stop_profile each rank records a torch.profiler window. On stop
+the Kineto JSON is rewritten: ``ts`` become unix-epoch microseconds, the process is named
+``rank-<i>``, events inside an ``engine.step`` get ``args.step``, and the window is MERGED
+into ``<trace_dir>/rank-<i>.json.gz`` (one file per rank; windows listed under
+``chaosbench.windows``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+
+def start_profiler() -> profile:
+    prof = profile(activities=[ProfilerActivity.CPU], record_shapes=False, with_stack=False, profile_memory=False)
+    prof.start()
+    return prof
+
+
+def stop_profiler(prof: profile, raw_path: Path) -> dict[str, Any]:
+    prof.stop()
+    prof.export_chrome_trace(str(raw_path))
+    try:
+        return json.loads(raw_path.read_text())
+    finally:
+        raw_path.unlink(missing_ok=True)
+
+
+def to_epoch(trace: dict[str, Any], anchor_epoch_us: float | None = None) -> list[dict[str, Any]]:
+    """Shift event ``ts`` to unix-epoch microseconds (Kineto writes them relative to baseTimeNanoseconds)."""
+    base_ns = trace.get("baseTimeNanoseconds")
+    offset = base_ns / 1000.0 if isinstance(base_ns, (int, float)) else 0.0
+    events = [e for e in trace.get("traceEvents", []) if isinstance(e, dict)]
+    if anchor_epoch_us is not None:
+        anchor = next((e for e in events if e.get("name") == ANCHOR), None)
+        if anchor is not None and abs(anchor["ts"] + offset - anchor_epoch_us) > 1e6:
+            offset = anchor_epoch_us - anchor["ts"]  # base time missing or on another clock
+    out = []
+    for e in events:
+        if e.get("name") == ANCHOR:
+            continue
+        if isinstance(e.get("ts"), (int, float)):
+            e = {**e, "ts": e["ts"] + offset}
+        out.append(e)
+    return out
+
+
+ANCHOR = "chaosbench.clock_anchor"
+
+
+def annotate(events: list[dict[str, Any]], rank: str, steps: list[int]) -> list[dict[str, Any]]:
+    """Name processes ``rank``, and tag every event inside the k-th engine.step with args.step."""
+    spans = sorted((e["ts"], e["ts"] + e.get("dur", 0)) for e in events
+                   if e.get("name") == "engine.step" and e.get("ph") == "X")
+    starts = [s for s, _ in spans]
+    step_of = dict(zip(starts, steps, strict=False))
+    out = []
+    pids = set()
+    for e in events:
+        if e.get("ph") == "M" and e.get("name") == "process_name":
+            continue
+        pids.add(e.get("pid"))
+        if e.get("ph") == "X" and starts:
+            i = bisect.bisect_right(starts, e["ts"]) - 1
+            if i >= 0 and e["ts"] <= spans[i][1] and starts[i] in step_of:
+                e = {**e, "args": {**(e.get("args") or {}), "step": step_of[starts[i]]}}
+        out.append(e)
+    for pid in sorted(pids, key=str):
+        out.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "ts": starts[0] if starts else 0,
+                    "args": {"name": rank}})
+    return out
+
+
+def merge_window(path: Path, rank: str, events: list[dict[str, Any]], window: tuple[float, float]) -> None:
+    """Append a window's events to the rank's trace file (gzip Chrome JSON), atomically."""
+    doc: dict[str, Any] = {"traceEvents": [], "displayTimeUnit": "ms",
+                           "chaosbench": {"rank": rank, "ts_unit": "unix epoch microseconds",
+                                          "device": "emulated", "windows": []}}
+    if path.exists():
+        with gzip.open(path, "rt") as fh:
+            doc = json.load(fh)
+    doc["traceEvents"].extend(events)
+    doc["chaosbench"]["windows"].append([window[0], window[1]])
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with gzip.open(tmp, "wt", compresslevel=3) as fh:
+        json.dump(doc, fh, separators=(",", ":"))
+    os.replace(tmp, path)
+
+
+def anchor_event() -> None:
+    """Emit the clock anchor range right after reading the epoch clock."""
+    with torch.profiler.record_function(ANCHOR):
+        pass

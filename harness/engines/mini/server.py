@@ -1,0 +1,169 @@
+"""The Ray Serve ingress: an OpenAI-compatible API in front of the engine core (runs on node-0).
+
+Routes: POST /v1/completions, POST /v1/chat/completions (stream true|false, SSE), GET /v1/models,
+GET /health, POST /start_profile, POST /stop_profile, GET /ranks, GET /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+
+import ray
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
+from pydantic import ValidationError
+from ray import serve
+
+from harness.engines.mini.config import EngineConfig
+from harness.engines.mini.core import EngineCore, TokenEvent
+from harness.engines.mini.protocol import (
+    ChatRequest,
+    CompletionRequest,
+    completion_chunk,
+    error_body,
+    full_response,
+    new_id,
+    usage,
+)
+from harness.engines.mini.scheduler import Sequence
+
+app = FastAPI(title="chaosbench mini engine")
+
+
+@serve.deployment(num_replicas=1, max_ongoing_requests=1024, health_check_period_s=5,
+                  ray_actor_options={"num_cpus": 0, "resources": {"node-0": 0.001}})
+@serve.ingress(app)
+class MiniServer:
+    def __init__(self, cfg: EngineConfig):
+        self.cfg = cfg
+        self.model = cfg.model.name
+        self.core = EngineCore(cfg)
+        self.core.start()
+        self.ip = cfg.node_ip("node-0") or ray.util.get_node_ip_address()
+        self._metrics_server, _ = start_http_server(cfg.metrics_port, addr=cfg.node_ip("node-0") or "0.0.0.0",
+                                                    registry=self.core.metrics.registry)
+
+    def metrics_targets(self) -> list[tuple[str, str]]:
+        targets = [("ingress", f"{self.ip}:{self._metrics_server.server_port}")]
+        targets += [(i["rank"], f"{i['ip']}:{i['metrics_port']}") for i in self.core.infos]
+        return targets
+
+    def shutdown(self) -> None:
+        self.core.shutdown()
+        self._metrics_server.shutdown()
+
+    def __del__(self) -> None:
+        try:
+            self.core.shutdown()
+        except Exception:  # noqa: BLE001 - best effort at teardown
+            pass
+
+    @app.get("/health")
+    async def health(self) -> Response:
+        ok = bool(self.core.ranks) and self.core._thread is not None and self.core._thread.is_alive()
+        return Response(status_code=200 if ok else 503)
+
+    @app.get("/v1/models")
+    async def models(self) -> dict:
+        return {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0,
+                                            "owned_by": "chaosbench", "max_model_len": self.cfg.model.max_seq_len}]}
+
+    @app.get("/ranks")
+    async def ranks(self) -> list[dict]:
+        return [dict(i) for i in self.core.infos]
+
+    @app.get("/metrics")
+    async def metrics(self) -> Response:
+        return PlainTextResponse(generate_latest(self.core.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/start_profile")
+    async def start_profile(self) -> dict:
+        await asyncio.wrap_future(self.core.start_profile())
+        return {"status": "profiling"}
+
+    @app.post("/stop_profile")
+    async def stop_profile(self) -> dict:
+        paths = await asyncio.wrap_future(self.core.stop_profile())
+        return {"status": "stopped", "traces": paths}
+
+    @app.post("/v1/completions")
+    async def completions(self, request: Request) -> Response:
+        return await self._serve(request, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._serve(request, chat=True)
+
+    async def _serve(self, request: Request, chat: bool) -> Response:
+        try:
+            body = await request.json()
+            req = ChatRequest.model_validate(body) if chat else CompletionRequest.model_validate(body)
+            seq = self._sequence(req)
+        except (ValidationError, ValueError, json.JSONDecodeError) as exc:
+            return JSONResponse(error_body(_one_line(exc)), status_code=400)
+        rid = new_id("chatcmpl" if chat else "cmpl")
+        seq.rid = rid
+        events = self._run(seq)
+        if req.stream:
+            return StreamingResponse(self._sse(rid, events, chat, req.include_usage()),
+                                     media_type="text/event-stream")
+        text, finish, last = [], None, None
+        async for ev in events:
+            text.append(ev.text)
+            finish, last = ev.finish_reason, ev
+        done = last.completion_tokens if last else 0
+        return JSONResponse(full_response(rid, self.model, "".join(text), finish, chat, len(seq.prompt), done))
+
+    def _sequence(self, req: CompletionRequest | ChatRequest) -> Sequence:
+        text = req.prompt_text()
+        prompt = list(text) if isinstance(text, list) else self.core.tokenizer.encode(text)
+        if not prompt or any(not 0 <= t < self.cfg.model.vocab for t in prompt):
+            raise ValueError("prompt is empty or has token ids outside the vocabulary")
+        limit = self.cfg.model.max_seq_len
+        max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or 16
+        if len(prompt) + max_tokens > limit:
+            raise ValueError(f"This model's maximum context length is {limit} tokens; the request has "
+                             f"{len(prompt)} prompt tokens and asks for {max_tokens} more")
+        seed = req.seed if req.seed is not None else random.getrandbits(31)
+        return Sequence(rid="", prompt=prompt, max_tokens=max_tokens, temperature=req.temperature, seed=seed,
+                        ignore_eos=req.ignore_eos)
+
+    async def _run(self, seq: Sequence) -> AsyncIterator[TokenEvent]:
+        queue: asyncio.Queue[TokenEvent] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        self.core.submit(seq, lambda ev: loop.call_soon_threadsafe(queue.put_nowait, ev))
+        finished = False
+        try:
+            while not finished:
+                ev = await queue.get()
+                finished = ev.finish_reason is not None
+                yield ev
+        finally:
+            if not finished:
+                self.core.abort(seq.rid)
+
+    async def _sse(self, rid: str, events: AsyncIterator[TokenEvent], chat: bool, with_usage: bool):
+        first, last = True, None
+        async for ev in events:
+            yield _data(completion_chunk(rid, self.model, ev.text, ev.finish_reason, chat, first))
+            first, last = False, ev
+        if with_usage and last is not None:
+            chunk = completion_chunk(rid, self.model, "", None, chat)
+            chunk["choices"], chunk["usage"] = [], usage(last.prompt_tokens, last.completion_tokens)
+            yield _data(chunk)
+        yield "data: [DONE]\n\n"
+
+
+def _data(obj: dict) -> str:
+    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,168 @@
+"""One tensor-parallel rank: a Ray actor holding a model shard, its KV cache and its emulated device.
+
+The engine core calls ``execute(batch)`` on every rank each step; the ranks run the layers,
+all-reducing over gloo, and rank 0 samples and returns the next tokens. Each rank serves its
+own Prometheus exporter (dcgm-exporter names for the emulated device, step/all-reduce
+histograms) and records torch.profiler windows on request.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, start_http_server
+from torch.profiler import record_function
+
+from harness.engines.mini import profiling
+from harness.engines.mini.config import EngineConfig
+from harness.engines.mini.device import DeviceError, DeviceLayer
+from harness.engines.mini.model import ModelShard, StepBatch, sample
+
+STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24)
+
+
+@dataclass(frozen=True)
+class RankState:
+    """What survives a rank restart (the device's history, not the process)."""
+
+    restarts: int = 0
+    handled_xid_seq: int = 0
+    xid_count: int = 0
+    last_xid: int = 0
+    metrics_port: int = 0
+
+
+@dataclass(frozen=True)
+class StepResult:
+    tokens: tuple[int, ...] | None  # rank 0 only
+    usable_blocks: int
+    seconds: float
+
+
+class RankWorker:
+    def __init__(self, cfg: EngineConfig, index: int, state: RankState):
+        torch.set_num_threads(1)
+        self.cfg, self.index = cfg, index
+        self.rank = f"rank-{index}"
+        self.node = cfg.rank_node(index)
+        self.ip = cfg.node_ip(self.node) or _node_ip()
+        self.shard = ModelShard(cfg.model, index, cfg.tensor_parallel, cfg.kv_blocks, cfg.block_size)
+        self.device = DeviceLayer(self.rank, index, cfg.control_dir, cfg.kv_blocks,
+                                  handled_xid_seq=state.handled_xid_seq, xid_count=state.xid_count,
+                                  last_xid=state.last_xid)
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        self.registry.register(self.device)
+        labels = {"rank": self.rank, "gpu": str(index)}
+        self.step_hist = Histogram("chaosbench_rank_step_seconds", "Time of one engine step on this rank.",
+                                   ["rank", "gpu"], registry=self.registry, buckets=STEP_BUCKETS).labels(**labels)
+        self.ar_hist = Histogram("chaosbench_rank_allreduce_seconds", "Time of one all-reduce on this rank.",
+                                 ["rank", "gpu"], registry=self.registry, buckets=STEP_BUCKETS).labels(**labels)
+        restarts = Counter("chaosbench_rank_restarts", "Restarts of this rank's worker.", ["rank", "gpu"],
+                           registry=self.registry).labels(**labels)
+        restarts.inc(state.restarts)
+        bind = cfg.node_ip(self.node) or "0.0.0.0"
+        self._server = _serve_metrics(state.metrics_port, bind, self.registry)
+        self.metrics_port = self._server.server_port
+        self.prof = None
+        self.window_steps: list[int] = []
+        self.window_start = 0.0
+        self.pid = os.getpid()
+
+    def info(self) -> dict:
+        return {"rank": self.rank, "index": self.index, "node": self.node, "pid": self.pid, "ip": self.ip,
+                "metrics_port": self.metrics_port, "usable_blocks": self.device.usable_blocks()}
+
+    def free_port(self) -> tuple[str, int]:
+        with socket.socket() as s:
+            s.bind((self.ip, 0))
+            return self.ip, s.getsockname()[1]
+
+    def init_group(self, master_ip: str, port: int) -> bool:
+        dist.init_process_group("gloo", init_method=f"tcp://{master_ip}:{port}", rank=self.index,
+                                world_size=self.cfg.tensor_parallel,
+                                timeout=timedelta(seconds=self.cfg.gloo_timeout_s))
+        return True
+
+    def execute(self, batch: StepBatch) -> StepResult:
+        t0 = time.perf_counter()
+        try:
+            with record_function("engine.step"):
+                self.device.poll()
+                logits = self.shard.forward(batch, self._all_reduce, self.device.throttle)
+                tokens = None
+                if logits is not None:
+                    tokens = tuple(sample(logits, batch.seqs, [s.context_len for s in batch.seqs]))
+        except DeviceError as err:
+            print(str(err), file=sys.stderr, flush=True)
+            raise
+        seconds = time.perf_counter() - t0
+        self.step_hist.observe(seconds)
+        self.device.record_busy(seconds)
+        if self.prof is not None:
+            self.window_steps.append(batch.step)
+        return StepResult(tokens=tokens, usable_blocks=self.device.usable_blocks(), seconds=seconds)
+
+    def poll_device(self) -> int:
+        """Between steps (idle engine): apply the control file, report usable KV blocks."""
+        self.device.poll()
+        return self.device.usable_blocks()
+
+    def _all_reduce(self, t: torch.Tensor) -> None:
+        with record_function("allreduce"):
+            t0 = time.perf_counter()
+            dist.all_reduce(t)
+            self.ar_hist.observe(time.perf_counter() - t0)
+
+    def start_profile(self) -> bool:
+        if self.prof is None:
+            self.prof = profiling.start_profiler()
+            self.window_start = time.time()
+            self._anchor_us = time.time_ns() / 1000.0
+            profiling.anchor_event()
+            self.window_steps = []
+        return True
+
+    def stop_profile(self) -> str | None:
+        if self.prof is None:
+            return None
+        prof, self.prof = self.prof, None
+        trace_dir = Path(self.cfg.trace_dir)
+        trace_dir.mkdir(parents=True, exist_ok=True)
+        raw = profiling.stop_profiler(prof, trace_dir / f".{self.rank}.{self.pid}.raw.json")
+        events = profiling.annotate(profiling.to_epoch(raw, self._anchor_us), self.rank, self.window_steps)
+        out = trace_dir / f"{self.rank}.json.gz"
+        profiling.merge_window(out, self.rank, events, (self.window_start, time.time()))
+        return str(out)
+
+    def shutdown(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        self._server.shutdown()
+
+
+def _serve_metrics(port: int, addr: str, registry: CollectorRegistry):
+    """Bind the exporter; a restarted rank reuses its port, which its killed predecessor may still hold."""
+    deadline = time.monotonic() + 15.0
+    while True:
+        try:
+            server, _ = start_http_server(port, addr=addr, registry=registry)
+            return server
+        except OSError:
+            if port == 0 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)
+
+
+def _node_ip() -> str:
+    import ray
+
+    return ray.util.get_node_ip_address()
