@@ -1,0 +1,231 @@
+"""From an AnalysisContext to findings: named, localized, graded observations.
+
+A finding is one thing the knowledge base can reason about: ``sm_clock`` on
+``rank-2`` with strength 1.0 ("DCGM_FI_DEV_SM_CLOCK 1980 -> 500"). Metric findings
+come from deviations matched to the KB's families (in the family's direction),
+log findings from the KB's log patterns, trace findings from Outpost's events.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from detectors.analyzer.context import AnalysisContext
+from detectors.analyzer.knowledge import KnowledgeBase, Scope
+from detectors.api import AnomalousEvent
+
+STALL_US = 1_000_000.0  # an op lasting a second or more, 20x its usual time: the process was stopped
+STALL_RATIO = 20.0
+_RANK_IN_TEXT = re.compile(r"\brank[-_ ]?(\d+)\b", re.I)
+
+
+@dataclass(frozen=True)
+class Finding:
+    key: str
+    component: str
+    strength: float  # (0, 1]
+    detail: str
+
+
+def _grade_z(z: float) -> float:
+    return min(1.0, abs(z) / 10.0)
+
+
+def _grade_ratio(ratio: float) -> float:
+    return float(np.clip((ratio - 1.0) / 2.0, 0.3, 1.0))
+
+
+def family_of(metric: str, kb: KnowledgeBase) -> str | None:
+    for name, fam in kb.families.items():
+        if fam.regex().search(metric):
+            return name
+    return None
+
+
+def metric_findings(ctx: AnalysisContext, kb: KnowledgeBase, hard_only: bool) -> list[Finding]:
+    out = []
+    for dev in ctx.deviations:
+        name = family_of(dev.metric, kb)
+        if name is None:
+            continue
+        fam = kb.families[name]
+        if hard_only and not fam.hard:
+            continue
+        if (dev.z > 0) != (fam.direction == "up"):
+            continue
+        out.append(Finding(name, dev.component, _grade_z(dev.z), dev.describe()))
+    return out
+
+
+def log_findings(ctx: AnalysisContext, kb: KnowledgeBase) -> list[Finding]:
+    out = []
+    patterns = {k: re.compile(p, re.I) for k, p in kb.logs.items()}
+    for line in ctx.logs:
+        for key, rx in patterns.items():
+            if not rx.search(line.message):
+                continue
+            m = _RANK_IN_TEXT.search(line.message)
+            comp = f"rank-{m.group(1)}" if m and f"rank-{m.group(1)}" in ctx.components else line.component
+            out.append(Finding(key, comp or "-", 1.0, f"log {line.component}: {line.message[:120]}"))
+    return out
+
+
+def _is_collective(ev: AnomalousEvent, rx: re.Pattern[str]) -> bool:
+    return bool(rx.search(ev.name))
+
+
+def _event_detail(ev: AnomalousEvent) -> str:
+    return f"{ev.name} on {ev.component} {ev.dur / 1000:.3g} ms vs {ev.expected_dur / 1000:.3g} ms expected"
+
+
+def _ratio(ev: AnomalousEvent) -> float:
+    return ev.dur / ev.expected_dur if ev.expected_dur > 0 else 10.0
+
+
+def _per_rank(events: list[AnomalousEvent], key: str, rx: re.Pattern[str], want_coll: bool) -> list[Finding]:
+    best: dict[str, Finding] = {}
+    for ev in events:
+        if _is_collective(ev, rx) != want_coll:
+            continue
+        f = Finding(key, ev.component, _grade_ratio(_ratio(ev)), _event_detail(ev))
+        if ev.component not in best or f.strength > best[ev.component].strength:
+            best[ev.component] = f
+    return list(best.values())
+
+
+def _stalls(events: list[AnomalousEvent], rx: re.Pattern[str]) -> list[Finding]:
+    best: dict[str, Finding] = {}
+    for ev in events:
+        if ev.dur < STALL_US or _ratio(ev) < STALL_RATIO:
+            continue
+        strength = 0.5 if _is_collective(ev, rx) else 1.0  # a stall inside a collective may be a waiting peer
+        f = Finding("rank_stall", ev.component, strength, f"{_event_detail(ev)} (stalled)")
+        if ev.component not in best or f.strength > best[ev.component].strength:
+            best[ev.component] = f
+    return list(best.values())
+
+
+def _straggler(ctx: AnalysisContext, coll: list[Finding], comp: list[Finding]) -> list[Finding]:
+    """The rank everyone else waits for: its peers' anomalies are collectives, its own are not."""
+    coll_s = {f.component: f.strength for f in coll}
+    comp_s = {f.component: f.strength for f in comp}
+    ranks = list(ctx.topology.ranks)
+    waiting = [r for r in ranks if coll_s.get(r, 0.0) > 0 and coll_s.get(r, 0.0) >= comp_s.get(r, 0.0)]
+    if not waiting or len(waiting) < (len(ranks) - 1) / 2:
+        return []
+    candidates = [r for r in ranks if r not in waiting]
+    busy = [r for r in candidates if comp_s.get(r, 0.0) > 0]
+    candidates = busy or candidates
+    if not candidates:
+        return []
+    detail = f"{', '.join(waiting)} wait in collectives; {', '.join(candidates)} not"
+    return [Finding("collective_straggler", r, 1.0 / len(candidates), detail) for r in candidates]
+
+
+def _isolation(ctx: AnalysisContext, comp: list[Finding]) -> list[Finding]:
+    """compute_isolated (one rank slow, not its node siblings) and compute_node (every rank of a node slow)."""
+    s = {f.component: f for f in comp}
+    out = []
+    by_node: dict[str, list[str]] = defaultdict(list)
+    for rank in ctx.topology.ranks:
+        by_node[ctx.topology.rank_node.get(rank, "")].append(rank)
+    for rank, f in s.items():
+        siblings = [r for r in by_node.get(ctx.topology.rank_node.get(rank, ""), []) if r != rank]
+        others = siblings or [r for r in ctx.topology.ranks if r != rank]
+        if all(s[r].strength < 0.5 * f.strength for r in others if r in s):
+            weight = 1.0 if siblings else 0.5  # a one-rank node cannot tell a rank from its node
+            out.append(Finding("compute_isolated", rank, f.strength * weight, f.detail))
+    for node, ranks in by_node.items():
+        if node and ranks and all(r in s for r in ranks):
+            strength = min(s[r].strength for r in ranks)
+            out.append(Finding("compute_node", node, strength, f"slow ops on every rank of {node}: {', '.join(ranks)}"))
+    return out
+
+
+def _shape(events: list[AnomalousEvent], rx: re.Pattern[str]) -> list[Finding]:
+    """Bandwidth loss stretches collectives by a factor; added delay adds a constant."""
+    coll = [e for e in events if _is_collective(e, rx) and e.expected_dur > 0 and e.dur > e.expected_dur]
+    if len(coll) < 3:
+        return []
+    exp = np.array([e.expected_dur for e in coll])
+    if exp.max() < 2 * exp.min():
+        return []
+    excess = np.array([e.dur - e.expected_dur for e in coll])
+    ratio = np.array([e.dur / e.expected_dur for e in coll])
+    cv_excess = float(excess.std() / excess.mean())
+    cv_ratio = float(ratio.std() / ratio.mean())
+    if cv_excess < 0.5 * cv_ratio:
+        key, why = "collective_latency", f"collectives gain a constant delay (~{np.median(excess) / 1000:.3g} ms)"
+    elif cv_ratio < 0.5 * cv_excess:
+        key, why = "collective_bandwidth", f"collectives stretch by a constant factor (~{np.median(ratio):.3g}x)"
+    else:
+        return []
+    return [Finding(key, c, 1.0, why) for c in sorted({e.component for e in coll})]
+
+
+def trace_findings(ctx: AnalysisContext, kb: KnowledgeBase) -> list[Finding]:
+    rx = re.compile(kb.collectives, re.I)
+    events = list(ctx.events)
+    coll = _per_rank(events, "collective_slow", rx, True)
+    comp = _per_rank(events, "compute_slow", rx, False)
+    out = coll + comp + _stalls(events, rx) + _straggler(ctx, coll, comp) + _isolation(ctx, comp) + _shape(events, rx)
+    for gap in ctx.gaps:
+        if gap.component in ctx.topology.ranks:
+            detail = (f"{gap.share:.0%} of {gap.component} series went missing: "
+                      f"{gap.before_fill:.0%} -> {gap.after_fill:.0%} of samples")
+            out.append(Finding("rank_gap", gap.component, gap.share * (1.0 - gap.after_fill / gap.before_fill), detail))
+    return out
+
+
+def all_findings(ctx: AnalysisContext, kb: KnowledgeBase) -> list[Finding]:
+    """Every finding; soft metric signals are dropped when Outpost looked and saw nothing."""
+    quiet = ctx.outpost != "unavailable" and not ctx.events and ctx.outpost_anomalous is not True
+    found = metric_findings(ctx, kb, hard_only=quiet) + log_findings(ctx, kb) + trace_findings(ctx, kb)
+    return [f for f in found if f.strength > 0]
+
+
+class FindingIndex:
+    """Look findings up by key and scope relative to a candidate component."""
+
+    def __init__(self, findings: list[Finding], ctx: AnalysisContext):
+        self._by_key: dict[str, list[Finding]] = defaultdict(list)
+        for f in findings:
+            self._by_key[f.key].append(f)
+        self._topo = ctx.topology
+
+    def __bool__(self) -> bool:
+        return bool(self._by_key)
+
+    def keys(self) -> set[str]:
+        return set(self._by_key)
+
+    def ranks_of(self, node: str) -> list[str]:
+        return [r for r in self._topo.ranks if self._topo.rank_node.get(r) == node]
+
+    def _where(self, candidate: str, scope: Scope) -> tuple[set[str] | None, set[str]]:
+        """(full-strength components or None for anywhere, half-strength components)."""
+        topo = self._topo
+        if scope == "any":
+            return None, set()
+        if candidate in topo.nodes:
+            return {candidate, *self.ranks_of(candidate)}, set()
+        node = topo.rank_node.get(candidate, "")
+        if scope == "node":
+            return {node}, set()
+        if scope == "peers":
+            return set(topo.ranks) - {candidate}, set()
+        return {candidate}, {node}  # self on a rank: its node's signals count half
+
+    def best(self, key: str, candidate: str, scope: Scope = "self") -> Finding | None:
+        full, half = self._where(candidate, scope)
+        best: Finding | None = None
+        best_s = 0.0
+        for f in self._by_key.get(key, ()):
+            s = f.strength if full is None or f.component in full else 0.5 * f.strength if f.component in half else 0.0
+            if s > best_s:
+                best, best_s = Finding(f.key, f.component, s, f.detail), s
+        return best

@@ -1,0 +1,142 @@
+"""The offline, deterministic backend: score every (fault, component) hypothesis of the
+knowledge base against the case's findings and write the winner's causal chain.
+
+Reasons from signals only (CaseView, Outpost's answer); never reads ground truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detectors.analyzer.context import AnalysisContext
+from detectors.analyzer.findings import Finding, FindingIndex, all_findings
+from detectors.analyzer.knowledge import KnowledgeBase, Scope, Signature, StepTemplate, default_kb
+from detectors.analyzer.output import Analysis, ChainStep, category_of, no_anomaly
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    fault_id: str
+    component: str
+    score: float
+    coverage: float  # share of the signature's evidence weight that was observed
+    matched: tuple[Finding, ...]
+
+
+def _scope_of(sig: Signature, key: str) -> Scope:
+    for ev in sig.evidence:
+        if ev.finding == key:
+            return ev.scope
+    return "self"
+
+
+def _score(fid: str, sig: Signature, cand: str, index: FindingIndex) -> Hypothesis | None:
+    if not any(index.best(req, cand, _scope_of(sig, req)) for req in sig.requires):
+        return None
+    matched: list[Finding] = []
+    score = covered = 0.0
+    for ev in sig.evidence:
+        f = index.best(ev.finding, cand, ev.scope)
+        if f:
+            score += ev.weight * f.strength
+            covered += ev.weight
+            matched.append(f)
+    for ev in sig.against:
+        f = index.best(ev.finding, cand, ev.scope)
+        if f:
+            score -= ev.weight * f.strength
+    total = sum(ev.weight for ev in sig.evidence)
+    return Hypothesis(fid, cand, score, covered / total if total else 0.0, tuple(matched))
+
+
+def rank_hypotheses(ctx: AnalysisContext, index: FindingIndex, kb: KnowledgeBase) -> list[Hypothesis]:
+    """Every hypothesis with a positive score, best first (ties: KB order, then Outpost's ranking)."""
+    outpost_pos = {rc.component: i for i, rc in reversed(list(enumerate(ctx.outpost_ranking)))}
+    order = {fid: i for i, fid in enumerate(kb.signatures)}
+    hyps = []
+    for fid, sig in kb.signatures.items():
+        for cand in ctx.topology.ranks if sig.target == "rank" else ctx.topology.nodes:
+            h = _score(fid, sig, cand, index)
+            if h and h.score > 0:
+                hyps.append(h)
+    hyps.sort(key=lambda h: (-round(h.score, 6), order[h.fault_id], outpost_pos.get(h.component, 1 << 20), h.component))
+    return hyps
+
+
+def _confidence(best: Hypothesis, hyps: list[Hypothesis]) -> float:
+    rival = next((h.score for h in hyps[1:] if h.fault_id != best.fault_id or h.component != best.component), 0.0)
+    margin = max(0.0, (best.score - rival) / best.score) if best.score > 0 else 0.0
+    return round(min(0.99, max(0.05, 0.25 + 0.45 * best.coverage + 0.3 * margin)), 2)
+
+
+class _ChainWriter:
+    def __init__(self, ctx: AnalysisContext, index: FindingIndex, best: Hypothesis, target_kind: str):
+        self.ctx, self.index, self.best = ctx, index, best
+        self.target = best.component
+        self.node = best.component if target_kind == "node" else ctx.topology.rank_node.get(best.component, "")
+        self.node_ranks = tuple(index.ranks_of(self.node)) or ((self.node,) if self.node else ())
+        others = [r for r in ctx.topology.ranks if r != self.target]
+        waiting = [r for r in others if index.best("collective_slow", r)]
+        self.peers = tuple(waiting or others)
+
+    def _symptom_components(self) -> tuple[str, ...]:
+        f = self.index.best("latency", self.target, "any")
+        if f and f.component in self.ctx.components:
+            return (f.component,)
+        return ("ingress",) if "ingress" in self.ctx.components else ()
+
+    def _components(self, step: StepTemplate) -> tuple[str, ...]:
+        if step.at == "symptom":
+            f = self.index.best(step.finding, self.target, "any") if step.finding else None
+            return (f.component,) if f and f.component in self.ctx.components else self._symptom_components()
+        return {"target": (self.target,), "peers": self.peers, "node_ranks": self.node_ranks}[step.at]
+
+    def _evidence(self, step: StepTemplate) -> str:
+        if not step.finding:
+            return ""
+        scope: Scope = {"symptom": "any", "peers": "peers", "target": "self", "node_ranks": "self"}[step.at]  # type: ignore[assignment]
+        cand = self.node if step.at == "node_ranks" and self.node else self.target
+        f = self.index.best(step.finding, cand, scope)
+        if f is None and step.kind == "cause" and self.best.matched:
+            f = max(self.best.matched, key=lambda m: m.strength)
+        return f" (observed: {f.detail})" if f else " (expected, not observed)"
+
+    def step(self, step: StepTemplate) -> ChainStep:
+        text = step.text.format(target=self.target, node=self.node, peers=", ".join(self.peers),
+                                node_ranks=", ".join(self.node_ranks))
+        text += self._evidence(step)
+        if step.kind == "symptom" and self.ctx.outpost == "unavailable":
+            text += f"; {self.ctx.outpost_note or 'Outpost unavailable'}: metrics and logs only"
+        return ChainStep(step.kind, self._components(step), text)
+
+
+def _unknown(ctx: AnalysisContext, findings: list[Finding]) -> Analysis:
+    top = max(findings, key=lambda f: f.strength)
+    root = ctx.outpost_ranking[0].component if ctx.outpost_ranking else top.component
+    if root not in ctx.components:
+        root = next((f.component for f in findings if f.component in ctx.components), "ingress")
+    details = "; ".join(f.detail for f in sorted(findings, key=lambda f: -f.strength)[:3])
+    symptom = ChainStep("symptom", ("ingress",) if "ingress" in ctx.components else (),
+                        "the service deviates from its behaviour before the injection time")
+    cause = ChainStep("cause", (root,), f"an anomaly on {root} that matches no known fault signature (observed: {details})")
+    return Analysis((symptom, cause), root, "unknown", "unknown", 0.2)
+
+
+def analyze(ctx: AnalysisContext, kb: KnowledgeBase | None = None) -> tuple[Analysis, list[Hypothesis]]:
+    """The causal chain for one case, and the ranked hypotheses behind it."""
+    kb = kb or default_kb()
+    findings = all_findings(ctx, kb)
+    index = FindingIndex(findings, ctx)
+    if not findings:
+        where = "Outpost reported no anomalous events" if ctx.outpost != "unavailable" else ctx.outpost_note
+        reason = f"{where}; no metric moved beyond |z|>={ctx.windows.z_min:g} and no fault log line after the injection"
+        return no_anomaly(reason), []
+    hyps = rank_hypotheses(ctx, index, kb)
+    if not hyps:
+        return _unknown(ctx, findings), []
+    best = hyps[0]
+    sig = kb.signatures[best.fault_id]
+    writer = _ChainWriter(ctx, index, best, sig.target)
+    chain = tuple(writer.step(s) for s in sig.chain)
+    analysis = Analysis(chain, best.component, best.fault_id, category_of(best.fault_id), _confidence(best, hyps))
+    return analysis, hyps
