@@ -68,13 +68,14 @@ def annotate(events: list[dict[str, Any]], rank: str, steps: list[int]) -> list[
     for e in events:
         if e.get("ph") == "M" and e.get("name") == "process_name":
             continue
-        pids.add(e.get("pid"))
+        if isinstance(e.get("pid"), int):
+            pids.add(e["pid"])
         if e.get("ph") == "X" and starts:
             i = bisect.bisect_right(starts, e["ts"]) - 1
             if i >= 0 and e["ts"] <= spans[i][1] and starts[i] in step_of:
                 e = {**e, "args": {**(e.get("args") or {}), "step": step_of[starts[i]]}}
         out.append(e)
-    for pid in sorted(pids, key=str):
+    for pid in sorted(pids):
         out.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "ts": starts[0] if starts else 0,
                     "args": {"name": rank}})
     return out

@@ -4,7 +4,6 @@ Routes: POST /v1/completions, POST /v1/chat/completions (stream true|false, SSE)
 GET /health, POST /start_profile, POST /stop_profile, GET /ranks, GET /metrics.
 """
 
-from __future__ import annotations
 
 import asyncio
 import json
@@ -32,6 +31,18 @@ from harness.engines.mini.protocol import (
 from harness.engines.mini.scheduler import Sequence
 
 app = FastAPI(title="chaosbench mini engine")
+
+
+def _data(obj: dict) -> str:
+    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=1024, health_check_period_s=5,
@@ -157,13 +168,3 @@ class MiniServer:
             yield _data(chunk)
         yield "data: [DONE]\n\n"
 
-
-def _data(obj: dict) -> str:
-    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
-
-
-def _one_line(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
