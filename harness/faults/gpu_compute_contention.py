@@ -15,7 +15,7 @@ from harness.backends.base import Testbed
 from harness.faults import targets
 from harness.faults.base import Evidence, Handle, base_handle
 from harness.faults.catalog import FAULTS
-from harness.faults.cpu_contention import busy_rate
+from harness.faults.cpu_contention import MIN_BUSY_SHARE, busy_rate
 from harness.faults.mech import procs
 
 SPEC = FAULTS["gpu-compute-contention"]
@@ -53,12 +53,12 @@ def inject(handle: GpuComputeContentionHandle, testbed: Testbed) -> GpuComputeCo
 
 
 def verify(handle: GpuComputeContentionHandle, testbed: Testbed) -> Evidence | None:
-    n, rate = busy_rate(handle["key"])
-    if n < handle["workers"] or rate < 0.3 * min(handle["workers"], len(handle["cpus"])):
+    n, rate = busy_rate(handle["key"], handle["pids"])
+    if n < handle["workers"] or rate < MIN_BUSY_SHARE * min(handle["workers"], len(handle["cpus"])):
         return None
     return Evidence("GEMM hog CPU", rate, f"{n} GEMM hogs using {rate:.2f} cores on {handle['component']}'s "
                     f"cores {handle['cpus']}", {"hogs": n})
 
 
 def recover(handle: GpuComputeContentionHandle) -> None:
-    procs.kill_marked(handle["key"])
+    procs.kill_marked(handle["key"], handle.get("pids", []))

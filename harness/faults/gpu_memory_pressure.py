@@ -70,5 +70,5 @@ def verify(handle: GpuMemoryPressureHandle, testbed: Testbed) -> Evidence | None
 
 
 def recover(handle: GpuMemoryPressureHandle) -> None:
-    procs.kill_marked(handle["key"])
+    procs.kill_marked(handle["key"], handle.get("pids", []))
     device.restore(handle["control_file"], handle["previous"])

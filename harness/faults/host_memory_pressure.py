@@ -96,7 +96,7 @@ def _rss_bytes(pid: int) -> int:
 
 
 def verify(handle: HostMemoryPressureHandle, testbed: Testbed) -> Evidence | None:
-    rss = sum(_rss_bytes(p) for p in procs.find_marked(handle["key"]))
+    rss = sum(_rss_bytes(p) for p in procs.find_marked(handle["key"], handle["pids"]))
     d = handle["memory_cgroup"]
     hits = cgroups.memory_pressure_events(Path(d)) - handle["limit_hits_before"] if d and Path(d).is_dir() else 0
     if rss < 0.5 * handle["memory_mb"] * MIB and hits <= 0:
@@ -108,7 +108,7 @@ def verify(handle: HostMemoryPressureHandle, testbed: Testbed) -> Evidence | Non
 
 
 def recover(handle: HostMemoryPressureHandle) -> None:
-    procs.kill_marked(handle["key"])
+    procs.kill_marked(handle["key"], handle.get("pids", []))
     f = handle["limit_file"]
     if f and handle["limit_restore"] is not None and Path(f).exists():
         restore = handle["limit_restore"]

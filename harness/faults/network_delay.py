@@ -106,7 +106,7 @@ def verify(handle: NetworkDelayHandle, testbed: Testbed) -> Evidence | None:
     if sorted(counts) != sorted(want):
         return None
     held = _held(h)
-    if h["delay_ms"] > 0 and (held == 0 or not procs.find_marked(h["key"])):
+    if h["delay_ms"] > 0 and (held == 0 or not procs.find_marked(h["key"], h["pids"])):
         return None
     if h["delay_ms"] == 0 and counts.get("DROP", 0) == 0:
         return None
@@ -119,6 +119,6 @@ def verify(handle: NetworkDelayHandle, testbed: Testbed) -> Evidence | None:
 def recover(handle: NetworkDelayHandle) -> None:
     if Path(f"/run/netns/{handle['netns']}").exists():
         iptables.remove_all(handle["netns"], handle["key"])
-    procs.kill_marked(handle["key"])
+    procs.kill_marked(handle["key"], handle.get("pids", []))
     for suffix in (".json", ".log", ".tmp"):
         Path(handle["status_file"]).with_suffix(suffix).unlink(missing_ok=True)

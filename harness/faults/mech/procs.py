@@ -90,20 +90,33 @@ def spawn(
             out.close()  # type: ignore[union-attr]
 
 
-def find_marked(marker: str) -> list[int]:
-    """Pids of live (not zombie) processes whose environment carries ``marker``."""
+def _session(pid: str) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def find_marked(marker: str, sessions: Sequence[int] = ()) -> list[int]:
+    """Pids of live (not zombie) processes of a fault: those whose environment carries ``marker``, and every
+    process in their sessions or in ``sessions`` (stress-ng workers overwrite their environment with their
+    process title, but stay in the session of the stress-ng that ``spawn`` started)."""
     needle = f"{MARKER_ENV}={marker}".encode()
-    found = []
+    marked: set[int] = set()
+    sids: dict[int, int | None] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
+        pid = int(entry.name)
+        sids[pid] = _session(entry.name)
         try:
-            environ = Path(entry.path, "environ").read_bytes()
+            if needle in Path(entry.path, "environ").read_bytes().split(b"\0"):
+                marked.add(pid)
         except OSError:
             continue
-        if needle in environ.split(b"\0") and state(int(entry.name)) not in (None, "Z"):
-            found.append(int(entry.name))
-    return found
+    leaders = marked | set(sessions)
+    found = marked | {pid for pid, sid in sids.items() if sid in leaders}
+    return sorted(p for p in found if state(p) not in (None, "Z"))
 
 
 def _reap(pid: int) -> None:
@@ -113,11 +126,11 @@ def _reap(pid: int) -> None:
         pass  # not our child: its parent (or init) reaps it
 
 
-def kill_marked(marker: str, timeout: float = 10.0) -> list[int]:
-    """SIGKILL every process carrying ``marker`` until none is left; returns the pids killed."""
+def kill_marked(marker: str, sessions: Sequence[int] = (), timeout: float = 10.0) -> list[int]:
+    """SIGKILL every process of the fault (see ``find_marked``) until none is left; returns the pids killed."""
     killed: list[int] = []
     deadline = time.monotonic() + timeout
-    while pids := find_marked(marker):
+    while pids := find_marked(marker, sessions):
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
