@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from harness.case import CaseView, Topology
 
 Z_CLIP = 1000.0
 _COUNTER_NAME = re.compile(r"(_total|_count|_sum|nr_throttled|nr_periods|throttled_time|throttled_usec|failcnt)$", re.I)
+SeriesKind = Literal["gauge", "counter", "rate"]
 _LOG_KEYWORDS = re.compile(r"xid|nvrm|error|fail|restart|oom|killed|timeout|timed out|hang|nccl|gloo|watchdog", re.I)
 
 
@@ -40,13 +42,13 @@ class Windows:
 class MetricDeviation:
     component: str
     metric: str
-    before: float  # median of the before window (rate per second for counters)
-    after: float  # median (gauges) or mean (counter rates) of the after window
+    before: float  # median of the before window (per second for counters and rates)
+    after: float  # median (gauges) or mean (counters, rates) of the after window
     z: float
-    counter: bool
+    kind: SeriesKind  # how the series was read: gauge, cumulative counter (as a rate), rate
 
     def describe(self) -> str:
-        unit = "/s" if self.counter else ""
+        unit = "/s" if self.kind == "counter" else ""
         return f"{self.component} {self.metric} {_fmt(self.before)}{unit} -> {_fmt(self.after)}{unit} (z={self.z:+.1f})"
 
 
@@ -119,14 +121,18 @@ def load_outpost(case: CaseView) -> tuple[str, str, Result | None]:
     return "detector", "", result
 
 
-def _is_counter(metric: str, values: np.ndarray) -> bool:
+def series_kind(metric: str, values: np.ndarray) -> SeriesKind:
+    """rate: already per second (the collector's ``:rate`` columns); counter: cumulative, turned into a rate."""
+    if metric.endswith(":rate"):
+        return "rate"
     if _COUNTER_NAME.search(metric):
-        return True
+        return "counter"
     v = values[~np.isnan(values)]
-    if len(v) < 6:
-        return False
-    d = np.diff(v)
-    return bool(np.all(d >= 0) and np.count_nonzero(d) >= 3)
+    if len(v) >= 6:
+        d = np.diff(v)
+        if np.all(d >= 0) and np.count_nonzero(d) >= 3:
+            return "counter"
+    return "gauge"
 
 
 def _rate(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,8 +143,9 @@ def _rate(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return times[1:], r
 
 
-def _deviation(times: np.ndarray, values: np.ndarray, t0: float, w: Windows, counter: bool) -> tuple[float, float, float] | None:
-    if counter:
+def _deviation(times: np.ndarray, values: np.ndarray, t0: float, w: Windows,
+               kind: SeriesKind) -> tuple[float, float, float] | None:
+    if kind == "counter":
         times, values = _rate(times, values)
     b = values[(times >= t0 - w.before_s) & (times < t0 - w.guard_s)]
     a = values[(times >= t0) & (times <= t0 + w.after_s)]
@@ -147,10 +154,33 @@ def _deviation(times: np.ndarray, values: np.ndarray, t0: float, w: Windows, cou
         return None
     med = float(np.median(b))
     mad = float(np.median(np.abs(b - med)))
-    after = float(np.mean(a)) if counter else float(np.median(a))
+    after = float(np.median(a)) if kind == "gauge" else float(np.mean(a))  # rates: bursts count
     scale = max(1.4826 * mad, 0.05 * abs(med), 1e-9)
     z = max(-Z_CLIP, min(Z_CLIP, (after - med) / scale))
     return med, after, z
+
+
+def _longest_run(v: np.ndarray) -> tuple[int, float]:
+    """Length and value of the longest run of identical consecutive values."""
+    if len(v) == 0:
+        return 0, float("nan")
+    starts = np.r_[0, np.flatnonzero(np.diff(v) != 0) + 1]
+    lengths = np.diff(np.r_[starts, len(v)])
+    i = int(np.argmax(lengths))
+    return int(lengths[i]), float(v[starts[i]])
+
+
+def _frozen_share(b: np.ndarray, a: np.ndarray) -> float | None:
+    """A gauge that moved before and is stuck at an old value after (the collector forward-fills a
+    target it cannot scrape): the share of the after window it is stuck for. None: not a moving gauge."""
+    b, a = b[~np.isnan(b)], a[~np.isnan(a)]
+    if len(np.unique(b)) < 5 or len(a) < 10:
+        return None
+    run_b, _ = _longest_run(b)
+    run_a, value = _longest_run(a)
+    if run_a >= max(10, 3 * run_b) and b.min() <= value <= b.max():
+        return run_a / len(a)
+    return 0.0
 
 
 def metric_deviations(df, t0: float, w: Windows) -> tuple[list[MetricDeviation], list[MetricGap]]:
@@ -158,24 +188,37 @@ def metric_deviations(df, t0: float, w: Windows) -> tuple[list[MetricDeviation],
     times = df["time"].to_numpy(dtype=float)
     devs: list[MetricDeviation] = []
     fills: dict[str, list[tuple[float, float]]] = {}
+    frozen: dict[str, list[float]] = {}
     before_mask = (times >= t0 - w.before_s) & (times < t0 - w.guard_s)
     after_mask = (times >= t0) & (times <= t0 + w.after_s)
     for col in df.columns:
         parts = split_column(col) if col != "time" else None
-        if parts is None:
+        values = _numeric(df[col]) if parts else None
+        if parts is None or values is None:
             continue
-        values = _numeric(df[col])
-        if values is None:
-            continue
+        kind = series_kind(parts[1], values)
         if before_mask.any() and after_mask.any():
             nan = np.isnan(values)
             fills.setdefault(parts[0], []).append((1 - nan[before_mask].mean(), 1 - nan[after_mask].mean()))
-        counter = _is_counter(parts[1], values)
-        dev = _deviation(times, values, t0, w, counter)
+            share = _frozen_share(values[before_mask], values[after_mask]) if kind == "gauge" else None
+            if share is not None:
+                frozen.setdefault(parts[0], []).append(share)
+        dev = _deviation(times, values, t0, w, kind)
         if dev and abs(dev[2]) >= w.z_min and math.isfinite(dev[2]):
-            devs.append(MetricDeviation(parts[0], parts[1], dev[0], dev[1], dev[2], counter))
+            devs.append(MetricDeviation(parts[0], parts[1], dev[0], dev[1], dev[2], kind))
     devs.sort(key=lambda d: (-abs(d.z), d.component, d.metric))
-    return devs, _gaps(fills)
+    gaps = {g.component: g for g in _frozen_gaps(frozen)} | {g.component: g for g in _gaps(fills)}
+    return devs, [gaps[c] for c in sorted(gaps)]
+
+
+def _frozen_gaps(frozen: dict[str, list[float]]) -> list[MetricGap]:
+    """Components whose moving gauges (at least 80% of them, at least 3) froze after the injection."""
+    gaps = []
+    for comp, shares in sorted(frozen.items()):
+        stuck = [s for s in shares if s > 0]
+        if len(shares) >= 3 and len(stuck) >= 0.8 * len(shares):
+            gaps.append(MetricGap(comp, 1.0, 1.0 - float(np.mean(stuck)), len(stuck) / len(shares)))
+    return gaps
 
 
 def _gaps(fills: dict[str, list[tuple[float, float]]]) -> list[MetricGap]:

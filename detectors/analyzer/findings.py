@@ -46,6 +46,12 @@ def family_of(metric: str, kb: KnowledgeBase) -> str | None:
     return None
 
 
+def _new_bit(before: float, after: float, bit: int) -> bool:
+    if not (np.isfinite(before) and np.isfinite(after)):
+        return False
+    return bool(int(round(after)) & bit) and not bool(int(round(before)) & bit)
+
+
 def metric_findings(ctx: AnalysisContext, kb: KnowledgeBase, hard_only: bool) -> list[Finding]:
     out = []
     for dev in ctx.deviations:
@@ -55,9 +61,11 @@ def metric_findings(ctx: AnalysisContext, kb: KnowledgeBase, hard_only: bool) ->
         fam = kb.families[name]
         if hard_only and not fam.hard:
             continue
-        if (dev.z > 0) != (fam.direction == "up"):
+        if fam.bit is not None and not _new_bit(dev.before, dev.after, fam.bit):
             continue
-        out.append(Finding(name, dev.component, _grade_z(dev.z), dev.describe()))
+        if fam.bit is None and (dev.z > 0) != (fam.direction == "up"):
+            continue
+        out.append(Finding(fam.finding_key(name), dev.component, _grade_z(dev.z), dev.describe()))
     return out
 
 
@@ -167,12 +175,23 @@ def _shape(events: list[AnomalousEvent], rx: re.Pattern[str]) -> list[Finding]:
     return [Finding(key, c, 1.0, why) for c in sorted({e.component for e in coll})]
 
 
-def trace_findings(ctx: AnalysisContext, kb: KnowledgeBase) -> list[Finding]:
+def _strongest(findings: list[Finding]) -> list[Finding]:
+    best: dict[str, Finding] = {}
+    for f in findings:
+        if f.component not in best or f.strength > best[f.component].strength:
+            best[f.component] = f
+    return list(best.values())
+
+
+def trace_findings(ctx: AnalysisContext, kb: KnowledgeBase, metric_coll: list[Finding] = ()) -> list[Finding]:
+    """Findings from Outpost's events; ``metric_coll``: collective_slow seen in per-rank metrics."""
     rx = re.compile(kb.collectives, re.I)
     events = list(ctx.events)
     coll = _per_rank(events, "collective_slow", rx, True)
     comp = _per_rank(events, "compute_slow", rx, False)
-    out = coll + comp + _stalls(events, rx) + _straggler(ctx, coll, comp) + _isolation(ctx, comp) + _shape(events, rx)
+    waiting = _strongest(coll + [f for f in metric_coll if f.component in ctx.topology.ranks])
+    out = coll + comp + _stalls(events, rx) + _straggler(ctx, waiting, comp) + _isolation(ctx, comp)
+    out += _shape(events, rx)
     for gap in ctx.gaps:
         if gap.component in ctx.topology.ranks:
             detail = (f"{gap.share:.0%} of {gap.component} series went missing: "
@@ -184,7 +203,9 @@ def trace_findings(ctx: AnalysisContext, kb: KnowledgeBase) -> list[Finding]:
 def all_findings(ctx: AnalysisContext, kb: KnowledgeBase) -> list[Finding]:
     """Every finding; soft metric signals are dropped when Outpost looked and saw nothing."""
     quiet = ctx.outpost != "unavailable" and not ctx.events and ctx.outpost_anomalous is not True
-    found = metric_findings(ctx, kb, hard_only=quiet) + log_findings(ctx, kb) + trace_findings(ctx, kb)
+    metric = metric_findings(ctx, kb, hard_only=quiet)
+    coll = [f for f in metric if f.key == "collective_slow"]
+    found = metric + log_findings(ctx, kb) + trace_findings(ctx, kb, coll)
     return [f for f in found if f.strength > 0]
 
 

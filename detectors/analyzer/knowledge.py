@@ -47,6 +47,11 @@ class Family(_Model):
     pattern: str
     direction: Literal["up", "down"]
     hard: bool
+    finding: str | None = None  # the finding it produces (default: the family name)
+    bit: int | None = None  # bitmask gauges: only a newly set bit counts
+
+    def finding_key(self, name: str) -> str:
+        return self.finding or name
 
     def regex(self) -> re.Pattern[str]:
         return re.compile(self.pattern, re.IGNORECASE)
@@ -90,7 +95,8 @@ class KnowledgeBase(_Model):
     signatures: dict[str, Signature]
 
     def finding_names(self) -> frozenset[str]:
-        return frozenset(self.families) | frozenset(self.logs) | TRACE_FINDINGS
+        fams = {fam.finding_key(name) for name, fam in self.families.items()}
+        return frozenset(fams) | frozenset(self.logs) | TRACE_FINDINGS
 
     @model_validator(mode="after")
     def _complete(self) -> KnowledgeBase:

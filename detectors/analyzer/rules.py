@@ -52,6 +52,10 @@ def _score(fid: str, sig: Signature, cand: str, index: FindingIndex) -> Hypothes
 def rank_hypotheses(ctx: AnalysisContext, index: FindingIndex, kb: KnowledgeBase) -> list[Hypothesis]:
     """Every hypothesis with a positive score, best first (ties: KB order, then Outpost's ranking)."""
     outpost_pos = {rc.component: i for i, rc in reversed(list(enumerate(ctx.outpost_ranking)))}
+    for node in ctx.topology.nodes:  # a node ranks where its best rank does
+        ranks = [outpost_pos[r] for r in index.ranks_of(node) if r in outpost_pos]
+        if ranks and node not in outpost_pos:
+            outpost_pos[node] = min(ranks)
     order = {fid: i for i, fid in enumerate(kb.signatures)}
     hyps = []
     for fid, sig in kb.signatures.items():

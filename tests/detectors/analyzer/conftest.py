@@ -1,13 +1,15 @@
 """Synthetic case directories shaped like each fault of FAULTS.md (small, seeded).
 
-Topology: 2 nodes, tensor parallel 4 (rank-0/1 on node-0, rank-2/3 on node-1), plus ingress.
-Metrics: 1 s samples, 300 s before and 90 s after the injection; a fault moves only the
-signals its mechanism moves (FAULTS.md), for 60 s. Outpost's answer is a stub outpost.json.
+Column names and shapes follow the real local testbed: the collector's ``<c>_<metric>`` columns
+(counters already as ``:rate``, histograms as ``:mean``; a target it cannot scrape is forward-filled),
+the emulated device's DCGM_* gauges (harness/engines/mini/device.py), the node exporter's cgroup and
+veth counters (harness/backends/local/exporter.py). Topology: 2 nodes, tensor parallel 4 (rank-0/1 on
+node-0, rank-2/3 on node-1), plus ingress and host. 1 s samples, 300 s before and 90 s after the
+injection; a fault moves only what its mechanism moves, for 60 s. Outpost's answer is a stub outpost.json.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,111 +37,180 @@ FAULT_TARGET = {
     "host-memory-pressure": "node-0",
     "network-delay": "node-1",
 }
+DCGM = "DCGM_FI_DEV_"
+AR = "chaosbench_rank_allreduce_seconds:mean"
+STEP = "chaosbench_rank_step_seconds:mean"
+NODE = "chaosbench_node_"
 
 
-def _gauge(rng, n, level, rel=0.03):
-    return level * (1 + rel * rng.standard_normal(n))
-
-
-def _counter(rng, rate, rel=0.1):
-    inc = np.clip(rate * (1 + rel * rng.standard_normal(len(rate))), 0, None)
-    return np.cumsum(inc)
-
-
-def clean_frame(seed: int = 0) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Steady-state telemetry; returns the frame and the per-column rates of counters (to edit before cumsum)."""
+def clean_frame(seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     t = np.arange(T0 - 300, T0 + 90, 1.0)
     n = len(t)
-    cols: dict[str, np.ndarray] = {"time": t, "ingress_latency": _gauge(rng, n, 0.2, 0.08)}
-    cols["ingress_vllm:kv_cache_usage_perc"] = _gauge(rng, n, 0.3, 0.05)
+
+    def noisy(level: float, rel: float) -> np.ndarray:
+        return np.clip(level * (1 + rel * rng.standard_normal(n)), 0, None)
+
+    cols: dict[str, np.ndarray] = {"time": t, "ingress_latency": noisy(0.2, 0.08), "ingress_error_rate": np.zeros(n)}
+    cols["ingress_vllm:kv_cache_usage_perc"] = noisy(0.3, 0.05)
+    cols["ingress_vllm:num_preemptions:rate"] = np.zeros(n)
+    cols["ingress_vllm:time_to_first_token_seconds:mean"] = noisy(0.05, 0.1)
     for r in RANKS:
-        cols[f"{r}_DCGM_FI_DEV_SM_CLOCK"] = _gauge(rng, n, 1980, 0.005)
-        cols[f"{r}_DCGM_FI_DEV_POWER_USAGE"] = _gauge(rng, n, 300, 0.03)
-        cols[f"{r}_DCGM_FI_DEV_FB_USED"] = _gauge(rng, n, 20000, 0.005)
-        cols[f"{r}_DCGM_FI_DEV_XID_ERRORS"] = np.zeros(n)
+        util = noisy(50, 0.08)
+        cols[f"{r}_{DCGM}SM_CLOCK"] = np.full(n, 1980.0)
+        cols[f"{r}_{DCGM}GPU_UTIL"] = util
+        cols[f"{r}_{DCGM}POWER_USAGE"] = 60 + util / 100 * 270
+        cols[f"{r}_{DCGM}POWER_MGMT_LIMIT"] = np.full(n, 400.0)
+        cols[f"{r}_{DCGM}CLOCKS_EVENT_REASONS"] = np.zeros(n)
+        cols[f"{r}_{DCGM}FB_USED"] = np.full(n, 66062.0)
+        cols[f"{r}_{DCGM}FB_FREE"] = np.full(n, 15497.0)
+        cols[f"{r}_{DCGM}XID_ERRORS"] = np.zeros(n)
+        cols[f"{r}_chaosbench_device_xid:rate"] = np.zeros(n)
+        cols[f"{r}_chaosbench_rank_restarts:rate"] = np.zeros(n)
+        cols[f"{r}_{AR}"] = noisy(0.002, 0.15)
+        cols[f"{r}_{STEP}"] = noisy(0.02, 0.1)
+        cols[f"{r}_process_resident_memory_bytes"] = noisy(5e8, 0.01)
     for node in NODES:
-        cols[f"{node}_memory_usage_bytes"] = _gauge(rng, n, 4e9, 0.01)
-    rates = {"ingress_vllm:num_preemptions_total": np.zeros(n)}
-    for node in NODES:
-        rates[f"{node}_cpu_usage_seconds_total"] = np.full(n, 1.0)
-        rates[f"{node}_cpu_throttled_periods_total"] = np.zeros(n)
-        rates[f"{node}_pressure_cpu_waiting_seconds_total"] = np.full(n, 0.05)
-        rates[f"{node}_pressure_memory_waiting_seconds_total"] = np.full(n, 0.001)
-        rates[f"{node}_network_transmit_bytes_total"] = np.full(n, 1e6)
-        rates[f"{node}_network_drops_total"] = np.zeros(n)
-    return pd.DataFrame(cols), rates
+        cols[f"{node}_{NODE}cpu_usage_seconds:rate"] = noisy(0.9, 0.1)
+        cols[f"{node}_{NODE}cpu_throttled_periods:rate"] = np.zeros(n)
+        cols[f"{node}_{NODE}memory_usage_bytes"] = noisy(4e9, 0.01)
+        cols[f"{node}_{NODE}memory_major_faults:rate"] = np.zeros(n)
+        cols[f"{node}_{NODE}network_transmit_bytes:rate"] = noisy(1e6, 0.1)
+        cols[f"{node}_{NODE}network_receive_drop:rate"] = np.zeros(n)
+        # a raw cumulative counter, as other collectors may deliver them
+        cols[f"{node}_cpu_pressure_waiting_seconds_total"] = np.cumsum(noisy(0.05, 0.1))
+    cols["host_cpu:pressure"] = noisy(0.05, 0.1)
+    cols["host_memory:pressure"] = noisy(0.001, 0.1)
+    return pd.DataFrame(cols)
 
 
 def _ev(comp: str, name: str, dur_ms: float, exp_ms: float, ts: float = T0 + 5) -> AnomalousEvent:
-    return AnomalousEvent(comp, comp, "main", name, ts * 1e6, dur_ms * 1000, exp_ms * 1000, dur_ms / exp_ms, f"step/{name}")
+    return AnomalousEvent(comp, comp, "main", name, ts * 1e6, dur_ms * 1000, exp_ms * 1000, dur_ms / exp_ms,
+                          f"ProfilerStep#1/{name}")
 
 
 def _peers_wait(target: str, dur_ms: float = 40.0) -> list[AnomalousEvent]:
     return [_ev(r, "c10d::allreduce_", dur_ms, 2.0) for r in RANKS if r != target]
 
 
-def _shape_fault(fault: str, tgt: str, df: pd.DataFrame, rates: dict, logs: list, events: list) -> None:
-    """Move the signals each fault moves, in the 60 s after the injection."""
-    w = (df["time"] >= T0) & (df["time"] < T0 + 60)
-    slow_latency = True
-    if fault == "gpu-power-cap":
-        df.loc[w, f"{tgt}_DCGM_FI_DEV_POWER_USAGE"] = 150.0
-        df.loc[w, f"{tgt}_DCGM_FI_DEV_SM_CLOCK"] = 1300.0
-        events += [_ev(tgt, "aten::mm", 3.0, 1.0)] + _peers_wait(tgt)
-    elif fault == "gpu-clock-lock":
-        df.loc[w, f"{tgt}_DCGM_FI_DEV_SM_CLOCK"] = 500.0
-        events += [_ev(tgt, "aten::mm", 4.0, 1.0)] + _peers_wait(tgt)
-    elif fault == "gpu-compute-contention":
-        rates[f"{RANK_NODE[tgt]}_cpu_usage_seconds_total"][w.to_numpy()] = 1.6
-        events += [_ev(tgt, "aten::mm", 2.5, 1.0), _ev(tgt, "aten::linear", 3.0, 1.2)] + _peers_wait(tgt, 20.0)
-    elif fault == "gpu-memory-pressure":
-        df.loc[w, f"{tgt}_DCGM_FI_DEV_FB_USED"] = 70000.0
-        df.loc[w, "ingress_vllm:kv_cache_usage_perc"] = 0.95
-        rates["ingress_vllm:num_preemptions_total"][w.to_numpy()] = 0.5
-        events += [_ev(tgt, "aten::empty", 5.0, 0.5)]
-    elif fault == "gpu-xid-error":
-        df.loc[w, f"{tgt}_DCGM_FI_DEV_XID_ERRORS"] = 79.0
-        gap = (df["time"] >= T0 + 2) & (df["time"] < T0 + 40)
-        for col in [c for c in df.columns if c.startswith(f"{tgt}_") and "XID" not in c]:
-            df.loc[gap, col] = np.nan
-        logs.append({"time": T0 + 1, "component": tgt, "level": "ERROR",
-                     "message": "NVRM: Xid (PCI:0000:3b:00): 79, pid=4242, GPU has fallen off the bus."})
-        logs.append({"time": T0 + 40, "component": tgt, "level": "WARNING", "message": "worker restarted after device error"})
-        events += _peers_wait(tgt, 900.0)
-    elif fault == "nccl-hang":
-        gap = (df["time"] >= T0 + 1) & (df["time"] < T0 + 60)
-        for col in [c for c in df.columns if c.startswith(f"{tgt}_")]:
-            df.loc[gap, col] = np.nan
-        events += [_ev(tgt, "aten::mm", 30_000.0, 1.0)] + _peers_wait(tgt, 30_000.0)
-    elif fault == "interconnect-degradation":
-        rates[f"{tgt}_network_transmit_bytes_total"][w.to_numpy()] = 1.5e5
-        for i, r in enumerate(RANKS):  # every collective over the link stretches ~40x
-            events.append(_ev(r, "c10d::allreduce_", 2.0 * (i + 1) * 40, 2.0 * (i + 1)))
-            events.append(_ev(r, "gloo:all_reduce", 0.5 * (i + 1) * 41, 0.5 * (i + 1)))
-    elif fault == "cpu-contention":
-        rates[f"{tgt}_cpu_usage_seconds_total"][w.to_numpy()] = 2.0
-        rates[f"{tgt}_pressure_cpu_waiting_seconds_total"][w.to_numpy()] = 0.9
-        events += [_ev(r, "aten::mm", 2.5, 1.0) for r in RANKS if RANK_NODE[r] == tgt]
-    elif fault == "cpu-throttle":
-        rates[f"{tgt}_cpu_throttled_periods_total"][w.to_numpy()] = 8.0
-        rates[f"{tgt}_cpu_usage_seconds_total"][w.to_numpy()] = 0.25
-        events += [_ev(r, "aten::mm", 4.0, 1.0) for r in RANKS if RANK_NODE[r] == tgt]
-    elif fault == "host-memory-pressure":
-        df.loc[w, f"{tgt}_memory_usage_bytes"] = 1.2e10
-        rates[f"{tgt}_pressure_memory_waiting_seconds_total"][w.to_numpy()] = 0.4
-        rates[f"{tgt}_cpu_usage_seconds_total"][w.to_numpy()] = 1.5
-        events += [_ev(r, "aten::empty", 3.0, 0.3) for r in RANKS if RANK_NODE[r] == tgt]
-    elif fault == "network-delay":
-        df[f"{tgt}_network_rtt_seconds"] = np.where(w, 0.2, 0.0005 * (1 + 0.05 * np.sin(np.arange(len(df)))))
-        rates[f"{tgt}_network_drops_total"][w.to_numpy()] = 3.0
-        for i, r in enumerate(RANKS):  # every collective gains ~200 ms whatever its size
-            events.append(_ev(r, "c10d::allreduce_", 2.0 * (i + 1) + 200, 2.0 * (i + 1)))
-            events.append(_ev(r, "gloo:all_reduce", 0.5 * (i + 1) + 201, 0.5 * (i + 1)))
-    else:
-        slow_latency = False
-    if slow_latency:
-        df.loc[w, "ingress_latency"] = df.loc[w, "ingress_latency"] * 3
+def _freeze(df: pd.DataFrame, comp: str, start: float, end: float, rates_zero: bool = True) -> None:
+    """What the collector writes for a target it cannot scrape: gauges forward-filled, rates 0."""
+    win = (df["time"] >= start) & (df["time"] < end)
+    last = df.index[df["time"] < start][-1]
+    for col in [c for c in df.columns if c.startswith(f"{comp}_")]:
+        df.loc[win, col] = 0.0 if col.endswith(":rate") and rates_zero else df.at[last, col]
+
+
+def _cumulative(df: pd.DataFrame, col: str, win: pd.Series, rate: float) -> None:
+    inc = np.diff(df[col].to_numpy(), prepend=0.0)
+    inc[win.to_numpy()] = rate
+    df[col] = np.cumsum(inc)
+
+
+def _gpu_power_cap(df, tgt, w, logs, events):
+    df.loc[w, f"{tgt}_{DCGM}POWER_MGMT_LIMIT"] = 150.0
+    df.loc[w, f"{tgt}_{DCGM}CLOCKS_EVENT_REASONS"] = 4.0
+    df.loc[w, f"{tgt}_{DCGM}GPU_UTIL"] = 85.0
+    df.loc[w, f"{tgt}_{DCGM}POWER_USAGE"] = 150.0
+    events += [_ev(tgt, "aten::mm", 3.0, 1.0)] + _peers_wait(tgt)
+
+
+def _gpu_clock_lock(df, tgt, w, logs, events):
+    df.loc[w, f"{tgt}_{DCGM}SM_CLOCK"] = 500.0
+    df.loc[w, f"{tgt}_{DCGM}GPU_UTIL"] = 90.0
+    df.loc[w, f"{tgt}_{DCGM}POWER_USAGE"] = 60 + 0.9 * 270
+    events += [_ev(tgt, "aten::mm", 4.0, 1.0)] + _peers_wait(tgt)
+
+
+def _gpu_compute_contention(df, tgt, w, logs, events):
+    df.loc[w, f"{RANK_NODE[tgt]}_{NODE}cpu_usage_seconds:rate"] *= 1.6
+    events += [_ev(tgt, "aten::mm", 2.5, 1.0), _ev(tgt, "aten::linear", 3.0, 1.2)] + _peers_wait(tgt, 20.0)
+
+
+def _gpu_memory_pressure(df, tgt, w, logs, events):
+    df.loc[w, f"{tgt}_{DCGM}FB_USED"] = 79927.0
+    df.loc[w, f"{tgt}_{DCGM}FB_FREE"] = 1632.0
+    df.loc[w, "ingress_vllm:kv_cache_usage_perc"] = 0.95
+    df.loc[w, "ingress_vllm:num_preemptions:rate"] = 0.5
+    events += [_ev(tgt, "aten::empty", 5.0, 0.5)]
+
+
+def _gpu_xid_error(df, tgt, w, logs, events):
+    _freeze(df, tgt, T0 + 1, T0 + 40)
+    df.loc[df["time"] >= T0 + 40, f"{tgt}_{DCGM}XID_ERRORS"] = 79.0
+    df.loc[(df["time"] >= T0 + 40) & (df["time"] < T0 + 45), f"{tgt}_chaosbench_rank_restarts:rate"] = 0.2
+    df.loc[(df["time"] >= T0) & (df["time"] < T0 + 1), f"{tgt}_chaosbench_device_xid:rate"] = 0.2
+    logs.append({"time": T0 + 0.5, "component": tgt, "level": "ERROR",
+                 "message": "NVRM: Xid (PCI:0000:03:00): 79, pid=4242, name=mini-rank-2, GPU has fallen off the bus."})
+    logs.append({"time": T0 + 40, "component": "ingress", "level": "WARNING", "message": "rank-2 worker restarted"})
+    events += _peers_wait(tgt, 900.0)
+
+
+def _nccl_hang(df, tgt, w, logs, events):
+    _freeze(df, tgt, T0, T0 + 60)
+    for r in RANKS:
+        if r != tgt:  # peers: blocked in the collective, idle, no completed step or all-reduce to average
+            df.loc[w, f"{r}_{DCGM}GPU_UTIL"] = 0.0
+            df.loc[w, f"{r}_{DCGM}POWER_USAGE"] = 60.0
+            df.loc[w, f"{r}_{DCGM}CLOCKS_EVENT_REASONS"] = 1.0
+            _freeze(df[[c for c in df.columns if c in ("time", f"{r}_{AR}", f"{r}_{STEP}")]], r, T0, T0 + 60)
+            for col in (f"{r}_{AR}", f"{r}_{STEP}"):
+                df.loc[w, col] = df.loc[df["time"] < T0, col].iloc[-1]
+    events += [_ev(tgt, "aten::mm", 30_000.0, 1.0)] + _peers_wait(tgt, 30_000.0)
+
+
+def _interconnect_degradation(df, tgt, w, logs, events):
+    df.loc[w, f"{tgt}_{NODE}network_transmit_bytes:rate"] = 1.5e5
+    for i, r in enumerate(RANKS):  # every collective over the link stretches ~40x, whatever its size
+        df.loc[w, f"{r}_{AR}"] *= 40
+        events.append(_ev(r, "c10d::allreduce_", 2.0 * (i + 1) * 40, 2.0 * (i + 1)))
+        events.append(_ev(r, "gloo:all_reduce", 0.5 * (i + 1) * 41, 0.5 * (i + 1)))
+
+
+def _cpu_contention(df, tgt, w, logs, events):
+    df.loc[w, f"{tgt}_{NODE}cpu_usage_seconds:rate"] = 1.9
+    _cumulative(df, f"{tgt}_cpu_pressure_waiting_seconds_total", w, 0.9)
+    df.loc[w, "host_cpu:pressure"] = 0.9
+    events += [_ev(r, "aten::mm", 2.5, 1.0) for r in RANKS if RANK_NODE[r] == tgt]
+
+
+def _cpu_throttle(df, tgt, w, logs, events):
+    df.loc[w, f"{tgt}_{NODE}cpu_throttled_periods:rate"] = 8.0
+    df.loc[w, f"{tgt}_{NODE}cpu_usage_seconds:rate"] = 0.25
+    events += [_ev(r, "aten::mm", 4.0, 1.0) for r in RANKS if RANK_NODE[r] == tgt]
+
+
+def _host_memory_pressure(df, tgt, w, logs, events):
+    df.loc[w, f"{tgt}_{NODE}memory_usage_bytes"] = 1.2e10
+    df.loc[w, f"{tgt}_{NODE}memory_major_faults:rate"] = 40.0
+    df.loc[w, f"{tgt}_{NODE}cpu_usage_seconds:rate"] = 1.4
+    df.loc[w, "host_memory:pressure"] = 0.4
+    events += [_ev(r, "aten::empty", 3.0, 0.3) for r in RANKS if RANK_NODE[r] == tgt]
+
+
+def _network_delay(df, tgt, w, logs, events):
+    df.loc[w, f"{tgt}_{NODE}network_transmit_bytes:rate"] = 4e5
+    for i, r in enumerate(RANKS):  # every collective gains ~200 ms, whatever its size
+        df.loc[w, f"{r}_{AR}"] += 0.2
+        events.append(_ev(r, "c10d::allreduce_", 2.0 * (i + 1) + 200, 2.0 * (i + 1)))
+        events.append(_ev(r, "gloo:all_reduce", 0.5 * (i + 1) + 201, 0.5 * (i + 1)))
+
+
+SHAPES = {
+    "gpu-power-cap": _gpu_power_cap,
+    "gpu-clock-lock": _gpu_clock_lock,
+    "gpu-compute-contention": _gpu_compute_contention,
+    "gpu-memory-pressure": _gpu_memory_pressure,
+    "gpu-xid-error": _gpu_xid_error,
+    "nccl-hang": _nccl_hang,
+    "interconnect-degradation": _interconnect_degradation,
+    "cpu-contention": _cpu_contention,
+    "cpu-throttle": _cpu_throttle,
+    "host-memory-pressure": _host_memory_pressure,
+    "network-delay": _network_delay,
+}
+SLOW_PEERS = {"gpu-power-cap", "gpu-clock-lock", "gpu-compute-contention", "cpu-contention", "cpu-throttle",
+              "host-memory-pressure"}
 
 
 def _ranking(events: list[AnomalousEvent]) -> tuple[RankedComponent, ...]:
@@ -149,28 +220,40 @@ def _ranking(events: list[AnomalousEvent]) -> tuple[RankedComponent, ...]:
     return tuple(RankedComponent(c, s) for c, s in sorted(scores.items(), key=lambda kv: -kv[1]))
 
 
-def write_case(path: Path, fault: str | None, *, seed: int = 0, outpost: str = "stub",
-               events: list[AnomalousEvent] | None = None) -> Path:
-    """A case for ``fault`` (None: clean run). outpost: "stub" (outpost.json), "none" (no Outpost answer)."""
-    df, rates = clean_frame(seed)
+def fault_frame(fault: str | None, seed: int = 0) -> tuple[pd.DataFrame, list[dict], list[AnomalousEvent]]:
+    df = clean_frame(seed)
     logs: list[dict] = []
-    evs: list[AnomalousEvent] = []
-    target = FAULT_TARGET.get(fault or "", "")
+    events: list[AnomalousEvent] = []
     if fault:
-        _shape_fault(fault, target, df, rates, logs, evs)
-    for col, rate in rates.items():
-        df[col] = _counter(np.random.default_rng(seed + len(col)), rate)
-    if events is not None:
-        evs = list(events)
+        tgt = FAULT_TARGET[fault]
+        w = (df["time"] >= T0) & (df["time"] < T0 + 60)
+        SHAPES[fault](df, tgt, w, logs, events)
+        df.loc[w, "ingress_latency"] *= 3
+        df.loc[w, "ingress_vllm:time_to_first_token_seconds:mean"] *= 3
+        if fault in SLOW_PEERS:  # a slow rank or node: the others wait in all-reduce
+            slow = {tgt} if tgt in RANKS else {r for r in RANKS if RANK_NODE[r] == tgt}
+            for r in set(RANKS) - slow:
+                df.loc[w, f"{r}_{AR}"] *= 15
+    return df, logs, events
+
+
+def write_case(path: Path, fault: str | None, *, seed: int = 0, outpost: str = "stub",
+               events: list[AnomalousEvent] | None = None, frame: pd.DataFrame | None = None,
+               logs: list[dict] | None = None) -> Path:
+    """A case for ``fault`` (None: clean run). outpost: "stub" (writes outpost.json) or "none"."""
+    df, fault_logs, evs = fault_frame(fault, seed)
+    df = frame if frame is not None else df
+    logs = fault_logs if logs is None else logs
+    evs = evs if events is None else list(events)
+    target = FAULT_TARGET.get(fault or "")
     w = CaseWriter(path)
-    topo = Topology("local", "mini", NODES, RANKS, RANK_NODE, ("ingress", *NODES, *RANKS), True)
+    topo = Topology("local", "mini", NODES, RANKS, RANK_NODE, ("ingress", "host", *NODES, *RANKS), True)
     w.write_json("topology.json", topo.to_json())
     w.write_inject_time(T0)
     w.write_text("data.csv", df.to_csv(index=False))
     w.write_text("logs.csv", pd.DataFrame(logs, columns=["time", "component", "level", "message"]).to_csv(index=False))
-    w.write_ground_truth({"fault_id": fault, "fault_class": None, "component": target or None, "node": None,
-                          "rank": None, "start": T0, "end": T0 + 60, "mechanism": None, "realism": None,
-                          "verified": True})
+    w.write_ground_truth({"fault_id": fault, "fault_class": None, "component": target, "node": None, "rank": None,
+                          "start": T0, "end": T0 + 60, "mechanism": None, "realism": None, "verified": True})
     if outpost == "stub":
         result = Result("outpost", ranking=_ranking(evs), anomalous=bool(evs), events=tuple(evs))
         w.write_json("detectors/outpost.json", result.to_json())
@@ -183,9 +266,3 @@ def make_case(tmp_path: Path) -> Callable[..., Path]:
         return write_case(tmp_path / (name or (fault or "clean")), fault, **kw)
 
     return make
-
-
-@pytest.fixture
-def outpost_json() -> Callable[[Path], dict]:
-    return lambda case: json.loads((case / "detectors" / "outpost.json").read_text())
-
