@@ -1,0 +1,154 @@
+"""KAT Outpost: trace-tree anomaly detection across parallel workers.
+
+Pipeline (one module per stage): ``importers`` (Chrome/Kineto JSON -> columnar event table)
+-> ``ttc`` (trees) -> ``ttad`` (cross-worker and intra-worker scores) -> ``localize``
+(deepest anomalous events, ranking, verdict).
+
+Public calls:
+- ``outpost(path, worker_key="pid", lam=4.0, split=None) -> OutpostReport`` for any trace file or
+  directory (``split``: unix seconds before which a worker's events are its healthy history).
+- ``analyze`` + ``report``: the same in two halves, so a lambda sweep scores a case once.
+- ``detect(case) -> Result``: the detector contract (detectors.api).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from detectors.outpost.importers import EventTable, read_traces
+from detectors.outpost.localize import LocalizeConfig, localize
+from detectors.outpost.ttad import Scores, TTADConfig, anomalous, score
+from detectors.outpost.ttc import Forest, build
+
+__all__ = ["Analysis", "OutpostEvent", "OutpostRank", "OutpostReport", "analyze", "detect", "outpost", "report"]
+
+DEFAULT_LAMBDA = 4.0
+
+
+@dataclass(frozen=True)
+class OutpostEvent:
+    worker: str  # raw value of the worker key
+    worker_name: str
+    component: str
+    thread: str
+    name: str
+    path: str
+    step: int
+    ts: float  # us
+    dur: float
+    expected_dur: float
+    score: float
+
+
+@dataclass(frozen=True)
+class OutpostRank:
+    worker: str
+    worker_name: str
+    component: str
+    thread: str
+    score: float
+    events: int
+    units: int
+
+
+@dataclass(frozen=True)
+class OutpostReport:
+    anomalous: bool
+    ranking: tuple[OutpostRank, ...]
+    events: tuple[OutpostEvent, ...]  # localized, best first (at most LocalizeConfig.max_events)
+    n_events: int
+    n_anomalous: int
+    n_localized: int
+    detected_at: float | None  # unix s of the first localized anomaly on a flagged worker
+    lam: float
+    runtime_s: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    forest: Forest
+    scores: Scores
+    cfg: TTADConfig
+    timings: dict[str, float]
+
+
+def analyze(path: Path | list[Path], worker_key: str = "pid", split: float | None = None,
+            cfg: TTADConfig | None = None) -> Analysis:
+    """Read, build trees and score every event (the lambda-independent part)."""
+    cfg = cfg or TTADConfig()
+    t0 = time.perf_counter()
+    table: EventTable = read_traces(path, worker_key)
+    t1 = time.perf_counter()
+    forest = build(table)
+    t2 = time.perf_counter()
+    scores = score(forest, None if split is None else split * 1e6, cfg)
+    t3 = time.perf_counter()
+    return Analysis(forest, scores, cfg, {"read_s": t1 - t0, "ttc_s": t2 - t1, "ttad_s": t3 - t2})
+
+
+def _event(forest: Forest, scores: Scores, row: int) -> OutpostEvent:
+    t = forest.table
+    w = t.workers[t.worker[row]]
+    return OutpostEvent(w.key, w.name, w.component, t.threads[t.thread[row]][2], t.names[t.name[row]],
+                        forest.path_text(row), int(forest.step[row]), float(t.ts[row]), float(t.dur[row]),
+                        float(scores.expected[row]), float(scores.score[row]))
+
+
+def report(analysis: Analysis, lam: float = DEFAULT_LAMBDA, loc: LocalizeConfig | None = None) -> OutpostReport:
+    """Threshold the scores at ``lam``, localize, rank and decide."""
+    loc = loc or LocalizeConfig()
+    t0 = time.perf_counter()
+    f, s = analysis.forest, analysis.scores
+    anom = anomalous(f, s, lam, analysis.cfg)
+    result = localize(f, s, anom, loc)
+    t = f.table
+    ranking = tuple(
+        OutpostRank(t.workers[r.worker].key, t.workers[r.worker].name, t.workers[r.worker].component,
+                    t.threads[r.thread][2], r.score, r.events, r.units)
+        for r in result.ranking
+    )
+    events = tuple(_event(f, s, int(row)) for row in result.localized[: loc.max_events])
+    timings = {**analysis.timings, "localize_s": time.perf_counter() - t0}
+    return OutpostReport(
+        anomalous=result.anomalous, ranking=ranking, events=events, n_events=len(t),
+        n_anomalous=result.n_anomalous, n_localized=int(result.localized.shape[0]),
+        detected_at=None if result.first_ts_us is None else result.first_ts_us / 1e6, lam=lam,
+        runtime_s=float(sum(timings.values())), timings=timings,
+    )
+
+
+def outpost(path: Path | list[Path], worker_key: str = "pid", lam: float = DEFAULT_LAMBDA,
+            split: float | None = None, cfg: TTADConfig | None = None,
+            loc: LocalizeConfig | None = None) -> OutpostReport:
+    """Outpost on any trace file or directory of per-worker traces."""
+    return report(analyze(path, worker_key, split, cfg), lam, loc)
+
+
+def to_result(rep: OutpostReport, method: str = "outpost"):
+    from detectors.api import AnomalousEvent, RankedComponent, Result
+
+    ranking = tuple(RankedComponent(component=r.component, score=r.score, thread=r.thread) for r in rep.ranking)
+    events = tuple(AnomalousEvent(component=e.component, worker=e.worker, thread=e.thread, name=e.name, ts=e.ts,
+                                  dur=e.dur, expected_dur=e.expected_dur, score=e.score, path=e.path)
+                   for e in rep.events)
+    extra = {"n_events": rep.n_events, "n_anomalous": rep.n_anomalous, "n_localized": rep.n_localized,
+             "lambda": rep.lam, "timings": rep.timings}
+    return Result(method=method, ranking=ranking, anomalous=rep.anomalous, events=events,
+                  detected_at=rep.detected_at, runtime_s=rep.runtime_s, extra=extra)
+
+
+def detect(case) -> "Result":  # noqa: F821 - detectors.api imported lazily
+    """The detector contract: traces of the case, history = events before the injection time."""
+    from harness.errors import CaseInvalid
+
+    files = case.trace_files()
+    if not files:
+        raise CaseInvalid(f"{case.path}: no traces (traces/*.json[.gz])")
+    return to_result(outpost(files, "pid", DEFAULT_LAMBDA, split=case.inject_time))
+

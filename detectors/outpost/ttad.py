@@ -1,0 +1,149 @@
+"""TTAD: trace-tree anomaly detection, cross-worker and intra-worker, vectorised.
+
+Durations are compared in log space (noise on CPUs and GPUs is multiplicative).
+
+Cross-worker: events are grouped with their peers on the other workers (same structural role,
+path of ancestor names, step and occurrence). The expected duration of an event is the
+leave-one-out median of its group, so one outlier never pulls its own reference (with mean/sigma
+over a group that includes it, one outlier among n can never exceed z = sqrt(n-1)). The scale is
+the robust spread (1.4826 * MAD) of these residuals pooled over every step and worker of the
+same path: many samples, and a consistently slow worker stays a minority of them.
+
+Intra-worker: each worker against its own history before ``split`` (the injection time) for the
+same (path, occurrence) - median and MAD of the history, scored on events after the split. This
+sees faults that hit every worker at once, and works with two workers.
+
+The score of an event is the larger of the two z-scores (only slowdowns count); it is anomalous
+when ``score > lam`` and it is at least ``min_excess_us`` longer than expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from detectors.outpost.ttc import Forest, _mix
+
+MAD_K = 1.4826
+TAIL_Z = {0.9: 1.2816, 0.95: 1.6449, 0.99: 2.3263}  # standard-normal quantiles
+
+
+@dataclass(frozen=True)
+class TTADConfig:
+    lam: float = 4.0
+    min_rel_scale: float = 0.05  # floor of the log-space scale (~5 %): ultra-stable events
+    min_excess_us: float = 5.0  # ignore slowdowns shorter than this (timer noise)
+    min_dur_us: float = 1.0  # durations are floored here before the log
+    min_history: int = 5  # history samples needed for the intra-worker test
+    min_group: int = 2  # workers needed for the cross-worker test
+    tail_q: float = 0.99  # upper quantile of the healthy residuals that also bounds the scale
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per event (rows of the forest): score, expected duration and which test fired."""
+
+    score: np.ndarray  # float64, NaN where no test applies
+    expected: np.ndarray  # float64 us
+    z_cross: np.ndarray
+    z_intra: np.ndarray
+    group_size: np.ndarray  # workers in the cross-worker group
+
+
+def _loo_median(group: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out median of x within each group, and the group sizes (NaN for singletons)."""
+    order = np.lexsort((x, group))
+    g, v = group[order], x[order]
+    n_total = g.shape[0]
+    starts = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
+    sizes = np.diff(np.r_[starts, n_total])
+    start = np.repeat(starts, sizes)
+    size = np.repeat(sizes, sizes)
+    rank = np.arange(n_total) - start
+    m = size - 1  # values left after removing one
+    lo = (m - 1) // 2
+    hi = m // 2
+
+    def pick(k: np.ndarray) -> np.ndarray:  # k-th smallest of the others
+        k = np.where(k >= rank, k + 1, k)
+        return v[np.minimum(start + k, n_total - 1)]
+
+    med = np.where(m >= 1, 0.5 * (pick(lo) + pick(hi)), np.nan)
+    out = np.empty(n_total)
+    out[order] = med
+    sz = np.empty(n_total, dtype=np.int64)
+    sz[order] = size
+    return out, sz
+
+
+def _group_median(codes: np.ndarray, x: np.ndarray, mask: np.ndarray | None = None, q: float = 0.5) -> np.ndarray:
+    """q-quantile of x per code (over rows in mask), broadcast back to every row (NaN if none)."""
+    c, v = (codes, x) if mask is None else (codes[mask], x[mask])
+    grouped = pd.Series(v).groupby(c)
+    med = grouped.median() if q == 0.5 else grouped.quantile(q)
+    table = np.full(int(codes.max()) + 1 if codes.size else 0, np.nan)
+    table[med.index.to_numpy()] = med.to_numpy()
+    return table[codes]
+
+
+def _robust_scale(codes: np.ndarray, r: np.ndarray, mask: np.ndarray, floor: float, tail_q: float) -> np.ndarray:
+    """max(1.4826 * MAD, upper-tail spread, floor) per code; the tail term widens heavy-tailed groups."""
+    center = _group_median(codes, r, mask)
+    mad = _group_median(codes, np.abs(r - center), mask)
+    scale = np.maximum(MAD_K * mad, floor)
+    if tail_q > 0.5:
+        tail = (_group_median(codes, r, mask, tail_q) - center) / TAIL_Z[tail_q]
+        scale = np.maximum(scale, np.nan_to_num(tail, nan=0.0))
+    return scale
+
+
+def cross_worker(forest: Forest, logd: np.ndarray, hist: np.ndarray | None, cfg: TTADConfig):
+    key = _mix(_mix(_mix(forest.path, forest.role.astype(np.uint64)), (forest.step + 1).astype(np.uint64)),
+               forest.occ.astype(np.uint64))
+    group = pd.factorize(key)[0]
+    ref, size = _loo_median(group, logd)
+    # groups of one worker: duplicates of the same worker do not count as peers
+    usable = size >= cfg.min_group
+    resid = logd - ref
+    path_code = pd.factorize(_mix(forest.path, forest.role.astype(np.uint64)))[0]
+    # the scale comes from the healthy history when there is one (a fault cannot widen it)
+    fit = usable if hist is None else usable & hist
+    if hist is not None and not fit.any():
+        fit = usable
+    scale = _robust_scale(path_code, np.where(usable, resid, 0.0), fit, np.log1p(cfg.min_rel_scale), cfg.tail_q)
+    z = np.where(usable, resid / scale, np.nan)
+    return z, ref, size
+
+
+def intra_worker(forest: Forest, logd: np.ndarray, hist: np.ndarray | None, cfg: TTADConfig):
+    n = logd.shape[0]
+    if hist is None or not hist.any():
+        return np.full(n, np.nan), np.full(n, np.nan)
+    t = forest.table
+    occ = np.where(forest.step >= 0, forest.occ, 0).astype(np.uint64)
+    key = _mix(_mix(_mix(forest.path, t.worker.astype(np.uint64)), forest.role.astype(np.uint64)), occ)
+    codes = pd.factorize(key)[0]
+    counts = np.bincount(codes[hist], minlength=int(codes.max()) + 1)
+    enough = counts[codes] >= cfg.min_history
+    ref = _group_median(codes, logd, hist)
+    scale = _robust_scale(codes, logd, hist, np.log1p(cfg.min_rel_scale), cfg.tail_q)
+    z = np.where(enough & ~hist, (logd - ref) / scale, np.nan)
+    return z, ref
+
+
+def score(forest: Forest, split_us: float | None, cfg: TTADConfig) -> Scores:
+    logd = np.log(np.maximum(forest.table.dur, cfg.min_dur_us))
+    hist = None if split_us is None else forest.table.ts < split_us
+    zc, refc, size = cross_worker(forest, logd, hist, cfg)
+    zi, refi = intra_worker(forest, logd, hist, cfg)
+    use_intra = np.nan_to_num(zi, nan=-np.inf) > np.nan_to_num(zc, nan=-np.inf)
+    s = np.where(use_intra, zi, zc)
+    expected = np.exp(np.where(use_intra, refi, refc))
+    return Scores(s, expected, zc, zi, size)
+
+
+def anomalous(forest: Forest, scores: Scores, lam: float, cfg: TTADConfig) -> np.ndarray:
+    excess = forest.table.dur - scores.expected
+    return (np.nan_to_num(scores.score, nan=-np.inf) > lam) & (excess >= cfg.min_excess_us)

@@ -1,0 +1,212 @@
+"""TTC: trace-tree construction from nested intervals, vectorised.
+
+Per (worker, thread), events sorted by start (longer first on ties) nest by counting: the depth
+of event i is the number of intervals still open at its start, and its parent is the last
+earlier event one level up. This is exact for properly nested intervals. Partial overlaps (a
+child running past its parent's end, common with ``with_stack`` python frames) are resolved by
+clipping the child's end to the parent's end for tree building only, then recounting; a few
+rounds converge (each round fixes one level of a cascade). Durations used by TTAD stay the
+recorded ones.
+
+Each node is labelled with depth, parent, structural role (root/inner/leaf), a 64-bit id of
+the path of ancestor names (``ProfilerStep#7`` counts as ``ProfilerStep``), its step (own
+``args.step`` or ``#N`` suffix, else inherited from the ancestors, else the step whose
+interval contains it on the same worker), its root ancestor, and its occurrence index among
+events of the same worker, step and path.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from detectors.outpost.importers import EventTable
+
+ROOT, INNER, LEAF = 0, 1, 2
+ROLES = ("root", "inner", "leaf")
+MAX_ROUNDS = 64
+_EPS_US = 1e-3  # zero-length events still nest inside their parent
+_STEP_SUFFIX = re.compile(r"#(\d+)$")
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xBF58476D1CE4E5B9)
+
+
+@dataclass(frozen=True)
+class Forest:
+    """The event table sorted by (thread, ts, -dur), with tree labels; columns aligned."""
+
+    table: EventTable  # columns already reordered
+    parent: np.ndarray  # int64 row index, -1 for roots
+    depth: np.ndarray  # int32
+    role: np.ndarray  # int8: ROOT, INNER, LEAF
+    path: np.ndarray  # uint64 id of the ancestor-name path (own name included)
+    base_name: np.ndarray  # int32: name id with '#N' suffix removed (index into base_names)
+    base_names: tuple[str, ...]
+    step: np.ndarray  # int64, -1 when unknown
+    root: np.ndarray  # int64 row of the root ancestor
+    occ: np.ndarray  # int32 occurrence among (worker, step, path)
+    rounds: int  # clipping rounds needed (0 = properly nested input)
+
+    def path_text(self, row: int) -> str:
+        names = []
+        while row >= 0:
+            names.append(self.base_names[self.base_name[row]])
+            row = int(self.parent[row])
+        return " > ".join(reversed(names))
+
+
+def _mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        h = (a ^ (b.astype(np.uint64) + _M1)) * _M2
+        return h ^ (h >> np.uint64(31))
+
+
+def _nest_thread(t: np.ndarray, dur: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Depth and local parent for one thread (t relative, sorted by t asc, dur desc)."""
+    n = t.shape[0]
+    idx = np.arange(n)
+    end = t + np.maximum(dur, _EPS_US)
+    for rounds in range(MAX_ROUNDS):
+        depth = idx - np.searchsorted(np.sort(end), t, side="right")
+        depth = np.maximum(depth, 0)
+        parent = _parents(depth)
+        has = parent >= 0
+        p = parent[has]
+        over = (end[has] > end[p]) & (end[p] > t[has])
+        if not over.any():
+            break
+        rows = np.flatnonzero(has)[over]
+        end[rows] = end[p[over]]
+    closed = has.copy()
+    closed[has] = end[parent[has]] <= t[has]  # still mis-parented after MAX_ROUNDS: make roots
+    parent[closed] = -1
+    return depth.astype(np.int32), parent, rounds
+
+
+def _parents(depth: np.ndarray) -> np.ndarray:
+    """Parent = the last earlier event whose depth is one less."""
+    n = depth.shape[0]
+    idx = np.arange(n, dtype=np.int64)
+    keys = np.sort(depth.astype(np.int64) * n + idx)
+    q = (depth.astype(np.int64) - 1) * n + idx
+    pos = np.searchsorted(keys, q) - 1
+    parent = np.full(n, -1, dtype=np.int64)
+    ok = (depth > 0) & (pos >= 0)
+    cand = keys[np.maximum(pos, 0)]
+    ok &= cand // n == depth - 1
+    parent[ok] = cand[ok] % n
+    return parent
+
+
+def _sorted(table: EventTable) -> EventTable:
+    order = np.lexsort((-table.dur, table.ts, table.thread))
+    cols = {k: getattr(table, k)[order] for k in ("worker", "thread", "name", "cat", "ts", "dur", "step")}
+    return EventTable(**cols, names=table.names, cats=table.cats, workers=table.workers, threads=table.threads)
+
+
+def _base_names(names: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
+    """Name id -> base-name id (``#N`` stripped), and the step number carried by the suffix (-1)."""
+    base, steps = [], []
+    for name in names:
+        m = _STEP_SUFFIX.search(name)
+        base.append(name[: m.start()] if m else name)
+        steps.append(int(m.group(1)) if m else -1)
+    codes, uniques = pd.factorize(pd.Series(base, dtype=object))
+    return codes.astype(np.int32), tuple(str(u) for u in uniques), np.array(steps, dtype=np.int64)
+
+
+def _levels(depth: np.ndarray) -> list[np.ndarray]:
+    order = np.argsort(depth, kind="stable")
+    bounds = np.searchsorted(depth[order], np.arange(int(depth.max()) + 2))
+    return [order[bounds[d] : bounds[d + 1]] for d in range(len(bounds) - 1)]
+
+
+def _top_down(levels: list[np.ndarray], parent: np.ndarray, base: np.ndarray, step: np.ndarray):
+    path = np.zeros(parent.shape[0], dtype=np.uint64)
+    root = np.arange(parent.shape[0], dtype=np.int64)
+    for d, rows in enumerate(levels):
+        if d == 0:
+            path[rows] = _mix(np.zeros(rows.shape[0], dtype=np.uint64), base[rows])
+            continue
+        p = parent[rows]
+        path[rows] = _mix(path[p], base[rows])
+        root[rows] = root[p]
+        inherit = step[rows] < 0
+        step[rows[inherit]] = step[p[inherit]]
+    return path, root
+
+
+def _steps_by_time(table: EventTable, step: np.ndarray, parent: np.ndarray) -> None:
+    """Events with no step inherit the step whose root interval (same worker) contains their start."""
+    roots = (parent < 0) & (step >= 0)
+    missing = step < 0
+    if not roots.any() or not missing.any():
+        return
+    for w in np.unique(table.worker[missing]):
+        r = np.flatnonzero(roots & (table.worker == w))
+        if r.size == 0:
+            continue
+        r = r[np.argsort(table.ts[r], kind="stable")]
+        q = np.flatnonzero(missing & (table.worker == w))
+        pos = np.searchsorted(table.ts[r], table.ts[q], side="right") - 1
+        ok = pos >= 0
+        inside = ok.copy()
+        inside[ok] = table.ts[q[ok]] < table.ts[r[pos[ok]]] + table.dur[r[pos[ok]]]
+        step[q[inside]] = step[r[pos[inside]]]
+
+
+def _occurrence(worker: np.ndarray, step: np.ndarray, path: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    key = _mix(_mix(path, worker.astype(np.uint64)), (step + 1).astype(np.uint64))
+    codes = pd.factorize(key)[0]
+    order = np.lexsort((ts, codes))
+    sc = codes[order]
+    starts = np.r_[0, np.flatnonzero(sc[1:] != sc[:-1]) + 1]
+    first = np.repeat(starts, np.diff(np.r_[starts, sc.shape[0]]))
+    occ = np.empty(codes.shape[0], dtype=np.int32)
+    occ[order] = np.arange(sc.shape[0]) - first
+    return occ
+
+
+def build(table: EventTable) -> Forest:
+    """Trees for every (worker, thread) of ``table``."""
+    tab = _sorted(table)
+    n = len(tab)
+    parent = np.full(n, -1, dtype=np.int64)
+    depth = np.zeros(n, dtype=np.int32)
+    bounds = np.r_[0, np.flatnonzero(np.diff(tab.thread)) + 1, n]
+    rounds = 0
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        d, p, r = _nest_thread(tab.ts[a:b] - tab.ts[a], tab.dur[a:b])
+        depth[a:b] = d
+        parent[a:b] = np.where(p >= 0, p + a, -1)
+        rounds = max(rounds, r)
+    depth = np.where(parent < 0, 0, depth).astype(np.int32)
+    depth = _fix_depth(parent, depth)
+    base_of, base_names, suffix_step = _base_names(tab.names)
+    base = base_of[tab.name]
+    step = np.where(tab.step >= 0, tab.step, suffix_step[tab.name])
+    levels = _levels(depth)
+    path, root = _top_down(levels, parent, base, step)
+    _steps_by_time(tab, step, parent)
+    role = np.full(n, LEAF, dtype=np.int8)
+    role[np.unique(parent[parent >= 0])] = INNER
+    role[parent < 0] = ROOT
+    occ = _occurrence(tab.worker, step, path, tab.ts)
+    return Forest(tab, parent, depth, role, path, base, base_names, step, root, occ, rounds)
+
+
+def _fix_depth(parent: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """Depth = parent's depth + 1 (events re-rooted after clipping shift their subtree up)."""
+    if not (depth[parent[parent >= 0]] + 1 != depth[parent >= 0]).any():
+        return depth
+    depth = np.zeros_like(depth)
+    frontier = np.flatnonzero(parent < 0)
+    level = 0
+    while frontier.size:
+        depth[frontier] = level
+        frontier = np.flatnonzero(np.isin(parent, frontier))
+        level += 1
+    return depth
