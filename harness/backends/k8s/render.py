@@ -199,15 +199,18 @@ def manifests(s: K8sSettings, scenario) -> dict[str, str]:
     }
 
 
-def helm_values(s: K8sSettings, install_driver: bool = False, k3s: bool = False) -> dict[str, str]:
+def helm_values(s: K8sSettings, install_driver: bool = False) -> dict[str, str]:
+    """Helm values; the *-k3s.yaml overlays are added by the roles when site.yml installed k3s."""
     step = _step(s.step_s)
-    socket = K3S_CONTAINERD_SOCKET if k3s else "/run/containerd/containerd.sock"
     return {
         "values/gpu-operator.yaml": _template("values/gpu-operator.yaml.j2", install_driver=install_driver,
                                               step=step, step_ms=max(100, int(s.step_s * 1000))),
         "values/kube-prometheus-stack.yaml": _template("values/kube-prometheus-stack.yaml.j2", step=step),
         "values/kuberay-operator.yaml": _template("values/kuberay-operator.yaml.j2", s=s),
-        "values/chaos-mesh.yaml": _template("values/chaos-mesh.yaml.j2", runtime_socket=socket),
+        "values/chaos-mesh.yaml": _template("values/chaos-mesh.yaml.j2",
+                                            runtime_socket="/run/containerd/containerd.sock"),
+        "values/chaos-mesh-k3s.yaml": _template("values/chaos-mesh.yaml.j2", runtime_socket=K3S_CONTAINERD_SOCKET),
+        "values/gpu-operator-k3s.yaml": _template("values/gpu-operator-k3s.yaml.j2"),
     }
 
 
@@ -218,6 +221,8 @@ def playbook_vars(s: K8sSettings, scenario, k8s_dir: Path, fault_files: list[str
         "cb_render_dir": str(k8s_dir),
         "cb_namespace": s.namespace,
         "cb_kubeconfig": s.kubeconfig or "",
+        "cb_install_k3s": False,  # true: site.yml installs k3s on the inventory's k3s_server/gpu_nodes hosts
+        "cb_node_map": {},  # node-<i> -> Kubernetes node name on an existing cluster (k3s: from the inventory)
         "cb_rayservice": s.name,
         "cb_nodes": s.node_names,
         "cb_gpus_per_node": s.gpus_per_node,
