@@ -41,7 +41,7 @@ def prepare(testbed: Testbed, step: Any, key: str) -> GpuMemoryPressureHandle:
     return GpuMemoryPressureHandle(
         **base_handle(SPEC, step, key), control_file=path, fraction=step.params.fraction, mode=step.params.mode,
         duration=step.duration, previous=device.previous(path, ["mem_pool_fraction"]),
-        fb_used_before=device.query(testbed.prometheus_url, device.series("DCGM_FI_DEV_FB_USED", rank)), pids=[],
+        fb_used_before=device.fresh_query(testbed.prometheus_url, device.series("DCGM_FI_DEV_FB_USED", rank)), pids=[],
     )
 
 

@@ -32,8 +32,9 @@ def preflight(testbed: Testbed, step: Any) -> None:
     device.check_control_dir(SPEC.id, testbed, targets.rank(testbed, step).name)
 
 
-def _counts(testbed: Testbed, rank: str) -> tuple[float, float]:
-    xids = device.query(testbed.prometheus_url, device.series(XID_COUNT, rank)) or 0.0
+def _counts(testbed: Testbed, rank: str, fresh: bool = False) -> tuple[float, float]:
+    get = device.fresh_query if fresh else device.query
+    xids = get(testbed.prometheus_url, device.series(XID_COUNT, rank)) or 0.0
     restarts = device.query(testbed.prometheus_url, f'sum({device.series(RESTARTS, rank)})') or 0.0
     return xids, restarts
 
@@ -41,7 +42,7 @@ def _counts(testbed: Testbed, rank: str) -> tuple[float, float]:
 def prepare(testbed: Testbed, step: Any, key: str) -> GpuXidErrorHandle:
     rank = targets.rank(testbed, step).name
     path = device.control_path(testbed, rank)
-    xids, restarts = _counts(testbed, rank)
+    xids, restarts = _counts(testbed, rank, fresh=True)
     return GpuXidErrorHandle(**base_handle(SPEC, step, key), control_file=path, xid=step.params.xid,
                              previous=device.previous(path, ["xid"]), xid_count_before=xids,
                              restarts_before=restarts)

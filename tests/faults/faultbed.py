@@ -267,8 +267,9 @@ def snapshot(bed: FaultBed) -> dict[str, object]:
         snap[f"procs {node.name}"] = sorted(int(p) for p in cgroups.read(cpu / "cgroup.procs").split())
     snap["root iptables"] = [ln for ln in sh("iptables-save", "-t", "filter").stdout.splitlines() if "chaosbench" in ln]
     snap["marked processes"] = _marked(bed.bridge)
-    snap["device"] = {p.name: {k: v for k, v in json.loads(p.read_text()).items() if k != "seq"}
-                      for p in sorted(bed.control_dir.glob("*.json"))}
+    device = {p.name: {k: v for k, v in json.loads(p.read_text()).items() if k != "seq"}
+              for p in sorted(bed.control_dir.glob("*.json"))}
+    snap["device"] = {k: v for k, v in device.items() if v}  # no file == empty state == the default device
     snap["rank states"] = {r.name: _state(r.pid) for r in bed.ranks.values()}
     return snap
 

@@ -61,6 +61,20 @@ def query(prometheus_url: str | None, promql: str) -> float | None:
     return float(result[0]["value"][1])
 
 
+def fresh_query(prometheus_url: str | None, series_sel: str, timeout: float = 5.0) -> float | None:
+    """Value of a plain series from a scrape taken after this call started (a baseline must not be stale:
+    the previous fault on the same rank may have been recovered a moment ago)."""
+    import time
+
+    asked, deadline = time.time(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ts = query(prometheus_url, f"timestamp({series_sel})")
+        if ts is None or ts >= asked:
+            break
+        time.sleep(0.2)
+    return query(prometheus_url, series_sel)
+
+
 def series(metric: str, rank: str) -> str:
     return f'{metric}{{{RANK_LABEL}="{rank}"}}'
 
