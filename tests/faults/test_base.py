@@ -1,0 +1,72 @@
+"""The injector set matches the catalog; every module has the interface; the journal skips live owners."""
+
+from __future__ import annotations
+
+import json
+import os
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import harness.faults
+from harness.errors import InputInvalid
+from harness.faults.base import injector, module_name
+from harness.faults.catalog import FAULT_IDS, FAULTS
+from harness.faults.journal import Journal, recovery_dir, replay_fault_journals
+
+FRAMEWORK = {"catalog", "base", "lifecycle", "journal", "targets", "mech"}
+
+
+def test_fault_modules_equal_catalog_ids() -> None:
+    modules = {m.name for m in pkgutil.iter_modules(harness.faults.__path__)} - FRAMEWORK
+    assert modules == {fid.replace("-", "_") for fid in FAULT_IDS}
+
+
+@pytest.mark.parametrize("fault_id", FAULT_IDS)
+def test_module_interface(fault_id: str) -> None:
+    mod = injector(fault_id)
+    assert mod.__name__ == module_name(fault_id)
+    assert mod.SPEC is FAULTS[fault_id]
+    for fn in ("preflight", "prepare", "inject", "verify", "recover"):
+        assert callable(getattr(mod, fn)), f"{fault_id} has no {fn}()"
+
+
+def test_unknown_fault_id_suggests() -> None:
+    with pytest.raises(InputInvalid, match="did you mean 'nccl-hang'"):
+        injector("nccl-hnag")
+
+
+def test_recovery_dir_from_env() -> None:
+    assert recovery_dir() == Path(os.environ["CHAOSBENCH_RECOVERY_DIR"])
+
+
+def _journal_device_fault(tmp_path: Path) -> tuple[Journal, Path]:
+    control = tmp_path / "device" / "rank-0.json"
+    control.parent.mkdir()
+    control.write_text(json.dumps({"power_limit_w": 150, "seq": 3}))
+    handle = {"fault_id": "gpu-power-cap", "key": "t.0.gpu-power-cap.x", "component": "rank-0",
+              "control_file": str(control), "fields": {"power_limit_w": 150}, "previous": {"power_limit_w": None}}
+    journal = Journal(handle["key"], tmp_path / "case.partial")
+    journal.begin(handle)
+    return journal, control
+
+
+def test_replay_leaves_live_owner_alone_then_recovers(tmp_path: Path) -> None:
+    journal, control = _journal_device_fault(tmp_path)
+    assert replay_fault_journals(tmp_path) == 0  # this process owns it and is alive
+    assert json.loads(control.read_text())["power_limit_w"] == 150
+    assert replay_fault_journals(tmp_path, include_live=True) == 1
+    state = json.loads(control.read_text())
+    assert "power_limit_w" not in state and state["seq"] == 4  # a new seq: the engine re-reads the file
+    assert not list(recovery_dir().glob("*.jsonl"))  # global entry gone once done
+    assert replay_fault_journals(tmp_path, include_live=True) == 0
+
+
+def test_replay_survives_torn_line_and_dead_owner(tmp_path: Path) -> None:
+    journal, control = _journal_device_fault(tmp_path)
+    for path in journal.paths:
+        text = path.read_text().replace(f'"owner_pid": {os.getpid()}', '"owner_pid": 999999999')
+        path.write_text(text + '{"op": "hand')  # a crash in the middle of a write
+    assert replay_fault_journals(tmp_path) == 1
+    assert "power_limit_w" not in json.loads(control.read_text())
