@@ -121,7 +121,8 @@ def load_kb(path: Path = KB_PATH) -> KnowledgeBase:
         raw = yaml.safe_load(Path(path).read_text())
         return KnowledgeBase.model_validate(raw)
     except (OSError, yaml.YAMLError) as exc:
-        raise PluginInvalid(f"{path}: cannot read the analyzer knowledge base ({exc})") from exc
+        why = " ".join(str(exc).split())
+        raise PluginInvalid(f"{path}: cannot read the analyzer knowledge base ({why})") from exc
     except (ValidationError, re.error) as exc:
         first = str(exc).splitlines()
         raise PluginInvalid(f"{path}: invalid knowledge base: {' '.join(first[:3])}") from exc

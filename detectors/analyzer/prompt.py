@@ -16,6 +16,7 @@ from harness.faults.catalog import CATALOG
 
 PROMPT_VERSION = "analyzer_v1"
 TEMPLATE_PATH = Path(__file__).parent / "templates" / f"{PROMPT_VERSION}.txt"
+_CUT = " [...truncated]"
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ def bounded(lines: list[str], max_lines: int, max_chars: int, line_chars: int, w
     used = 0
     for i, line in enumerate(lines):
         if len(line) > line_chars:
-            line = line[: line_chars - 14] + " [...truncated]"
+            line = line[: max(0, line_chars - len(_CUT))] + _CUT
         if i >= max_lines or used + len(line) + 1 > max_chars:
             out.append(f"[... {len(lines) - i} more {what} truncated]")
             break
