@@ -1,15 +1,19 @@
 """Collection on a cluster: Prometheus range queries into data.csv, vLLM profiler traces, pod logs.
 
-data.csv has the local backend's shape: a ``time`` column (unix seconds) and one
-``<component>_<metric>`` column per series, components ``ingress``, ``node-<i>`` and
-``rank-<i>`` (no ``_`` inside a component name: RCAEval splits on it). Each column
-is one PromQL query aggregated to a single series; ``{k8s_node}`` in a query is the
-Kubernetes node that carries the component, filled in from the node labels.
+data.csv has the local backend's shape and names (harness/collect/prometheus.py): a
+``time`` column (unix seconds, one row per step) and ``<component>_<metric>`` columns,
+components ``ingress``, ``node-<i>`` and ``rank-<i>``; metric parts keep Prometheus'
+names with the same derivation suffixes (``:rate``, ``:mean``, ``:p95``), so a
+detector sees one shape on both backends. Each column is one PromQL query reduced to
+a single series; ``{k8s_node}`` in a query is the Kubernetes node that carries the
+component, filled in from the node labels. Querying, gap filling and the client-side
+SLIs reuse harness.collect.prometheus.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +23,19 @@ from harness.backends.k8s.settings import PROFILER_DIR, K8sSettings
 from harness.errors import PreflightFailed
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from harness.backends.k8s.client import K8sClient
+
+VLLM_HISTOGRAMS = ("time_to_first_token_seconds", "inter_token_latency_seconds", "e2e_request_latency_seconds",
+                   "request_queue_time_seconds")
+VLLM_GAUGES = {"num_requests_running": "sum", "num_requests_waiting": "sum", "kv_cache_usage_perc": "avg"}
+VLLM_COUNTERS = ("num_preemptions_total", "request_success_total", "generation_tokens_total", "prompt_tokens_total")
+DCGM_GAUGES = ("DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_POWER_MGMT_LIMIT",
+               "DCGM_FI_DEV_CLOCKS_EVENT_REASONS", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_GPU_UTIL",
+               "DCGM_FI_DEV_XID_ERRORS", "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+               "DCGM_FI_PROF_PCIE_TX_BYTES", "DCGM_FI_PROF_PCIE_RX_BYTES", "DCGM_FI_PROF_NVLINK_TX_BYTES",
+               "DCGM_FI_PROF_NVLINK_RX_BYTES")
+DCGM_COUNTERS = ("DCGM_FI_DEV_POWER_VIOLATION", "DCGM_FI_DEV_THERMAL_VIOLATION", "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
+                 "DCGM_FI_DEV_PCIE_REPLAY_COUNTER")
 
 
 @dataclass(frozen=True)
@@ -29,9 +43,10 @@ class ColumnQuery:
     column: str  # <component>_<metric>
     component: str
     query: str  # PromQL, may contain {k8s_node}
+    kind: str = "gauge"  # gauge | rate (how gaps are filled)
 
     def to_json(self) -> dict[str, str]:
-        return {"column": self.column, "component": self.component, "query": self.query}
+        return {"column": self.column, "component": self.component, "query": self.query, "kind": self.kind}
 
     def resolve(self, node_map: dict[str, str], component_node: str | None) -> str:
         if "{k8s_node}" not in self.query:
@@ -45,66 +60,55 @@ def _window(s: K8sSettings) -> str:
     return f"{max(5, round(4 * s.step_s))}s"
 
 
-def _ingress(s: K8sSettings) -> list[tuple[str, str]]:
+def _ingress(s: K8sSettings) -> list[tuple[str, str, str]]:
     p, w = f"{s.vllm_metric_prefix}vllm:", _window(s)
-
-    def q(name: str, quantile: float) -> str:
-        return f"histogram_quantile({quantile}, sum by (le) (rate({p}{name}_bucket[{w}])))"
-
-    return [
-        ("ttft_p50", q("time_to_first_token_seconds", 0.5)), ("ttft_p99", q("time_to_first_token_seconds", 0.99)),
-        ("itl_p50", q("inter_token_latency_seconds", 0.5)), ("itl_p99", q("inter_token_latency_seconds", 0.99)),
-        ("e2e_p50", q("e2e_request_latency_seconds", 0.5)), ("e2e_p99", q("e2e_request_latency_seconds", 0.99)),
-        ("requests_running", f"sum({p}num_requests_running)"),
-        ("requests_waiting", f"sum({p}num_requests_waiting)"),
-        ("kv_cache_usage", f"avg({p}kv_cache_usage_perc)"),
-        ("preemptions", f"sum(rate({p}num_preemptions_total[{w}]))"),
-        ("success_rate", f"sum(rate({p}request_success_total[{w}]))"),
-        ("generation_tokens", f"sum(rate({p}generation_tokens_total[{w}]))"),
-    ]
+    out = []
+    for h in VLLM_HISTOGRAMS:
+        rate_sum, rate_count = f"sum(rate({p}{h}_sum[{w}]))", f"sum(rate({p}{h}_count[{w}]))"
+        out += [(f"vllm:{h}:mean", f"{rate_sum} / {rate_count}", "gauge"),
+                (f"vllm:{h}:p95", f"histogram_quantile(0.95, sum by (le) (rate({p}{h}_bucket[{w}])))", "gauge"),
+                (f"vllm:{h}:rate", rate_count, "rate")]
+    out += [(f"vllm:{g}", f"{agg}({p}{g})", "gauge") for g, agg in VLLM_GAUGES.items()]
+    out += [(f"vllm:{c.removesuffix('_total')}:rate", f"sum(rate({p}{c}[{w}]))", "rate") for c in VLLM_COUNTERS]
+    return out
 
 
-def _node(s: K8sSettings, node: str) -> list[tuple[str, str]]:
+def _node(s: K8sSettings, node: str) -> list[tuple[str, str, str]]:
     w, sel = _window(s), 'k8s_node="{k8s_node}"'
-    pods = f'namespace="{s.namespace}",pod=~".*-{node}-worker-.*"'
+    pods = f'namespace="{s.namespace}",pod=~".*-{node}-worker-.*",container!=""'
     nic = f'{sel},device!~"lo|veth.*|cali.*|flannel.*|cni.*|docker.*"'
     return [
-        ("cpu_util", f'1 - avg(rate(node_cpu_seconds_total{{mode="idle",{sel}}}[{w}]))'),
-        ("cpu_psi", f"sum(rate(node_pressure_cpu_waiting_seconds_total{{{sel}}}[{w}]))"),
-        ("mem_psi", f"sum(rate(node_pressure_memory_waiting_seconds_total{{{sel}}}[{w}]))"),
-        ("mem_available", f"sum(node_memory_MemAvailable_bytes{{{sel}}})"),
-        ("net_tx", f"sum(rate(node_network_transmit_bytes_total{{{nic}}}[{w}]))"),
-        ("net_rx", f"sum(rate(node_network_receive_bytes_total{{{nic}}}[{w}]))"),
-        ("pod_cpu", f"sum(rate(container_cpu_usage_seconds_total{{{pods}}}[{w}]))"),
-        ("pod_throttled", f"sum(rate(container_cpu_cfs_throttled_periods_total{{{pods}}}[{w}]))"),
-        ("pod_memory", f"sum(container_memory_working_set_bytes{{{pods}}})"),
+        ("cpu:usage", f'1 - avg(rate(node_cpu_seconds_total{{mode="idle",{sel}}}[{w}]))', "gauge"),
+        ("load1", f"max(node_load1{{{sel}}})", "gauge"),
+        ("memory:available", f"max(node_memory_MemAvailable_bytes{{{sel}}})", "gauge"),
+        ("cpu:pressure", f"max(rate(node_pressure_cpu_waiting_seconds_total{{{sel}}}[{w}]))", "rate"),
+        ("memory:pressure", f"max(rate(node_pressure_memory_waiting_seconds_total{{{sel}}}[{w}]))", "rate"),
+        ("io:pressure", f"max(rate(node_pressure_io_waiting_seconds_total{{{sel}}}[{w}]))", "rate"),
+        ("pgmajfault:rate", f"max(rate(node_vmstat_pgmajfault{{{sel}}}[{w}]))", "rate"),
+        ("network_transmit_bytes:rate", f"sum(rate(node_network_transmit_bytes_total{{{nic}}}[{w}]))", "rate"),
+        ("network_receive_bytes:rate", f"sum(rate(node_network_receive_bytes_total{{{nic}}}[{w}]))", "rate"),
+        ("cpu_usage_seconds:rate", f"sum(rate(container_cpu_usage_seconds_total{{{pods}}}[{w}]))", "rate"),
+        ("cpu_cfs_throttled_periods:rate",
+         f"sum(rate(container_cpu_cfs_throttled_periods_total{{{pods}}}[{w}]))", "rate"),
+        ("memory_working_set_bytes", f"sum(container_memory_working_set_bytes{{{pods}}})", "gauge"),
     ]
 
 
-def _rank(s: K8sSettings, rank: int) -> list[tuple[str, str]]:
+def _rank(s: K8sSettings, rank: int) -> list[tuple[str, str, str]]:
     sel, w = f'Hostname="{{k8s_node}}",gpu="{s.rank_gpu(rank)}"', _window(s)
-    gauges = {
-        "sm_clock": "DCGM_FI_DEV_SM_CLOCK", "power_usage": "DCGM_FI_DEV_POWER_USAGE",
-        "power_limit": "DCGM_FI_DEV_POWER_MGMT_LIMIT", "clock_events": "DCGM_FI_DEV_CLOCKS_EVENT_REASONS",
-        "fb_used": "DCGM_FI_DEV_FB_USED", "gpu_util": "DCGM_FI_DEV_GPU_UTIL", "xid": "DCGM_FI_DEV_XID_ERRORS",
-        "gr_active": "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "tensor_active": "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
-        "pcie_tx": "DCGM_FI_PROF_PCIE_TX_BYTES", "pcie_rx": "DCGM_FI_PROF_PCIE_RX_BYTES",
-        "nvlink_tx": "DCGM_FI_PROF_NVLINK_TX_BYTES", "nvlink_rx": "DCGM_FI_PROF_NVLINK_RX_BYTES",
-    }
-    out = [(name, f"max({metric}{{{sel}}})") for name, metric in gauges.items()]
-    out.append(("power_violation", f"max(rate(DCGM_FI_DEV_POWER_VIOLATION{{{sel}}}[{w}]))"))
-    out.append(("thermal_violation", f"max(rate(DCGM_FI_DEV_THERMAL_VIOLATION{{{sel}}}[{w}]))"))
+    out = [(m, f"max({m}{{{sel}}})", "gauge") for m in DCGM_GAUGES]
+    out += [(f"{m.removesuffix('_TOTAL')}:rate", f"max(rate({m}{{{sel}}}[{w}]))", "rate") for m in DCGM_COUNTERS]
     return out
 
 
 def column_queries(s: K8sSettings, scenario) -> list[ColumnQuery]:
     """Every data.csv column of a k8s run and its query."""
-    cols = [ColumnQuery(f"ingress_{m}", "ingress", q) for m, q in _ingress(s)]
+    cols = [ColumnQuery(f"ingress_{m}", "ingress", q, k) for m, q, k in _ingress(s)]
     for node in s.node_names:
-        cols += [ColumnQuery(f"{node}_{m}", node, q) for m, q in _node(s, node)]
+        cols += [ColumnQuery(f"{node}_{m}", node, q, k) for m, q, k in _node(s, node)]
     for r in range(s.world_size):
-        cols += [ColumnQuery(f"rank-{r}_{m}", f"rank-{r}", q) for m, q in _rank(s, r)]
-    cols += [ColumnQuery(f"{e.component}_{e.name}", e.component, e.query)
+        cols += [ColumnQuery(f"rank-{r}_{m}", f"rank-{r}", q, k) for m, q, k in _rank(s, r)]
+    cols += [ColumnQuery(f"{e.component}_{e.name}", e.component, f"sum({e.query})")
              for e in scenario.spec.telemetry.extra_metrics]
     return cols
 
@@ -120,45 +124,32 @@ def component_node(s: K8sSettings, component: str) -> str | None:
 # ----------------------------------------------------------------------------- metrics
 
 
-def query_metrics(prometheus, s: K8sSettings, queries: list[ColumnQuery], node_map: dict[str, str],
-                  start: float, end: float) -> pd.DataFrame:
-    """Range-query every column (``prometheus``: a prometheus_api_client.PrometheusConnect) into one frame."""
+def export_data_csv(prometheus_url: str, s: K8sSettings, queries: list[ColumnQuery], node_map: dict[str, str],
+                    start: float, end: float, out: Path, requests: list[dict[str, Any]] | None = None) -> int:
+    """Range-query every column into ``out`` (data.csv) as the local collector does; returns the column count."""
     import pandas as pd
 
-    step = f"{s.step_s:g}s"
-    frames = []
-    for q in queries:
-        promql = q.resolve(node_map, component_node(s, q.component))
-        result = prometheus.custom_query_range(promql, start_time=_dt(start), end_time=_dt(end), step=step)
-        frames.append(_series(q.column, result))
-    grid = pd.DataFrame({"time": _grid(start, end, s.step_s)})
-    for frame in frames:
-        grid = grid.merge(frame, on="time", how="left")
-    return grid
+    from harness.collect.prometheus import Column, fill_gaps, query_frame, sli_frame
 
-
-def _dt(t: float):
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(t, tz=timezone.utc)
-
-
-def _grid(start: float, end: float, step: float) -> list[float]:
-    n = int((end - start) // step) + 1
-    return [round(start + i * step, 3) for i in range(n)]
-
-
-def _series(column: str, result: list[dict[str, Any]]) -> pd.DataFrame:
-    """A range-query result (matrix) as (time, column); several series are summed."""
-    import pandas as pd
-
-    rows: dict[float, float] = {}
-    for series in result:
-        for t, v in series.get("values", []):
-            value = float(v)
-            if value == value:  # NaN from an empty histogram_quantile stays missing
-                rows[round(float(t), 3)] = rows.get(round(float(t), 3), 0.0) + value
-    return pd.DataFrame({"time": list(rows), column: list(rows.values())}, columns=["time", column])
+    metric_of = {q.column: q.column.split("_", 1)[1] for q in queries}
+    columns = [Column(metric_of[q.column], q.resolve(node_map, component_node(s, q.component)), q.kind,
+                      component=q.component) for q in queries]
+    start_s, end_s = int(start), int(end) + 1
+    df, kinds = query_frame(prometheus_url, columns, start_s, end_s, s.step_s)
+    index = pd.RangeIndex(start_s, end_s + 1, max(1, int(s.step_s)))
+    df = df.reindex(index)
+    if requests is not None:
+        df = pd.concat([df, sli_frame(requests, index)], axis=1)
+        kinds["ingress_error_rate"] = "rate"
+    df = df.drop(columns=[c for c in df.columns if df[c].isna().all()])
+    df, _ = fill_gaps(df, kinds)
+    df = df[sorted(df.columns)]
+    df.insert(0, "time", df.index.astype(int))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".csv.tmp")
+    df.to_csv(tmp, index=False, float_format="%.6g")
+    tmp.replace(out)
+    return len(df.columns) - 1
 
 
 # ----------------------------------------------------------------------------- traces and logs
@@ -190,12 +181,15 @@ def collect_traces(client: K8sClient, s: K8sSettings, dest: Path) -> list[Path]:
     return written
 
 
-_LEVEL = re.compile(r"\b(CRITICAL|FATAL|ERROR|WARNING|WARN|INFO|DEBUG)\b")
+def log_lines(text: str, component: str, start: float, end: float) -> list[tuple[float, str, str, str]]:
+    """Pod log text (fetched with timestamps=True) as logs.csv rows, WARNING and up as locally.
 
-
-def log_rows(text: str, component: str) -> list[dict[str, Any]]:
-    """Pod log lines (fetched with timestamps=True) as logs.csv rows."""
+    The Kubernetes timestamp gives the time; Ray's own line format (harness.collect.logs)
+    gives the level; a traceback line inherits ERROR as the local parser does.
+    """
     from datetime import datetime
+
+    from harness.collect.logs import CPP_LEVEL, CPP_LINE, KEEP, PY_LINE
 
     rows = []
     for line in text.splitlines():
@@ -204,19 +198,39 @@ def log_rows(text: str, component: str) -> list[dict[str, Any]]:
             t = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
         except ValueError:
             continue
-        m = _LEVEL.search(message)
-        level = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(m.group(1), m.group(1)) if m else "INFO"
-        rows.append({"time": round(t, 6), "component": component, "level": level, "message": message.strip()})
+        if not start <= t <= end:
+            continue
+        m = PY_LINE.match(message) or CPP_LINE.match(message)
+        if m:
+            level, text_ = CPP_LEVEL.get(m.group(3), m.group(3)), m.group(4)
+        elif "Traceback" in message or re.search(r"\b\w*(Error|Exception)\b", message) or "NVRM: Xid" in message:
+            level, text_ = "ERROR", message
+        else:
+            continue
+        if level in KEEP:
+            rows.append((t, component, level, text_.strip()))
     return rows
 
 
-def collect_logs(client: K8sClient, since_s: int) -> list[dict[str, Any]]:
-    """Logs of the head (``ingress``) and worker pods (``node-<i>``) of the last ``since_s`` seconds."""
+def export_logs_csv(client: K8sClient, start: float, end: float, out: Path) -> int:
+    """logs.csv from the head (``ingress``) and worker pods (``node-<i>``); returns the line count."""
+    import time
+
     rows = []
+    since = max(1, int(time.time() - start) + 1)
     for pod in client.pods("app.kubernetes.io/part-of=chaosbench"):
         role = pod.labels.get("chaosbench.io/role")
         component = "ingress" if role == "head" else pod.labels.get("chaosbench.io/node")
         if component is None:
             continue
-        rows.extend(log_rows(client.logs(pod.name, since_seconds=since_s), component))
-    return sorted(rows, key=lambda r: r["time"])
+        rows.extend(log_lines(client.logs(pod.name, since_seconds=since), component, start, end))
+    rows.sort()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["time", "component", "level", "message"])
+        for t, component, level, message in rows:
+            w.writerow([f"{t:.3f}", component, level, message[:2000]])
+    tmp.replace(out)
+    return len(rows)
