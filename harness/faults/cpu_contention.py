@@ -65,7 +65,8 @@ def verify(handle: CpuContentionHandle, testbed: Testbed) -> Evidence | None:
     if n < 2 or rate < MIN_BUSY_SHARE * handle["expected_cores"]:
         return None
     return Evidence("stressor CPU", rate, f"{n} stress-ng processes using {rate:.2f} cores "
-                    f"(expected {handle['expected_cores']:g} on cores {handle['cpus']})", {"processes": n, "pressure_some_avg10": _psi()})
+                    f"(expected {handle['expected_cores']:g} on cores {handle['cpus']})",
+                    {"processes": n, "pressure_some_avg10": _psi()})
 
 
 def _psi() -> float:

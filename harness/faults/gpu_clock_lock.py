@@ -44,7 +44,8 @@ def verify(handle: GpuClockLockHandle, testbed: Testbed) -> Evidence | None:
     clock = device.query(testbed.prometheus_url, device.series("DCGM_FI_DEV_SM_CLOCK", rank))
     if clock is None or clock > locked + 0.5:
         return None
-    return Evidence("DCGM_FI_DEV_SM_CLOCK", clock, f"{rank}: SM clock {clock:.0f} MHz (locked at {locked:g}) [emulated]")
+    return Evidence("DCGM_FI_DEV_SM_CLOCK", clock,
+                    f"{rank}: SM clock {clock:.0f} MHz (locked at {locked:g}) [emulated]")
 
 
 def recover(handle: GpuClockLockHandle) -> None:

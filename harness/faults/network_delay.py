@@ -68,10 +68,10 @@ def _start_handler(h: NetworkDelayHandle) -> int:
             "--correlation", str(h["correlation"]), "--status", h["status_file"]]
     proc = procs.spawn(argv, h["key"], netns=h["netns"], extra_env=procs.package_env(),
                        log=Path(h["status_file"]).with_suffix(".log"))
-    deadline = time.monotonic() + HANDLER_START_TIMEOUT
+    deadline, log = time.monotonic() + HANDLER_START_TIMEOUT, Path(h["status_file"]).with_suffix(".log")
     while not Path(h["status_file"]).exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"NFQUEUE delay handler did not start (see {Path(h['status_file']).with_suffix('.log')})")
+            raise RuntimeError(f"NFQUEUE delay handler did not start (see {log})")
         time.sleep(0.05)
     return proc.pid
 

@@ -118,7 +118,8 @@ CHILD_CASES = [
     (signal.SIGTERM, {"fault_id": "cpu-throttle", "node": "node-1", "params": {"cpu_percent": 10}}),
     (signal.SIGINT, {"fault_id": "network-delay", "node": "node-1", "params": {"delay_ms": 30.0}}),
     (signal.SIGKILL, {"fault_id": "cpu-contention", "node": "node-1", "params": {"workers": 2}}),
-    (signal.SIGKILL, {"fault_id": "network-delay", "node": "node-1", "params": {"delay_ms": 30.0, "loss_percent": 5.0}}),
+    (signal.SIGKILL, {"fault_id": "network-delay", "node": "node-1",
+                      "params": {"delay_ms": 30.0, "loss_percent": 5.0}}),
     (signal.SIGKILL, {"fault_id": "nccl-hang", "rank": 1}),
 ]
 

@@ -1,0 +1,131 @@
+"""Run every fault scenario end to end on the local testbed and print what each fault did.
+
+    .venv/bin/python benchmarks/run_all_faults.py [--only nccl-hang,cpu-throttle] [--out DIR] [--duration 60]
+
+One case per fault (scenarios/<fault-id>.yaml), through harness.runner.run_scenario. The table: fault,
+realism, verified?, time from the inject request to the verify signal, the symptom measured in the case
+(a data.csv column during the fault window vs the 15 s before it), and the case's wall time. Needs root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+BASELINE_S = 15.0
+
+# fault id -> (column pattern, where): "{r}" = target rank index, "{n}" = target node, "{peer}" = another rank
+SYMPTOMS: dict[str, tuple[str, str]] = {
+    "gpu-power-cap": ("rank-{r}_chaosbench_rank_step_seconds:mean", "target rank's step time"),
+    "gpu-clock-lock": ("rank-{r}_chaosbench_rank_step_seconds:mean", "target rank's step time"),
+    "gpu-compute-contention": ("rank-{r}_chaosbench_rank_step_seconds:mean", "target rank's step time"),
+    "gpu-memory-pressure": ("rank-{r}_DCGM_FI_DEV_FB_USED", "target rank's device memory used"),
+    "gpu-xid-error": ("ingress_error_rate", "request error rate"),
+    "nccl-hang": ("rank-{peer}_chaosbench_rank_allreduce_seconds:mean", "a peer's all-reduce time"),
+    "interconnect-degradation": ("rank-{r}_chaosbench_rank_allreduce_seconds:mean", "all-reduce time on the node"),
+    "cpu-contention": ("rank-{r}_chaosbench_rank_step_seconds:mean", "step time of a rank on the node"),
+    "cpu-throttle": ("node-{n}_", "node's throttled periods", ),
+    "host-memory-pressure": ("node-{n}_", "node's memory usage"),
+    "network-delay": ("ingress_latency", "client E2E latency"),
+}
+NODE_COLUMN_HINT = {"cpu-throttle": "throttled", "host-memory-pressure": "memory"}
+
+
+@dataclass(frozen=True)
+class Row:
+    fault: str
+    realism: str
+    status: str
+    verified: bool
+    verify_s: float | None
+    symptom: str
+    wall_s: float
+
+
+def _column(cols: list[str], fault: str, truth: dict, ranks: list[str]) -> str | None:
+    pattern, _ = SYMPTOMS[fault]
+    r = truth.get("rank")
+    node = truth.get("node") or ""
+    on_node = [c.split("_")[0].split("-")[1] for c in cols if False]
+    del on_node
+    if r is None:  # node fault: a rank on that node
+        r = next((int(x.split("-")[1]) for x in ranks), 0)
+    peer = next((int(x.split("-")[1]) for x in ranks if x != f"rank-{r}"), 0)
+    name = pattern.format(r=r, n=node.split("-")[-1], peer=peer)
+    if name.endswith("_"):  # a node column: pick by hint
+        hint = NODE_COLUMN_HINT[fault]
+        return next((c for c in cols if c.startswith(name) and hint in c), None)
+    return name if name in cols else None
+
+
+def symptom(case: Path, fault: str) -> str:
+    import pandas as pd
+
+    truth = json.loads((case / "ground_truth.json").read_text())
+    if not truth.get("verified") or truth.get("start") is None:
+        return "-"
+    df = pd.read_csv(case / "data.csv")
+    topo = json.loads((case / "topology.json").read_text())
+    on_node = [r for r, n in topo.get("rank_node", {}).items() if n == truth.get("node")] or topo["ranks"]
+    col = _column(list(df.columns), fault, truth, on_node if truth.get("rank") is None else topo["ranks"])
+    if col is None:
+        return f"no column for {SYMPTOMS[fault][1]}"
+    start, end = truth["start"], truth["end"] or truth["start"] + 10
+    base = df[(df.time >= start - BASELINE_S) & (df.time < start)][col].mean()
+    during = df[(df.time >= start) & (df.time <= end)][col].mean()
+    ratio = during / base if base else float("inf")
+    return f"{col}: {base:.4g} -> {during:.4g} (x{ratio:.2f})"
+
+
+def run_one(path: Path, out: Path, duration: float | None) -> Row:
+    from harness.errors import ChaosbenchError
+    from harness.faults.catalog import get_fault
+    from harness.runner import run_scenario
+    from harness.scenario import load_scenario
+
+    overrides = {"workload": {"duration": f"{duration:g}s"}} if duration else None
+    scenario = load_scenario(path, overrides)
+    fault = scenario.spec.faults[0].id
+    case = out / "cases" / fault
+    t0 = time.monotonic()
+    try:
+        run_scenario(scenario, case)
+    except ChaosbenchError as exc:
+        print(f"{fault}: {exc}", file=sys.stderr)
+    wall = time.monotonic() - t0
+    if not case.is_dir():
+        return Row(fault, get_fault(fault).local_realism, "partial", False, None, "-", wall)
+    status = json.loads((case / "manifest.json").read_text()).get("status", "?")
+    events = [json.loads(x) for x in (case / "events.jsonl").read_text().splitlines() if x.strip()]
+    verify = next((e for e in events if e.get("stage") == "fault.verify" and e.get("event") == "end"), {})
+    verified = verify.get("status") == "ok"
+    return Row(fault, get_fault(fault).local_realism, status, verified, verify.get("duration_s"),
+               symptom(case, fault), wall)
+
+
+def main() -> None:
+    from harness.faults.catalog import FAULT_IDS
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="", help="comma-separated fault ids (default: all eleven)")
+    ap.add_argument("--out", type=Path, default=REPO / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}-faults")
+    ap.add_argument("--duration", type=float, default=None, help="override the load duration, seconds")
+    a = ap.parse_args()
+    faults = [f for f in a.only.split(",") if f] or list(FAULT_IDS)
+    rows = [run_one(REPO / "scenarios" / f"{f}.yaml", a.out, a.duration) for f in faults]
+    print(f"\n{'fault':<26}{'realism':<10}{'status':<14}{'verified':<10}{'verify s':>9}{'wall s':>8}  symptom")
+    for r in rows:
+        vs = f"{r.verify_s:.2f}" if r.verify_s is not None else "-"
+        print(f"{r.fault:<26}{r.realism:<10}{r.status:<14}{str(r.verified):<10}{vs:>9}{r.wall_s:>8.1f}  {r.symptom}")
+    print(f"\ntotal wall: {sum(r.wall_s for r in rows):.1f} s for {len(rows)} cases; cases under {a.out / 'cases'}")
+
+
+if __name__ == "__main__":
+    main()
