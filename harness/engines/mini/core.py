@@ -23,7 +23,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from harness.engines.mini.config import EngineConfig
-from harness.engines.mini.device import DeviceError
+from harness.engines.mini.device import DeviceError, kmsg_line
 from harness.engines.mini.kv_pool import BlockPool
 from harness.engines.mini.metrics import EngineMetrics
 from harness.engines.mini.scheduler import Scheduler, Sequence
@@ -165,7 +165,7 @@ class EngineCore:
             self.metrics.preemptions.inc(sched.preempted)
         if not sched.seqs:
             self._refresh_capacity()
-            time.sleep(0.02)  # nothing fits in the pool right now
+            time.sleep(0.05)  # nothing fits in the pool right now
             return
         results = self._execute(sched.batch)
         if results is None:
@@ -232,7 +232,7 @@ class EngineCore:
         rank = f"rank-{index}"
         state = self.states[index]
         if xid is not None:
-            self.elog.write(rank, "error", str(xid))
+            self.elog.write(rank, "error", kmsg_line(rank, xid.xid, xid.pid))
             state = replace(state, handled_xid_seq=xid.seq, xid_count=state.xid_count + 1, last_xid=xid.xid)
         self.states[index] = replace(state, restarts=state.restarts + 1)
         self.metrics.rank_failures.labels(rank, reason.split()[0]).inc()
@@ -251,31 +251,34 @@ class EngineCore:
         self.elog.write(rank, "info", f"worker {rank} restarted (pid {self.infos[index]['pid'] if self.infos else '?'})")
 
     def _start_ranks(self) -> None:
+        t0 = time.monotonic()
         cfg = self.cfg
-        env = {"OMP_NUM_THREADS": "1"}
-        if cfg.gloo_ifname:
-            env["GLOO_SOCKET_IFNAME"] = cfg.gloo_ifname
         actor = ray.remote(RankWorker)
         self.ranks = [
-            actor.options(num_cpus=0, resources={cfg.rank_node(i): 0.001}, max_restarts=0,
-                          runtime_env={"env_vars": env}).remote(cfg, i, self.states[i])
+            actor.options(num_cpus=0, resources={cfg.rank_node(i): 0.001}, max_restarts=0).remote(
+                cfg, i, self.states[i])
             for i in range(cfg.tensor_parallel)
         ]
         self.infos = ray.get([w.info.remote() for w in self.ranks], timeout=RANK_START_TIMEOUT_S)
+        self.elog.write("ingress", "info", f"rank actors up in {time.monotonic() - t0:.2f}s")
         self.states = [replace(s, metrics_port=info["metrics_port"]) for s, info in zip(self.states, self.infos)]
         ip, port = ray.get(self.ranks[0].free_port.remote(), timeout=RANK_START_TIMEOUT_S)
         ray.get([w.init_group.remote(ip, port) for w in self.ranks], timeout=RANK_START_TIMEOUT_S)
         self.pool.set_capacity(min(info["usable_blocks"] for info in self.infos))
         if self.profiling:
             ray.get([w.start_profile.remote() for w in self.ranks], timeout=60)
+        self.elog.write("ingress", "info", f"{len(self.ranks)} ranks started in {time.monotonic() - t0:.2f}s")
 
     def _kill_ranks(self) -> None:
+        t0 = time.monotonic()
         for w in self.ranks:
             try:
                 ray.kill(w, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
         self.ranks = []
+        _reap([int(i["pid"]) for i in self.infos])
+        self.elog.write("ingress", "info", f"ranks killed in {time.monotonic() - t0:.2f}s")
 
     def _start_profile(self) -> bool:
         self.profiling = True
@@ -286,3 +289,24 @@ class EngineCore:
         self.profiling = False
         paths = ray.get([w.stop_profile.remote() for w in self.ranks], timeout=300)
         return [p for p in paths if p]
+
+
+def _reap(pids: list[int], timeout_s: float = 3.0) -> None:
+    """Wait for killed rank processes to exit; SIGKILL the ones stuck in a collective (same host only)."""
+    import psutil
+
+    procs = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if "RankWorker" in " ".join(proc.cmdline()):
+                procs.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=timeout_s)

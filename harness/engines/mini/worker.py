@@ -50,6 +50,8 @@ class StepResult:
 class RankWorker:
     def __init__(self, cfg: EngineConfig, index: int, state: RankState):
         torch.set_num_threads(1)
+        if cfg.gloo_ifname:  # read by gloo when the process group is created (no runtime_env: it slows restarts)
+            os.environ["GLOO_SOCKET_IFNAME"] = cfg.gloo_ifname
         self.cfg, self.index = cfg, index
         self.rank = f"rank-{index}"
         self.node = cfg.rank_node(index)
