@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 
 from detectors.api import AnomalousEvent, RankedComponent, Result, one_line
 from harness.case import CaseView, Topology
+from harness.errors import CaseInvalid
 
 Z_CLIP = 1000.0
 _COUNTER_NAME = re.compile(r"(_total|_count|_sum|nr_throttled|nr_periods|throttled_time|throttled_usec|failcnt)$", re.I)
@@ -277,9 +278,17 @@ def build_context(case: CaseView, windows: Windows | None = None, outpost: Resul
         source, note, result = "given", "", outpost
     else:
         source, note, result = load_outpost(case)
-    df = case.metrics()
-    devs, gaps = metric_deviations(df, t0, w)
-    data_components = {p[0] for c in df.columns if c != "time" and (p := split_column(c))}
+    if result is not None and result.anomalous is False and result.events:
+        # Outpost's own case-level verdict wins: its sub-threshold events are noise to the Analyzer
+        note = f"Outpost found no case-level anomaly ({len(result.events)} weak events ignored)"
+        result = replace(result, events=(), ranking=())
+    try:
+        df = case.metrics()
+    except CaseInvalid as exc:  # traces and logs may still tell the story
+        df = None
+        note = "; ".join(filter(None, [note, f"no metrics ({exc})"]))
+    devs, gaps = metric_deviations(df, t0, w) if df is not None else ([], [])
+    data_components = {p[0] for c in df.columns if c != "time" and (p := split_column(c))} if df is not None else set()
     components = tuple(sorted(set(topo.nodes) | set(topo.ranks) | set(topo.components) | data_components))
     return AnalysisContext(
         case_name=case.name,

@@ -60,6 +60,8 @@ def _deployment(ctx: AnalysisContext) -> str:
     ]
     if ctx.outpost == "unavailable":
         lines.append(f"note: {ctx.outpost_note or 'Outpost unavailable'}; reason from metrics and logs only")
+    elif ctx.outpost_note:
+        lines.append(f"note: {ctx.outpost_note}")
     return "\n".join(lines)
 
 

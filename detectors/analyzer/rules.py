@@ -132,8 +132,8 @@ def analyze(ctx: AnalysisContext, kb: KnowledgeBase | None = None) -> tuple[Anal
     findings = all_findings(ctx, kb)
     index = FindingIndex(findings, ctx)
     if not findings:
-        where = "Outpost reported no anomalous events" if ctx.outpost != "unavailable" else ctx.outpost_note
-        reason = f"{where}; no metric moved beyond |z|>={ctx.windows.z_min:g} and no fault log line after the injection"
+        where = ctx.outpost_note or "Outpost reported no anomalous events"
+        reason = f"{where}; no metric moved beyond a robust z-score of {ctx.windows.z_min:g} and no fault log line after the injection"
         return no_anomaly(reason), []
     hyps = rank_hypotheses(ctx, index, kb)
     if not hyps:

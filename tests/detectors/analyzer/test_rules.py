@@ -122,3 +122,15 @@ def test_unknown_backend_is_one_clear_error(cases: dict[str, Path]):
 
     with pytest.raises(InputInvalid, match="did you mean 'rules'"):
         explain(CaseView(cases["clean"]), "rule")
+
+
+def test_with_the_real_outpost_on_generated_traces(tmp_path: Path):
+    """Outpost (detectors.outpost) scores generated per-rank traces; the case has no data.csv."""
+    synth = pytest.importorskip("detectors.outpost.synth")
+    synth.write_case(synth.SynthSpec(slowdowns=(synth.Slowdown((2,), 3.0, 20, 39),), seed=0), tmp_path / "slow")
+    synth.write_case(synth.SynthSpec(seed=1), tmp_path / "clean")
+    slow = detect(CaseView(tmp_path / "slow"))
+    assert slow.extra["outpost"] == "detector" and "no metrics" in slow.extra["outpost_note"]
+    assert (slow.extra["fault_class"], slow.ranking[0].component) == ("gpu-compute-contention", "rank-2")
+    clean = parse(detect(CaseView(tmp_path / "clean")).explanation)
+    assert clean.fault_class == "none" and "no anomaly detected" in clean.chain[0].text
