@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["dry_run"]
+__all__ = ["deploy_k8s", "dry_run"]
 
 
 def dry_run(scenario, out_dir: Path) -> Path:
@@ -26,3 +26,10 @@ def dry_run(scenario, out_dir: Path) -> Path:
     check_rendered(rendered)
     write_rendered(rendered, k8s_dir)
     return k8s_dir
+
+
+def deploy_k8s(scenario, run_dir: Path, **kwargs):
+    """Deploy ``scenario`` on the cluster of its kubeconfig; see harness.backends.k8s.backend.deploy_k8s."""
+    from harness.backends.k8s.backend import deploy_k8s as deploy
+
+    return deploy(scenario, run_dir, **kwargs)

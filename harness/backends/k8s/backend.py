@@ -1,0 +1,226 @@
+"""The k8s backend at run time: render, deploy through ansible-runner, hand out a Testbed, tear down.
+
+``deploy_k8s(scenario, run_dir)`` renders ``<run_dir>/k8s`` (as ``--dry-run`` does),
+runs playbooks/k8s/deploy.yml (site.yml with ``install=True``: k3s/operators too)
+through ansible-runner, waits for the RayService with the Kubernetes client and
+returns a ``K8sTestbed``. Beyond the Testbed protocol it offers what the run pipeline
+needs on a cluster, where nothing runs on this machine: ``injector(fault_id)``,
+``start_load(load_dir)`` (the Locust Job), ``start_profile()``/``stop_profile()``
+(vLLM's profiler through the Ray head) and ``collect_case(...)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.backends.base import NodeInfo, RankInfo
+from harness.backends.k8s import collect
+from harness.backends.k8s.client import K8sClient
+from harness.backends.k8s.faults import FaultAction, plan_faults
+from harness.backends.k8s.injectors import K8sInjector
+from harness.backends.k8s.settings import K8sSettings
+from harness.case import atomic_write_json
+from harness.errors import PreflightFailed
+
+REPO = Path(__file__).resolve().parents[3]
+PLAYBOOKS = REPO / "playbooks"
+DEFAULT_PROMETHEUS = "http://127.0.0.1:9090"  # kubectl -n monitoring port-forward svc/...-prometheus 9090
+LOAD_OUT = "/out"
+LOAD_FILES = ("requests.jsonl", "started.json", "exit_code", "locust.log", "locust_stats.csv",
+              "locust_stats_history.csv", "locust_failures.csv", "locust_exceptions.csv")
+PlaybookRunner = Callable[[str, dict[str, Any], Path, Path | None], None]
+
+
+def run_playbook(name: str, extravars: dict[str, Any], private_dir: Path, inventory: Path | None = None) -> None:
+    """Run ``playbooks/k8s/<name>`` with ansible-runner; PreflightFailed names the first failed task."""
+    import ansible_runner
+
+    from harness.backends.local.ansible import _first_failure
+
+    private_dir.mkdir(parents=True, exist_ok=True)
+    envvars = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "ANSIBLE_ROLES_PATH": str(PLAYBOOKS / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_LOCALHOST_WARNING": "False",
+    }
+    runner = ansible_runner.run(
+        private_data_dir=str(private_dir), playbook=str(PLAYBOOKS / "k8s" / name),
+        inventory=str(inventory) if inventory else f"localhost ansible_connection=local "
+                                                    f"ansible_python_interpreter={sys.executable}",
+        extravars=extravars, envvars=envvars, quiet=True, rotate_artifacts=3,
+    )
+    if runner.rc != 0 or runner.status != "successful":
+        raise PreflightFailed(f"playbook k8s/{name} failed: {_first_failure(runner)} (log: {private_dir}/artifacts)")
+
+
+@dataclass
+class K8sLoadRun:
+    """The Locust Job, seen like harness.load.driver.LoadRun (wait_started, stop, finish)."""
+
+    client: K8sClient
+    job: str
+    out_dir: Path
+    slo: dict[str, float]
+    sleep: Callable[[float], None] = time.sleep
+    started_at: float | None = None
+
+    def _pod(self) -> str:
+        pods = self.client.pods(f"job-name={self.job}")
+        if not pods:
+            raise PreflightFailed(f"Locust Job {self.job}: no pod")
+        return pods[-1].name
+
+    def _read(self, name: str) -> str | None:
+        res = self.client.exec(self._pod(), ["sh", "-c", f"test -f {LOAD_OUT}/{name} && base64 -w0 {LOAD_OUT}/{name}"])
+        return base64.b64decode(res.stdout).decode(errors="replace") if res.rc == 0 else None
+
+    def wait_started(self, timeout_s: float = 600.0) -> float:
+        deadline = time.monotonic() + timeout_s
+        while (text := self._read("started.json")) is None:
+            if time.monotonic() > deadline:
+                raise PreflightFailed(f"Locust Job {self.job} did not start within {timeout_s:g}s")
+            self.sleep(2.0)
+        self.started_at = float(json.loads(text)["started_at"])
+        return self.started_at
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM to Locust in the pod (it then writes its CSVs); the pod stays for collection."""
+        self.client.exec(self._pod(), ["sh", "-c", "pkill -TERM -f 'locust -f' || true"])
+
+    def finish(self, timeout_s: float | None = None) -> dict[str, Any]:
+        from harness.load.summary import read_requests, summarize
+
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else 3600)
+        while self._read("exit_code") is None:
+            if time.monotonic() > deadline:
+                self.stop()
+                break
+            self.sleep(2.0)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for name in LOAD_FILES:
+            text = self._read(name)
+            if text is not None:
+                (self.out_dir / name).write_text(text)
+        (self.out_dir / "requests.jsonl").touch()
+        summary = summarize(read_requests(self.out_dir / "requests.jsonl"), self.slo, self.started_at)
+        atomic_write_json(self.out_dir / "summary.json", summary)
+        return summary
+
+
+@dataclass
+class K8sTestbed:
+    settings: K8sSettings
+    client: K8sClient
+    run_dir: Path
+    k8s_dir: Path
+    node_map: dict[str, str]
+    actions: list[FaultAction]
+    prometheus_url: str
+    playbook: PlaybookRunner = run_playbook
+    inventory: Path | None = None
+    backend: str = "k8s"
+    engine: str = "vllm"
+    nodes: dict[str, NodeInfo] = field(default_factory=dict)
+    ranks: dict[str, RankInfo] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        # NodeInfo.ip carries the Kubernetes node name: addresses are the cluster's business.
+        self.nodes = {n: NodeInfo(name=n, ip=self.node_map.get(n, "")) for n in s.node_names}
+        self.ranks = {f"rank-{r}": RankInfo(name=f"rank-{r}", index=r, node=s.rank_node(r))
+                      for r in range(s.world_size)}
+
+    @property
+    def api_url(self) -> str:
+        return self.settings.api_url  # in-cluster: the Locust Job reaches it, this machine need not
+
+    # -- the Testbed protocol's local-only parts ------------------------------------------------------------
+    def device(self, rank: str):
+        raise PreflightFailed("the k8s backend has real GPUs: no emulated device layer")
+
+    def node_pids(self, node: str) -> list[int]:
+        raise PreflightFailed("processes on a cluster are reached through the fault agent, not by pid")
+
+    def rank_pid(self, rank: str) -> int:
+        raise PreflightFailed("processes on a cluster are reached through the fault agent, not by pid")
+
+    # -- what the run pipeline uses on a cluster --------------------------------------------------------------
+    def injector(self, fault_id: str) -> K8sInjector:
+        return K8sInjector(fault_id, self.client, self.actions)
+
+    def start_load(self, load_dir: Path, slo: dict[str, float]) -> K8sLoadRun:
+        self.playbook("deploy.yml", {**self._vars(), "cb_start_load": True}, self.run_dir / "ansible", self.inventory)
+        return K8sLoadRun(self.client, f"{self.settings.name}-locust", Path(load_dir), slo)
+
+    def _profile(self, action: str) -> dict[str, Any]:
+        head = [p for p in self.client.pods("chaosbench.io/role=head") if p.phase == "Running"]
+        if not head:
+            raise PreflightFailed("no running Ray head pod")
+        res = self.client.exec(head[0].name, ["python", "/opt/chaosbench/profile_window.py", action], timeout_s=900)
+        answer = json.loads(res.stdout.strip().splitlines()[-1]) if res.stdout.strip() else {}
+        if res.rc != 0 or "error" in answer:
+            raise PreflightFailed(f"profiler {action}: {answer.get('error') or res.stderr.strip() or res.rc}")
+        return answer
+
+    def start_profile(self) -> dict[str, Any]:
+        return self._profile("start")
+
+    def stop_profile(self) -> dict[str, Any]:
+        return self._profile("stop")
+
+    def collect_case(self, case_dir: Path, scenario, t0: float, t_end: float,
+                     requests: list[dict[str, Any]] | None = None) -> dict[str, int]:
+        """data.csv, logs.csv and traces/ of ``case_dir`` from the cluster."""
+        queries = collect.column_queries(self.settings, scenario)
+        cols = collect.export_data_csv(self.prometheus_url, self.settings, queries, self.node_map, t0, t_end,
+                                       case_dir / "data.csv", requests)
+        lines = collect.export_logs_csv(self.client, t0 - 60, time.time(), case_dir / "logs.csv")
+        traces = collect.collect_traces(self.client, self.settings, case_dir / "traces")
+        return {"columns": cols, "log_lines": lines, "traces": len(traces)}
+
+    def _vars(self) -> dict[str, Any]:
+        return {**yaml.safe_load((self.k8s_dir / "vars.yml").read_text()), "cb_node_map": self.node_map}
+
+    def teardown(self) -> list[str]:
+        """Delete the run's objects (faults first); returns what could not be removed."""
+        try:
+            self.playbook("teardown.yml", self._vars(), self.run_dir / "ansible", self.inventory)
+        except PreflightFailed as exc:
+            return [str(exc)]
+        return []
+
+
+def deploy_k8s(scenario, run_dir: Path, *, prometheus_url: str | None = None, inventory: Path | None = None,
+               install: bool = False, client: K8sClient | None = None,
+               playbook: PlaybookRunner = run_playbook) -> K8sTestbed:
+    """Render, deploy (site.yml with ``install``, else deploy.yml), wait until vLLM serves; a K8sTestbed."""
+    from harness.backends.k8s import dry_run
+    from harness.backends.k8s.settings import from_scenario
+
+    run_dir = Path(run_dir)
+    k8s_dir = dry_run(scenario, run_dir)
+    s = from_scenario(scenario)
+    extravars = yaml.safe_load((k8s_dir / "vars.yml").read_text())
+    if install:
+        extravars["cb_install_k3s"] = inventory is not None
+    playbook("site.yml" if install else "deploy.yml", extravars, run_dir / "ansible", inventory)
+    client = client or K8sClient(s.namespace, kubeconfig=s.kubeconfig)
+    client.wait_rayservice_ready(s.name, timeout_s=extravars["cb_ready_timeout_s"])
+    node_map = client.node_map()
+    missing = [n for n in s.node_names if n not in node_map]
+    if missing:
+        raise PreflightFailed(f"no Kubernetes node labelled {', '.join(missing)} (label chaosbench.io/node)")
+    url = prometheus_url or os.environ.get("CHAOSBENCH_K8S_PROMETHEUS_URL", DEFAULT_PROMETHEUS)
+    return K8sTestbed(settings=s, client=client, run_dir=run_dir, k8s_dir=k8s_dir, node_map=node_map,
+                      actions=plan_faults(s, scenario), prometheus_url=url, playbook=playbook, inventory=inventory)

@@ -1,0 +1,198 @@
+"""deploy_k8s, the k8s injectors and the Locust Job runner, with a stand-in cluster (no cluster here)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.backends.k8s.backend import K8sLoadRun, deploy_k8s
+from harness.backends.k8s.client import ExecResult, PodRef
+from harness.errors import FaultNotVerified, PreflightFailed
+from harness.scenario import load_scenario
+
+REPO = Path(__file__).resolve().parents[2]
+NODE_MAP = {"node-0": "gpu-a-17", "node-1": "gpu-b-03"}
+
+
+class FakeCluster:
+    """The K8sClient surface the backend uses, with a scripted cluster state."""
+
+    def __init__(self, node_map=NODE_MAP, injected_after: int = 1, agent_verified: bool = True):
+        self._node_map = dict(node_map)
+        self.calls: list[tuple] = []
+        self.chaos: dict[str, dict] = {}
+        self.polls = 0
+        self.injected_after = injected_after
+        self.agent_verified = agent_verified
+        self.files: dict[str, str] = {}
+
+    def node_map(self):
+        return dict(self._node_map)
+
+    def wait_rayservice_ready(self, name, timeout_s=0):
+        self.calls.append(("wait_rayservice_ready", name))
+        return {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+
+    def agent_pod(self, node, node_map=None):
+        if node not in (node_map or self._node_map):
+            raise PreflightFailed(f"no running fault-agent pod on {node}")
+        return f"agent-{node}"
+
+    def run_agent(self, node, argv, node_map=None):
+        self.calls.append(("agent", node, tuple(argv)))
+        verb = argv[2]
+        if verb == "verify":
+            return {"verified": self.agent_verified, "power_limit_w": 150.0}
+        return {verb: argv[3]}
+
+    def create_chaos(self, obj):
+        self.calls.append(("create", obj["kind"], obj["metadata"]["name"]))
+        self.chaos[obj["metadata"]["name"]] = obj
+
+    def chaos_injected(self, obj):
+        self.polls += 1
+        return self.polls > self.injected_after
+
+    def delete_chaos(self, obj):
+        self.calls.append(("delete", obj["kind"], obj["metadata"]["name"]))
+        return self.chaos.pop(obj["metadata"]["name"], None) is not None
+
+    def pods(self, selector):
+        return [PodRef("cb-clean-locust-abcde", "gpu-a-17", "Running", True, {"job-name": "cb-clean-locust"})]
+
+    def exec(self, pod, argv, container=None, timeout_s=120):
+        self.calls.append(("exec", pod, tuple(argv)))
+        cmd = argv[-1]
+        for name, text in self.files.items():
+            if f"/out/{name} " in cmd + " ":
+                return ExecResult(base64.b64encode(text.encode()).decode(), "", 0)
+        return ExecResult("", "", 1)
+
+
+def _scenario(name: str):
+    return load_scenario(REPO / "scenarios" / f"{name}.yaml")
+
+
+def _deploy(tmp_path: Path, name: str, cluster: FakeCluster, **kw):
+    played = []
+
+    def playbook(pb, extravars, private_dir, inventory):
+        played.append((pb, extravars, inventory))
+
+    testbed = deploy_k8s(_scenario(name), tmp_path, client=cluster, playbook=playbook,
+                         prometheus_url="http://prom.invalid:9090", **kw)
+    return testbed, played
+
+
+def test_deploy_renders_runs_deploy_playbook_and_waits(tmp_path: Path):
+    cluster = FakeCluster()
+    testbed, played = _deploy(tmp_path, "clean", cluster)
+    assert [p[0] for p in played] == ["deploy.yml"]
+    assert played[0][1]["cb_render_dir"] == str((tmp_path / "k8s").resolve())
+    assert (tmp_path / "k8s" / "manifests" / "30-rayservice.yaml").is_file()
+    assert cluster.calls == [("wait_rayservice_ready", "cb-clean")]
+    assert testbed.backend == "k8s" and testbed.engine == "vllm"
+    assert sorted(testbed.nodes) == ["node-0", "node-1"] and testbed.nodes["node-1"].ip == "gpu-b-03"
+    assert testbed.ranks["rank-3"].node == "node-1"
+    assert testbed.api_url == "http://cb-clean-serve-svc.chaosbench.svc:8000"
+    with pytest.raises(PreflightFailed):
+        testbed.rank_pid("rank-0")
+
+
+def test_install_runs_site_playbook(tmp_path: Path):
+    _, played = _deploy(tmp_path, "clean", FakeCluster(), install=True, inventory=tmp_path / "inventory.ini")
+    assert played[0][0] == "site.yml" and played[0][1]["cb_install_k3s"] is True
+
+
+def test_deploy_refuses_unlabelled_nodes(tmp_path: Path):
+    with pytest.raises(PreflightFailed, match="node-1"):
+        _deploy(tmp_path, "clean", FakeCluster(node_map={"node-0": "gpu-a-17"}))
+
+
+def test_chaos_mesh_injector_lifecycle(tmp_path: Path):
+    cluster = FakeCluster(injected_after=2)
+    testbed, _ = _deploy(tmp_path, "network-delay", cluster)
+    step = _scenario("network-delay").spec.faults[0]
+    inj = testbed.injector(step.id)
+    inj.preflight(testbed, step)
+    handle = inj.prepare(testbed, step, key="k1")
+    json.dumps(handle)  # journal-able
+    assert handle["component"] == step.target.component and not cluster.chaos
+    inj.inject(handle, testbed)
+    assert [c[1] for c in cluster.calls if c[0] == "create"] == ["NetworkChaos"]
+    assert inj.verify(handle, testbed) is None and inj.verify(handle, testbed) is None
+    evidence = inj.verify(handle, testbed)
+    assert evidence is not None and "AllInjected" in evidence.detail and evidence.signal == "chaos-mesh"
+    inj.recover(handle)
+    inj.recover(handle)  # idempotent: the object is already gone
+    assert [c[0] for c in cluster.calls if c[0] in ("create", "delete")] == ["create", "delete", "delete"]
+
+
+def test_agent_injector_runs_the_rendered_commands(tmp_path: Path):
+    cluster = FakeCluster()
+    testbed, _ = _deploy(tmp_path, "gpu-power-cap", cluster)
+    step = _scenario("gpu-power-cap").spec.faults[0]
+    inj = testbed.injector(step.id)
+    handle = inj.prepare(testbed, step, key="k2")
+    inj.inject(handle, testbed)
+    evidence = inj.verify(handle, testbed)
+    inj.recover(handle)
+    agent = [c for c in cluster.calls if c[0] == "agent"]
+    node = _scenario("gpu-power-cap").spec.deployment.topology.rank_node(step.target.rank)
+    assert [(c[1], c[2][2]) for c in agent] == [(node, "inject"), (node, "verify"), (node, "recover")]
+    assert agent[0][2][-2:] == ("--watts", str(step.params.watts))
+    assert evidence.extra["power_limit_w"] == 150.0
+
+
+def test_agent_injector_unverified_and_missing_agent(tmp_path: Path):
+    cluster = FakeCluster(agent_verified=False)
+    testbed, _ = _deploy(tmp_path, "nccl-hang", cluster)
+    step = _scenario("nccl-hang").spec.faults[0]
+    inj = testbed.injector(step.id)
+    handle = inj.inject(inj.prepare(testbed, step, "k3"), testbed)
+    assert inj.verify(handle, testbed) is None
+    cluster._node_map.pop(testbed.actions[0].node)
+    inj._node_map = None
+    with pytest.raises(PreflightFailed):
+        inj.preflight(testbed, step)
+
+
+def test_injector_rejects_a_step_outside_the_plan(tmp_path: Path):
+    testbed, _ = _deploy(tmp_path, "gpu-power-cap", FakeCluster())
+    other = _scenario("cpu-contention").spec.faults[0]
+    with pytest.raises(PreflightFailed, match="not in the rendered fault plan"):
+        testbed.injector(other.id).prepare(testbed, other, "k4")
+
+
+def test_locust_job_results_come_back_as_local_load_files(tmp_path: Path):
+    cluster = FakeCluster()
+    records = [{"start": 100.0 + i, "ttft": 0.1, "itl": [0.02] * 3, "e2e": 0.2, "tokens": 4, "status": "ok",
+                "code": 200, "error": None, "prompt_tokens": 8} for i in range(5)]
+    cluster.files = {"started.json": json.dumps({"started_at": 99.5}),
+                     "requests.jsonl": "".join(json.dumps(r) + "\n" for r in records), "exit_code": "0\n",
+                     "locust_stats.csv": "Type,Name\n"}
+    run = K8sLoadRun(cluster, "cb-clean-locust", tmp_path / "load", {"ttft": 2.0, "tpot": 0.25, "e2e": 15.0},
+                     sleep=lambda s: None)
+    assert run.wait_started(timeout_s=5) == 99.5
+    summary = run.finish(timeout_s=5)
+    assert summary["requests"] == 5 and summary["completed"] == 5
+    assert (tmp_path / "load" / "requests.jsonl").read_text().count("\n") == 5
+    assert (tmp_path / "load" / "locust_stats.csv").is_file()
+    assert json.loads((tmp_path / "load" / "summary.json").read_text())["requests"] == 5
+
+
+def test_agent_failure_surfaces_as_not_verified(tmp_path: Path):
+    class Failing(FakeCluster):
+        def run_agent(self, node, argv, node_map=None):
+            raise FaultNotVerified("fault agent on node-1: nvidia-smi -pl: Insufficient Permissions")
+
+    testbed, _ = _deploy(tmp_path, "gpu-power-cap", Failing())
+    step = _scenario("gpu-power-cap").spec.faults[0]
+    inj = testbed.injector(step.id)
+    with pytest.raises(FaultNotVerified, match="Insufficient"):
+        inj.inject(inj.prepare(testbed, step, "k5"), testbed)
+    with pytest.raises(RuntimeError, match="Insufficient"):
+        inj.recover(inj.prepare(testbed, step, "k5"))
