@@ -91,6 +91,19 @@ def _selector(s: K8sSettings, node: str) -> dict[str, Any]:
     return {"namespaces": [s.namespace], "labelSelectors": {NODE_LABEL: node}}
 
 
+def _peers(s: K8sSettings, node: str, role: str | None = None) -> dict[str, Any]:
+    """NetworkChaos target: the run's other pods (head included: it has no node label), or other ``role`` pods.
+
+    Chaos Mesh only shapes ``from``/``both`` directions against an explicit target.
+    """
+    labels = {"app.kubernetes.io/part-of": "chaosbench"}
+    if role:
+        labels["chaosbench.io/role"] = role
+    selector = {"namespaces": [s.namespace], "labelSelectors": labels,
+                "expressionSelectors": [{"key": NODE_LABEL, "operator": "NotIn", "values": [node]}]}
+    return {"mode": "all", "selector": selector}
+
+
 def _chaos(s: K8sSettings, kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": CHAOS_API,
@@ -156,7 +169,7 @@ def _node_fault(s: K8sSettings, step, node: str, name: str) -> dict[str, Any]:
                 "evidence_query": f'sum(container_memory_working_set_bytes{{{pods}}})'}
     if fid == "network-delay":
         delay = {"latency": f"{p.delay_ms:g}ms", "jitter": f"{p.jitter_ms:g}ms", "correlation": f"{p.correlation * 100:g}"}
-        spec: dict[str, Any] = {**base, "direction": "both"}
+        spec: dict[str, Any] = {**base, "direction": "both", "target": _peers(s, node)}
         if p.loss_percent > 0:
             spec.update(action="netem", delay=delay, loss={"loss": f"{p.loss_percent:g}", "correlation": "0"})
         else:
@@ -180,12 +193,12 @@ def _interconnect(s: K8sSettings, step, node: str, name: str, base: dict, pods: 
     direction = {"egress": "to", "ingress": "from", "both": "both"}[p.direction]
     bandwidth = {"rate": f"{max(1, round(p.rate_mbit * 125))}kbps", "limit": 20971520, "buffer": p.burst_kb * 1024}
     obj = _chaos(s, "NetworkChaos", name, {**base, "action": "bandwidth", "direction": direction,
-                                           "bandwidth": bandwidth})
+                                           "target": _peers(s, node, role="worker"), "bandwidth": bandwidth})
     out: dict[str, Any] = {
         "chaos_objects": (obj,),
         "evidence_query": f'sum(rate(container_network_transmit_bytes_total{{{pods}}}[30s]))',
-        "notes": ("tbf bandwidth limit on the node's Ray worker pod: bites on inter-node NCCL traffic over TCP "
-                  "sockets (NCCL_IB_DISABLE=1 is set); netem/tbf never touch RDMA",),
+        "notes": ("tbf bandwidth limit between the node's Ray worker pod and the other workers: bites on "
+                  "inter-node NCCL traffic over TCP sockets (NCCL_IB_DISABLE=1 is set); tc never touches RDMA",),
     }
     if s.gpus_per_node > 1:
         # Intra-node links too: a peer-copy hog saturates NVLink between the node's first two GPUs.
