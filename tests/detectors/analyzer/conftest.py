@@ -4,8 +4,9 @@ Column names and shapes follow the real local testbed: the collector's ``<c>_<me
 (counters already as ``:rate``, histograms as ``:mean``; a target it cannot scrape is forward-filled),
 the emulated device's DCGM_* gauges (harness/engines/mini/device.py), the node exporter's cgroup and
 veth counters (harness/backends/local/exporter.py). Topology: 2 nodes, tensor parallel 4 (rank-0/1 on
-node-0, rank-2/3 on node-1), plus ingress and host. 1 s samples, 300 s before and 90 s after the
-injection; a fault moves only what its mechanism moves, for 60 s. Outpost's answer is a stub outpost.json.
+node-0, rank-2/3 on node-1), plus ingress and host. 1 s samples, 40 s before and 40 s after the
+injection; a fault is held 25 s (as in scenarios/_base.yaml) and moves only what its mechanism moves.
+Outpost's answer is a stub outpost.json.
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ DCGM = "DCGM_FI_DEV_"
 AR = "chaosbench_rank_allreduce_seconds:mean"
 STEP = "chaosbench_rank_step_seconds:mean"
 NODE = "chaosbench_node_"
+HOLD = 25.0  # seconds the fault is held
 
 
 def clean_frame(seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    t = np.arange(T0 - 300, T0 + 90, 1.0)
+    t = np.arange(T0 - 40, T0 + 40, 1.0)
     n = len(t)
 
     def noisy(level: float, rel: float) -> np.ndarray:
@@ -136,27 +138,26 @@ def _gpu_memory_pressure(df, tgt, w, logs, events):
 
 
 def _gpu_xid_error(df, tgt, w, logs, events):
-    _freeze(df, tgt, T0 + 1, T0 + 40)
-    df.loc[df["time"] >= T0 + 40, f"{tgt}_{DCGM}XID_ERRORS"] = 79.0
-    df.loc[(df["time"] >= T0 + 40) & (df["time"] < T0 + 45), f"{tgt}_chaosbench_rank_restarts:rate"] = 0.2
+    _freeze(df, tgt, T0 + 1, T0 + 20)
+    df.loc[df["time"] >= T0 + 20, f"{tgt}_{DCGM}XID_ERRORS"] = 79.0
+    df.loc[(df["time"] >= T0 + 20) & (df["time"] < T0 + 25), f"{tgt}_chaosbench_rank_restarts:rate"] = 0.2
     df.loc[(df["time"] >= T0) & (df["time"] < T0 + 1), f"{tgt}_chaosbench_device_xid:rate"] = 0.2
     logs.append({"time": T0 + 0.5, "component": tgt, "level": "ERROR",
                  "message": "NVRM: Xid (PCI:0000:03:00): 79, pid=4242, name=mini-rank-2, GPU has fallen off the bus."})
-    logs.append({"time": T0 + 40, "component": "ingress", "level": "WARNING", "message": "rank-2 worker restarted"})
+    logs.append({"time": T0 + 20, "component": "ingress", "level": "WARNING", "message": "rank-2 worker restarted"})
     events += _peers_wait(tgt, 900.0)
 
 
 def _nccl_hang(df, tgt, w, logs, events):
-    _freeze(df, tgt, T0, T0 + 60)
+    _freeze(df, tgt, T0, T0 + HOLD)
     for r in RANKS:
         if r != tgt:  # peers: blocked in the collective, idle, no completed step or all-reduce to average
             df.loc[w, f"{r}_{DCGM}GPU_UTIL"] = 0.0
             df.loc[w, f"{r}_{DCGM}POWER_USAGE"] = 60.0
             df.loc[w, f"{r}_{DCGM}CLOCKS_EVENT_REASONS"] = 1.0
-            _freeze(df[[c for c in df.columns if c in ("time", f"{r}_{AR}", f"{r}_{STEP}")]], r, T0, T0 + 60)
             for col in (f"{r}_{AR}", f"{r}_{STEP}"):
                 df.loc[w, col] = df.loc[df["time"] < T0, col].iloc[-1]
-    events += [_ev(tgt, "aten::mm", 30_000.0, 1.0)] + _peers_wait(tgt, 30_000.0)
+    events += [_ev(tgt, "aten::mm", HOLD * 1000, 1.0)] + _peers_wait(tgt, HOLD * 1000)
 
 
 def _interconnect_degradation(df, tgt, w, logs, events):
@@ -226,7 +227,7 @@ def fault_frame(fault: str | None, seed: int = 0) -> tuple[pd.DataFrame, list[di
     events: list[AnomalousEvent] = []
     if fault:
         tgt = FAULT_TARGET[fault]
-        w = (df["time"] >= T0) & (df["time"] < T0 + 60)
+        w = (df["time"] >= T0) & (df["time"] < T0 + HOLD)
         SHAPES[fault](df, tgt, w, logs, events)
         df.loc[w, "ingress_latency"] *= 3
         df.loc[w, "ingress_vllm:time_to_first_token_seconds:mean"] *= 3
@@ -253,7 +254,7 @@ def write_case(path: Path, fault: str | None, *, seed: int = 0, outpost: str = "
     w.write_text("data.csv", df.to_csv(index=False))
     w.write_text("logs.csv", pd.DataFrame(logs, columns=["time", "component", "level", "message"]).to_csv(index=False))
     w.write_ground_truth({"fault_id": fault, "fault_class": None, "component": target, "node": None, "rank": None,
-                          "start": T0, "end": T0 + 60, "mechanism": None, "realism": None, "verified": True})
+                          "start": T0, "end": T0 + HOLD, "mechanism": None, "realism": None, "verified": True})
     if outpost == "stub":
         result = Result("outpost", ranking=_ranking(evs), anomalous=bool(evs), events=tuple(evs))
         w.write_json("detectors/outpost.json", result.to_json())

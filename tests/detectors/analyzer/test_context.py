@@ -123,3 +123,15 @@ def test_prompt_says_when_outpost_is_missing(tmp_path: Path, monkeypatch: pytest
     assert ctx.outpost == "unavailable" and ctx.events == ()
     prompt = build_prompt(ctx)
     assert "Outpost unavailable" in prompt and "reason from metrics and logs only" in prompt
+
+
+def test_a_short_fault_is_not_averaged_away_and_one_spike_is_ignored():
+    rng = np.random.default_rng(3)
+    df = _frame(**{
+        "rank-1_short": lambda t: np.where((t >= T0) & (t < T0 + 12), 500.0, 1980.0) + rng.normal(0, 5, len(t)),
+        "rank-2_spike": lambda t: np.where(t == T0 + 5, 5000.0, 1980.0) + rng.normal(0, 5, len(t)),
+    })
+    devs, _ = metric_deviations(df, T0, Windows())
+    by = {d.component: d for d in devs}
+    assert by["rank-1"].after == pytest.approx(500.0, abs=20) and by["rank-1"].z < -10
+    assert "rank-2" not in by
