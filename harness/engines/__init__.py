@@ -10,5 +10,6 @@ from harness.registry import Registry
 
 ENGINES: Registry = Registry("engine")
 ENGINES.register("mini", "harness.engines.mini:deploy")
+ENGINES.register("vllm", "harness.engines.vllm:deploy")
 
 __all__ = ["ENGINES"]

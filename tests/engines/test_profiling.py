@@ -1,0 +1,56 @@
+"""Trace post-processing: epoch timestamps, rank process names, step args, merged windows."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import record_function
+
+from harness.engines.mini import profiling
+
+
+def _x(name: str, ts: float, dur: float, tid: int = 1) -> dict:
+    return {"ph": "X", "name": name, "ts": ts, "dur": dur, "pid": 42, "tid": tid, "args": {}}
+
+
+def test_annotate_names_process_and_tags_steps() -> None:
+    events = [_x("engine.step", 100, 50), _x("model.forward", 105, 40), _x("gloo:all_reduce", 120, 5, tid=2),
+              _x("engine.step", 200, 50), _x("attention", 210, 10), _x("between", 170, 5),
+              {"ph": "M", "name": "process_name", "pid": 42, "tid": 0, "args": {"name": "python"}}]
+    out = profiling.annotate(events, "rank-3", [7, 8])
+    by_name = {e["name"]: e for e in out if e["ph"] == "X"}
+    assert by_name["model.forward"]["args"]["step"] == 7
+    assert by_name["gloo:all_reduce"]["args"]["step"] == 7  # other thread, same step window
+    assert by_name["attention"]["args"]["step"] == 8
+    assert "step" not in by_name["between"]["args"]
+    names = [e for e in out if e["ph"] == "M" and e["name"] == "process_name"]
+    assert names == [{"ph": "M", "name": "process_name", "pid": 42, "tid": 0, "ts": 100, "args": {"name": "rank-3"}}]
+
+
+def test_real_profiler_window_is_in_epoch_microseconds(tmp_path: Path) -> None:
+    prof = profiling.start_profiler()
+    anchor = time.time_ns() / 1000.0
+    profiling.anchor_event()
+    with record_function("engine.step"):
+        torch.ones(8, 8) @ torch.ones(8, 8)
+    raw = profiling.stop_profiler(prof, tmp_path / "raw.json")
+    events = profiling.to_epoch(raw, anchor)
+    step = next(e for e in events if e.get("name") == "engine.step")
+    assert abs(step["ts"] - anchor) < 5e6  # within seconds of the wall clock, i.e. epoch microseconds
+    assert not any(e.get("name") == profiling.ANCHOR for e in events)
+    assert not (tmp_path / "raw.json").exists()
+
+
+def test_windows_merge_into_one_file(tmp_path: Path) -> None:
+    path = tmp_path / "rank-0.json.gz"
+    profiling.merge_window(path, "rank-0", [_x("engine.step", 1, 1)], (1.0, 2.0))
+    profiling.merge_window(path, "rank-0", [_x("engine.step", 5, 1)], (5.0, 6.0))
+    with gzip.open(path, "rt") as fh:
+        doc = json.load(fh)
+    assert [e["ts"] for e in doc["traceEvents"]] == [1, 5]
+    assert doc["chaosbench"]["windows"] == [[1.0, 2.0], [5.0, 6.0]]
+    assert doc["chaosbench"]["device"] == "emulated"
