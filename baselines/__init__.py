@@ -1,0 +1,1 @@
+"""Baselines: RCAEval adapters (``baselines.rcaeval``) and trivial rankings (``baselines.trivial``)."""

@@ -1,0 +1,132 @@
+"""Turn a case into the inputs RCAEval's methods expect, and their answers back into components.
+
+- metrics: data.csv as is (``time`` + ``<component>_<metric>``), numeric columns only, gaps filled.
+- multi-source: ``{"metric": metrics, "logts": log counts per component per 15 s, "tracets_err": empty,
+  "tracets_lat": empty}``. RCAEval uses trace time series only for its own RE2 datasets.
+- spans: one trace per request from load/requests.jsonl. What the load driver measures is the request as the
+  ingress serves it, so each trace has a root span ``ingress/request`` (E2E latency) and two children
+  ``ingress/prefill`` (time to first token) and ``ingress/decode`` (the rest). No per-rank span exists in the
+  request records, so span methods can only ever blame ``ingress``; that is their honest ceiling here.
+- sli: the ``ingress_latency`` column (mean E2E latency at the ingress), never a series of the root cause.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from harness.errors import CaseInvalid
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from harness.case import CaseView
+
+SLI_COLUMN = "ingress_latency"
+LOG_BUCKET_S = 15
+
+
+def split_column(column: str) -> tuple[str, str]:
+    """``rank-2_DCGM_FI_DEV_SM_CLOCK`` -> (``rank-2``, ``DCGM_FI_DEV_SM_CLOCK``); components have no ``_``."""
+    component, _, metric = column.partition("_")
+    return component, metric
+
+
+def case_components(case: CaseView) -> list[str]:
+    """The candidate components of a case: topology's list, else the prefixes of data.csv's columns."""
+    try:
+        listed = list(case.topology.components)
+    except CaseInvalid:
+        listed = []
+    if listed:
+        return listed
+    seen: dict[str, None] = {}
+    for col in metric_columns(case):
+        seen.setdefault(split_column(col)[0], None)
+    return list(seen)
+
+
+def metric_columns(case: CaseView) -> list[str]:
+    import pandas as pd
+
+    f = case.path / "data.csv"
+    if not f.is_file():
+        raise CaseInvalid(f"{f}: missing")
+    header = pd.read_csv(f, nrows=0).columns
+    return [c for c in header if c != "time"]
+
+
+def metrics_frame(case: CaseView) -> pd.DataFrame:
+    """data.csv, numeric, sorted by time, gaps filled; the inject time must fall inside it."""
+    import pandas as pd
+
+    df = case.metrics()
+    df = df.apply(pd.to_numeric, errors="coerce")
+    df = df.dropna(subset=["time"]).sort_values("time").reset_index(drop=True)
+    df = df.dropna(axis=1, how="all").ffill().bfill().fillna(0.0)
+    check_inject_time(df, case.inject_time, case.path.name)
+    return df
+
+
+def check_inject_time(df: pd.DataFrame, inject_time: float, name: str) -> None:
+    if df.empty:
+        raise CaseInvalid(f"{name}: data.csv has no rows")
+    t0, t1 = float(df["time"].iloc[0]), float(df["time"].iloc[-1])
+    if not t0 < inject_time <= t1:
+        raise CaseInvalid(f"{name}: inject time {inject_time:.0f} outside the data ({t0:.0f}..{t1:.0f})")
+
+
+def log_series(case: CaseView, start: float, end: float) -> pd.DataFrame:
+    """Log lines per component (``<c>_logs``) and error lines (``<c>_errors``) per 15 s bucket."""
+    import pandas as pd
+
+    logs = case.logs()
+    edges = list(range(int(start), int(end) + LOG_BUCKET_S, LOG_BUCKET_S))
+    out = pd.DataFrame({"time": edges})
+    if logs.empty or "component" not in logs:
+        return out
+    logs = logs[pd.to_numeric(logs["time"], errors="coerce").notna()].copy()
+    logs["bucket"] = ((logs["time"].astype(float) - int(start)) // LOG_BUCKET_S * LOG_BUCKET_S + int(start)).astype(int)
+    level = logs.get("level", pd.Series("", index=logs.index)).astype(str).str.lower()
+    logs["error"] = level.isin(["error", "critical", "fatal", "warning", "warn"])
+    for comp, grp in logs.groupby("component"):
+        comp = str(comp).replace("_", "-")
+        out[f"{comp}_logs"] = out["time"].map(grp.groupby("bucket").size()).fillna(0.0)
+        out[f"{comp}_errors"] = out["time"].map(grp.groupby("bucket")["error"].sum()).fillna(0.0)
+    return out
+
+
+def multi_source(case: CaseView) -> dict[str, pd.DataFrame]:
+    import pandas as pd
+
+    metric = metrics_frame(case)
+    logts = log_series(case, float(metric["time"].iloc[0]), float(metric["time"].iloc[-1]))
+    empty = pd.DataFrame({"time": logts["time"]})
+    return {"metric": metric, "logts": logts, "tracets_err": empty, "tracets_lat": empty}
+
+
+def span_table(case: CaseView) -> pd.DataFrame:
+    """RCAEval's span columns (times in microseconds) from the per-request load records."""
+    import pandas as pd
+
+    req = case.requests()
+    if req.empty or not {"start", "e2e"} <= set(req.columns):
+        raise CaseInvalid(f"{case.name}: no load/requests.jsonl with start and e2e")
+    req = req.dropna(subset=["start", "e2e"]).reset_index(drop=True)
+    ttft = req["ttft"].fillna(req["e2e"]) if "ttft" in req else req["e2e"]
+    rows = []
+    for i, (start, e2e, first) in enumerate(zip(req["start"], req["e2e"], ttft)):
+        s_us, e2e_us, ttft_us = start * 1e6, e2e * 1e6, min(first, e2e) * 1e6
+        root = f"r{i}"
+        rows.append((root, f"{root}.0", "", "request", s_us, e2e_us))
+        rows.append((root, f"{root}.1", f"{root}.0", "prefill", s_us, ttft_us))
+        rows.append((root, f"{root}.2", f"{root}.0", "decode", s_us + ttft_us, e2e_us - ttft_us))
+    df = pd.DataFrame(rows, columns=["traceID", "spanID", "parentSpanID", "methodName", "startTime", "duration"])
+    df["serviceName"] = "ingress"
+    df["operationName"] = df["methodName"]
+    return df
+
+
+def sli_column(metrics: pd.DataFrame) -> str:
+    if SLI_COLUMN not in metrics.columns:
+        raise CaseInvalid(f"no {SLI_COLUMN} column in data.csv (the SLI for this method)")
+    return SLI_COLUMN

@@ -1,0 +1,112 @@
+"""Detection scores: is there a fault, and when and where did the method see it.
+
+Case level (methods that give a verdict, ``Result.anomalous``): a faulty case flagged is a true positive, a
+clean case flagged a false positive. Precision = TP/(TP+FP), recall = TP/(TP+FN), F1 their harmonic mean,
+FPR = FP/(FP+TN) (clean runs only). Methods without a verdict get None everywhere.
+
+Event level (methods that return anomalous events): an event matches when it lies on the faulty component
+(or a rank of the faulty node) and, when its time is absolute, overlaps the fault window. Precision = matching
+events / all events; recall = faulty cases with at least one matching event / faulty cases; FPR = clean cases
+with any event / clean cases.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+# Chrome-trace timestamps above this are unix-epoch microseconds (year > 2001); below, relative to the trace.
+_EPOCH_US = 1e15
+
+
+@dataclass(frozen=True)
+class DetectionScores:
+    n_faulty: int
+    n_clean: int
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    fpr: float | None
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def _f1(p: float | None, r: float | None) -> float | None:
+    if p is None or r is None:
+        return None
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def case_detection(verdicts: Sequence[bool | None], faulty: Sequence[bool]) -> DetectionScores | None:
+    """Case-level scores from one verdict per case; cases with no verdict (None) are skipped.
+
+    Returns None when the method gave no verdict at all.
+    """
+    pairs = [(bool(v), f) for v, f in zip(verdicts, faulty, strict=True) if v is not None]
+    if not pairs:
+        return None
+    tp = sum(v and f for v, f in pairs)
+    fp = sum(v and not f for v, f in pairs)
+    fn = sum(not v and f for v, f in pairs)
+    tn = sum(not v and not f for v, f in pairs)
+    p, r = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    return DetectionScores(tp + fn, fp + tn, tp, fp, fn, tn, p, r, _f1(p, r), _ratio(fp, fp + tn))
+
+
+@dataclass(frozen=True)
+class EventCase:
+    """What one case contributes at event level."""
+
+    faulty: bool
+    n_events: int
+    n_matching: int  # events on the right component within the fault window (0 for clean cases)
+
+
+def event_matches(
+    component: str,
+    ts_us: float,
+    dur_us: float,
+    target: str | None,
+    window: tuple[float, float] | None,
+    rank_node: Mapping[str, str],
+) -> bool:
+    """Does one event point at the injected fault? ``window`` is (start, end) in unix seconds."""
+    if target is None:
+        return False
+    placed = component == target or rank_node.get(component) == target
+    if not placed:
+        return False
+    if window is None or ts_us < _EPOCH_US:
+        return True  # relative trace clock: only the place can be checked
+    start_s, end_s = ts_us / 1e6, (ts_us + max(dur_us, 0.0)) / 1e6
+    return start_s <= window[1] and end_s >= window[0]
+
+
+def event_detection(cases: Sequence[EventCase]) -> DetectionScores | None:
+    """Event-level scores; None when no case has any event."""
+    if not any(c.n_events for c in cases):
+        return None
+    faulty = [c for c in cases if c.faulty]
+    clean = [c for c in cases if not c.faulty]
+    events = sum(c.n_events for c in cases)
+    matching = sum(c.n_matching for c in faulty)
+    tp = sum(c.n_matching > 0 for c in faulty)
+    fp = sum(c.n_events > 0 for c in clean)
+    p, r = _ratio(matching, events), _ratio(tp, len(faulty))
+    return DetectionScores(len(faulty), len(clean), tp, fp, len(faulty) - tp, len(clean) - fp, p, r, _f1(p, r),
+                           _ratio(fp, len(clean)))
+
+
+def time_to_detection(detected_at: Sequence[float | None], starts: Sequence[float | None]) -> dict[str, float | None]:
+    """Seconds from the verified injection to the method's first anomaly (faulty cases it detected)."""
+    delays = [d - s for d, s in zip(detected_at, starts, strict=True) if d is not None and s is not None]
+    if not delays:
+        return {"n": 0, "mean_s": None, "median_s": None}
+    return {"n": len(delays), "mean_s": statistics.fmean(delays), "median_s": statistics.median(delays)}
