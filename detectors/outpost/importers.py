@@ -142,12 +142,13 @@ def _metadata(events: list[_Event]) -> tuple[dict, dict]:
     return procs, threads
 
 
-def _begin_end(events: list[_Event], path: Path) -> list[_Event]:
-    """Turn B/E pairs into X events, per (pid, tid) stack; unmatched B closes at the thread's last ts."""
+def _begin_end(events: list[_Event], path: Path, last: dict[tuple, float]) -> list[_Event]:
+    """Turn B/E pairs into X events, per (pid, tid) stack; an unmatched B closes at the thread's
+    last timestamp (``last``: latest end seen per thread among complete events)."""
     out: list[_Event] = []
     stacks: dict[tuple, list[_Event]] = {}
-    last: dict[tuple, float] = {}
-    for ev in events:
+    last = dict(last)
+    for ev in events:  # only B/E events: rare in Kineto output, so a plain loop
         if ev.ts is None:
             raise TraceInvalid(f"{path}: a B/E event has no 'ts'")
         key = (ev.pid, ev.tid)
@@ -160,6 +161,15 @@ def _begin_end(events: list[_Event], path: Path) -> list[_Event]:
     for key, stack in stacks.items():
         out.extend(_Event("X", b.name, b.cat, b.ts, last[key] - b.ts, b.pid, b.tid, b.args) for b in stack)
     return out
+
+
+def _thread_ends(events: list[_Event]) -> dict[tuple, float]:
+    ends: dict[tuple, float] = {}
+    for ev in events:  # only called when the trace has B/E events
+        if ev.ts is not None and ev.dur is not None:
+            key = (ev.pid, ev.tid)
+            ends[key] = max(ends.get(key, ev.ts + ev.dur), ev.ts + ev.dur)
+    return ends
 
 
 def _steps(events: list[_Event]) -> np.ndarray:
@@ -235,7 +245,7 @@ def _intervals(events: list[_Event], path: Path) -> list[_Event]:
     out = list(compress(events, x))
     be = np.fromiter(map({"B": True, "E": True}.get, phases, repeat(False)), bool, count=len(phases))
     if be.any():
-        out = out + _begin_end(list(compress(events, be)), path)
+        out = out + _begin_end(list(compress(events, be)), path, _thread_ends(out))
     if not out:
         raise TraceInvalid(f"{path}: no duration events (ph X or B/E)")
     return out

@@ -7,8 +7,8 @@
   event). Collective events (allreduce, NCCL/gloo kernels, waits, synchronisation) are weighted
   down: in tensor parallelism the *healthy* ranks wait in the collective for the slow one, so a
   long collective is more often a victim than a cause.
-- Collective anomalies in a step where another worker has a non-collective anomaly are
-  dropped as victims (they waited for the slow worker).
+- Collective anomalies (or events with a collective child) in a step where another worker has a
+  non-collective anomaly are dropped as victims (they waited for the slow worker).
 - The case is anomalous when some worker has localized anomalies in at least ``min_units``
   distinct units (a step when the trace has steps, else a root event): one preempted op is
   noise, a fault persists.
@@ -72,6 +72,15 @@ def is_collective(forest: Forest, rows: np.ndarray) -> np.ndarray:
     return coll[forest.base_name[rows]]
 
 
+def waits_inside(forest: Forest) -> np.ndarray:
+    """Events with a collective child: their excess may be the child's wait."""
+    all_rows = np.arange(forest.parent.shape[0])
+    coll = is_collective(forest, all_rows) & (forest.parent >= 0)
+    out = np.zeros(all_rows.shape[0], dtype=bool)
+    out[forest.parent[coll]] = True
+    return out
+
+
 def victims(forest: Forest, rows: np.ndarray, coll: np.ndarray) -> np.ndarray:
     """Collective anomalies in a step where another worker has a non-collective anomaly: waiting
     for the slow worker, not a cause. Steps with only collective anomalies keep them (network)."""
@@ -98,7 +107,7 @@ def units_of(forest: Forest, rows: np.ndarray) -> np.ndarray:
 def localize(forest: Forest, scores: Scores, anom: np.ndarray, cfg: LocalizeConfig) -> Localization:
     rows = deepest(forest, anom)
     coll = is_collective(forest, rows)
-    keep = ~victims(forest, rows, coll)
+    keep = ~victims(forest, rows, coll | waits_inside(forest)[rows])
     rows, coll = rows[keep], coll[keep]
     t = forest.table
     s = np.minimum(scores.score[rows], cfg.score_cap) * np.where(coll, cfg.collective_weight, 1.0)

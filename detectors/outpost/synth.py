@@ -180,7 +180,8 @@ def write_traces(spec: SynthSpec, out_dir: Path, gz: bool = True) -> list[Path]:
         "all-ranks": [e for ev in per_rank.values() for e in ev]}
     paths = []
     for stem, evs in groups.items():
-        data = orjson.dumps({"schemaVersion": 1, "traceEvents": evs})
+        info = {"rank": int(stem.split("-")[1])} if spec.events_per_file else {}
+        data = orjson.dumps({"schemaVersion": 1, "distributedInfo": info, "traceEvents": evs})
         path = out_dir / f"{stem}{suffix}"
         path.write_bytes(gzip.compress(data, compresslevel=1) if gz else data)
         paths.append(path)

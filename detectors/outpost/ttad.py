@@ -54,7 +54,8 @@ class Scores:
 
 def _loo_median(group: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-out median of x within each group, and the group sizes (NaN for singletons)."""
-    order = np.lexsort((x, group))
+    # one float sort on group + x (x is a log duration, well inside [0, 64))
+    order = np.argsort(group * 64.0 + np.clip(x, 0.0, 63.0))
     g, v = group[order], x[order]
     n_total = g.shape[0]
     starts = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
@@ -109,10 +110,12 @@ def cross_worker(forest: Forest, logd: np.ndarray, hist: np.ndarray | None, cfg:
     resid = logd - ref
     path_code = pd.factorize(_mix(forest.path, forest.role.astype(np.uint64)))[0]
     # the scale comes from the healthy history when there is one (a fault cannot widen it)
+    # without one, only the MAD (a slow worker's tail would widen an upper quantile)
     fit = usable if hist is None else usable & hist
-    if hist is not None and not fit.any():
+    tail_q = cfg.tail_q if hist is not None and fit.any() else 0.5
+    if not fit.any():
         fit = usable
-    scale = _robust_scale(path_code, np.where(usable, resid, 0.0), fit, np.log1p(cfg.min_rel_scale), cfg.tail_q)
+    scale = _robust_scale(path_code, np.where(usable, resid, 0.0), fit, np.log1p(cfg.min_rel_scale), tail_q)
     z = np.where(usable, resid / scale, np.nan)
     return z, ref, size
 

@@ -11,7 +11,8 @@ recorded ones.
 Each node is labelled with depth, parent, structural role (root/inner/leaf), a 64-bit id of
 the path of ancestor names (``ProfilerStep#7`` counts as ``ProfilerStep``), its step (own
 ``args.step`` or ``#N`` suffix, else inherited from the ancestors, else the step whose
-interval contains it on the same worker), its root ancestor, and its occurrence index among
+interval contains it on the same worker), its root ancestor (a rank's other workers such as GPU streams use
+its steps too), and its occurrence index among
 events of the same worker, step and path.
 """
 
@@ -101,8 +102,25 @@ def _parents(depth: np.ndarray) -> np.ndarray:
     return parent
 
 
+def sort_order(thread: np.ndarray, ts: np.ndarray, dur: np.ndarray) -> np.ndarray:
+    """Order by (thread, ts, -dur): one fast float argsort, one stable integer pass, and a
+    lexsort restricted to runs of equal (thread, ts) (parents before children on equal starts)."""
+    o = np.argsort(ts)
+    small = thread.max(initial=0) < 65536
+    o = o[np.argsort((thread[o].astype(np.uint16) if small else thread[o]), kind="stable")]
+    same = (thread[o][1:] == thread[o][:-1]) & (ts[o][1:] == ts[o][:-1])
+    if same.any():
+        tie = np.zeros(o.shape[0], dtype=bool)
+        tie[1:] |= same
+        tie[:-1] |= same
+        pos = np.flatnonzero(tie)
+        run = np.cumsum(np.r_[True, ~same][pos])  # run id of each tied position
+        o[pos] = o[pos][np.lexsort((-dur[o[pos]], run))]
+    return o
+
+
 def _sorted(table: EventTable) -> EventTable:
-    order = np.lexsort((-table.dur, table.ts, table.thread))
+    order = sort_order(table.thread, table.ts, table.dur)
     cols = {k: getattr(table, k)[order] for k in ("worker", "thread", "name", "cat", "ts", "dur", "step")}
     return EventTable(**cols, names=table.names, cats=table.cats, workers=table.workers, threads=table.threads)
 
@@ -140,17 +158,20 @@ def _top_down(levels: list[np.ndarray], parent: np.ndarray, base: np.ndarray, st
 
 
 def _steps_by_time(table: EventTable, step: np.ndarray, parent: np.ndarray) -> None:
-    """Events with no step inherit the step whose root interval (same worker) contains their start."""
+    """Events with no step inherit the step whose root interval contains their start, on the same
+    component (a rank's GPU streams and comm threads follow its main thread's steps)."""
     roots = (parent < 0) & (step >= 0)
     missing = step < 0
     if not roots.any() or not missing.any():
         return
-    for w in np.unique(table.worker[missing]):
-        r = np.flatnonzero(roots & (table.worker == w))
+    comp_of_worker = pd.factorize(pd.Series([w.component for w in table.workers], dtype=object))[0]
+    comp = comp_of_worker[table.worker]
+    for c in np.unique(comp[missing]):
+        r = np.flatnonzero(roots & (comp == c))
         if r.size == 0:
             continue
         r = r[np.argsort(table.ts[r], kind="stable")]
-        q = np.flatnonzero(missing & (table.worker == w))
+        q = np.flatnonzero(missing & (comp == c))
         pos = np.searchsorted(table.ts[r], table.ts[q], side="right") - 1
         ok = pos >= 0
         inside = ok.copy()
@@ -192,7 +213,7 @@ def build(table: EventTable) -> Forest:
     path, root = _top_down(levels, parent, base, step)
     _steps_by_time(tab, step, parent)
     role = np.full(n, LEAF, dtype=np.int8)
-    role[np.unique(parent[parent >= 0])] = INNER
+    role[parent[parent >= 0]] = INNER
     role[parent < 0] = ROOT
     occ = _occurrence(tab.worker, step, path, tab.ts)
     return Forest(tab, parent, depth, role, path, base, base_names, step, root, occ, rounds)

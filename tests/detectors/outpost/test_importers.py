@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detectors.outpost.importers import read_traces
+from harness.errors import TraceInvalid
+
+from .conftest import FIXTURES
+
+MALFORMED = FIXTURES / "malformed"
+
+
+def test_kineto_pair_parses_with_metadata(shared_traces: Path) -> None:
+    table = read_traces(shared_traces / "kineto-recsys-2rank")
+    assert len(table) > 9000  # ~4.8k complete events per rank
+    components = {w.component for w in table.workers}
+    assert components == {"rank-0", "rank-1"}  # from the file stems sampled_rank-<i>
+    assert any(w.name == "pyper:trainer:0:0" for w in table.workers)  # process_name kept
+    assert any(name.startswith("thread ") for _, _, name in table.threads)  # thread_name kept
+    assert any(n.startswith("ProfilerStep#") for n in table.names)
+    assert (table.dur >= 0).all() and np.isfinite(table.ts).all()
+
+
+def test_sglang_float_timestamps(shared_traces: Path) -> None:
+    table = read_traces(shared_traces / "sglang-qwen3-8b-1rank")
+    assert len(table) == 58712  # complete events only: flow events (s/f) are dropped
+    frac = table.ts - np.floor(table.ts)
+    assert (frac > 0).mean() > 0.5  # fractional (nanosecond) parts survive
+
+
+def test_bare_list_begin_end_and_unmatched_begin() -> None:
+    table = read_traces(FIXTURES / "begin-end" / "trace.json")
+    names = [table.names[i] for i in table.name]
+    assert sorted(names) == ["forward", "inside", "matmul", "never_ends", "step"]  # instant dropped
+    dur = dict(zip(names, table.dur))
+    assert dur["step"] == pytest.approx(19.875)
+    assert dur["forward"] == pytest.approx(9.25)
+    assert dur["never_ends"] == pytest.approx(3.0)  # closed at the thread's last end (1033)
+    assert table.workers[0].component == "rank-0"
+
+
+def test_plain_and_gzip_give_the_same_table(tmp_path: Path) -> None:
+    events = [{"ph": "X", "name": f"op{i % 3}", "pid": 1, "tid": 2, "ts": 10.0 * i + 0.125, "dur": 5.5}
+              for i in range(20)]
+    (tmp_path / "a.json").write_text(json.dumps({"traceEvents": events}))
+    (tmp_path / "b.json.gz").write_bytes(gzip.compress(json.dumps(events).encode()))
+    a, b = read_traces(tmp_path / "a.json"), read_traces(tmp_path / "b.json.gz")
+    assert np.array_equal(a.ts, b.ts) and np.array_equal(a.dur, b.dur) and a.names == b.names
+
+
+def test_worker_key_chooses_the_field(tmp_path: Path) -> None:
+    events = [{"ph": "X", "name": "op", "pid": 1, "tid": t, "ts": float(i), "dur": 0.5, "cat": "c"}
+              for i, t in enumerate([5, 6, 5, 6])]
+    (tmp_path / "t.json").write_text(json.dumps(events))
+    assert [w.key for w in read_traces(tmp_path, "pid").workers] == ["1"]
+    assert sorted(w.key for w in read_traces(tmp_path, "tid").workers) == ["5", "6"]
+    assert [w.key for w in read_traces(tmp_path, "file").workers] == ["t"]
+    with pytest.raises(TraceInvalid, match="worker key"):
+        read_traces(tmp_path, "nope")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("truncated.json.gz", "truncated gzip"),
+        ("missing_dur.json", "'dur'"),
+        ("negative_dur.json", "negative"),
+        ("empty.json", "empty file"),
+        ("not_a_trace.json", "not a Chrome trace"),
+        ("bad_json.json", "invalid JSON"),
+    ],
+)
+def test_malformed_inputs_raise_trace_invalid(name: str, message: str) -> None:
+    with pytest.raises(TraceInvalid, match=message) as info:
+        read_traces(MALFORMED / name)
+    assert info.value.exit_code == 2
+    assert "\n" not in str(info.value)
+
+
+def test_missing_path_and_empty_directory(tmp_path: Path) -> None:
+    with pytest.raises(TraceInvalid, match="no such file"):
+        read_traces(tmp_path / "nope")
+    with pytest.raises(TraceInvalid, match="no trace files"):
+        read_traces(tmp_path)
