@@ -198,6 +198,9 @@ def _frozen_share(b: np.ndarray, a: np.ndarray) -> float | None:
 
 def metric_deviations(df, t0: float, w: Windows) -> tuple[list[MetricDeviation], list[MetricGap]]:
     """All series whose |z| >= w.z_min (largest first), and the components that stopped reporting."""
+    import pandas as pd
+
+    df = df.assign(time=pd.to_numeric(df["time"], errors="coerce")).dropna(subset=["time"]).sort_values("time")
     times = df["time"].to_numpy(dtype=float)
     devs: list[MetricDeviation] = []
     fills: dict[str, list[tuple[float, float]]] = {}
@@ -300,6 +303,11 @@ def build_context(case: CaseView, windows: Windows | None = None, outpost: Resul
         df = None
         note = "; ".join(filter(None, [note, f"no metrics ({exc})"]))
     devs, gaps = metric_deviations(df, t0, w) if df is not None else ([], [])
+    try:
+        logs = relevant_logs(case.logs(), t0, w)
+    except (ValueError, OSError) as exc:  # pandas' parser errors are ValueErrors
+        logs = []
+        note = "; ".join(filter(None, [note, f"logs.csv unreadable ({one_line(exc)})"]))
     data_components = {p[0] for c in df.columns if c != "time" and (p := split_column(c))} if df is not None else set()
     components = tuple(sorted(set(topo.nodes) | set(topo.ranks) | set(topo.components) | data_components))
     return AnalysisContext(
@@ -314,6 +322,6 @@ def build_context(case: CaseView, windows: Windows | None = None, outpost: Resul
         outpost_anomalous=result.anomalous if result else None,
         deviations=tuple(devs),
         gaps=tuple(gaps),
-        logs=tuple(relevant_logs(case.logs(), t0, w)),
+        logs=tuple(logs),
         windows=w,
     )
