@@ -138,6 +138,7 @@ def deploy(ray_address: str, scenario: Any, run_dir: Path, *, trace_dir: Path, c
     try:
         wait_ready(api_url, proc, run_dir / "logs" / "vllm-server.log", ready_timeout_s)
         wait_workers(proc.pid, cfg.tensor_parallel)
+        warm_up(api_url, cfg.served_name, ready_timeout_s)
     except BaseException:
         stop_server(proc)
         raise
@@ -165,6 +166,19 @@ def wait_ready(api_url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s
             last = type(exc).__name__
         time.sleep(1.0)
     raise PreflightFailed(f"vLLM server at {api_url} not healthy after {timeout_s:.0f}s ({last}; log: {log})")
+
+
+def warm_up(api_url: str, model: str, timeout_s: float) -> float:
+    """One short completion: the first request after start pays one-off kernel setup (measured 72 s under load)."""
+    import httpx
+
+    t0 = time.monotonic()
+    body = {"model": model, "prompt": "warm up", "max_tokens": 2, "temperature": 0.0}
+    try:
+        httpx.post(f"{api_url}/v1/completions", json=body, timeout=timeout_s).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise PreflightFailed(f"vLLM server at {api_url} failed its warm-up request: {type(exc).__name__}: {exc}") from exc
+    return time.monotonic() - t0
 
 
 def wait_workers(server_pid: int, tensor_parallel: int, timeout_s: float = 20.0) -> dict[str, int]:
