@@ -108,9 +108,12 @@ def load_outpost(case: CaseView) -> tuple[str, str, Result | None]:
         import json
 
         try:
-            return "file", "", Result.from_json(json.loads(f.read_text()))
+            saved = Result.from_json(json.loads(f.read_text()))
         except (ValueError, TypeError, KeyError) as exc:
             return "unavailable", f"Outpost answer unreadable ({one_line(exc)})", None
+        if saved.status != "ok":
+            return "unavailable", f"Outpost {saved.status} ({saved.error})", None
+        return "file", "", saved
     try:
         from detectors.outpost import detect as outpost_detect  # type: ignore[attr-defined]
     except ImportError as exc:

@@ -96,6 +96,16 @@ def test_unreadable_outpost_answer_falls_back_to_metrics(tmp_path: Path):
     assert "Outpost answer unreadable" in result.extra["outpost_note"]
 
 
+def test_failed_outpost_answer_is_not_taken_for_silence(tmp_path: Path):
+    from detectors.api import Result
+
+    case = write_case(tmp_path / "c", "cpu-throttle")
+    (case / "detectors" / "outpost.json").write_text(json.dumps(Result.failure("outpost", "no traces").to_json()))
+    result = detect(CaseView(case))
+    assert result.extra["outpost"] == "unavailable" and "Outpost failed (no traces)" in result.extra["outpost_note"]
+    assert result.extra["fault_class"] == "cpu-throttle"
+
+
 def test_anomaly_without_a_signature_is_unknown(tmp_path: Path):
     from .conftest import fault_frame
 
