@@ -21,21 +21,21 @@ sys.path.insert(0, str(REPO))
 
 BASELINE_S = 15.0
 
-# fault id -> (column pattern, where): "{r}" = target rank index, "{n}" = target node, "{peer}" = another rank
+# fault id -> (data.csv column, what it is): "{r}" target rank (node faults: a rank on the node), "{n}" target node
+# index, "{peer}" another rank than {r}
 SYMPTOMS: dict[str, tuple[str, str]] = {
     "gpu-power-cap": ("rank-{r}_chaosbench_rank_step_seconds:mean", "target rank's step time"),
     "gpu-clock-lock": ("rank-{r}_chaosbench_rank_step_seconds:mean", "target rank's step time"),
     "gpu-compute-contention": ("rank-{r}_chaosbench_rank_step_seconds:mean", "target rank's step time"),
     "gpu-memory-pressure": ("rank-{r}_DCGM_FI_DEV_FB_USED", "target rank's device memory used"),
-    "gpu-xid-error": ("ingress_error_rate", "request error rate"),
+    "gpu-xid-error": ("rank-{r}_chaosbench_rank_restarts:rate", "target rank's restarts"),
     "nccl-hang": ("rank-{peer}_chaosbench_rank_allreduce_seconds:mean", "a peer's all-reduce time"),
     "interconnect-degradation": ("rank-{r}_chaosbench_rank_allreduce_seconds:mean", "all-reduce time on the node"),
     "cpu-contention": ("rank-{r}_chaosbench_rank_step_seconds:mean", "step time of a rank on the node"),
-    "cpu-throttle": ("node-{n}_", "node's throttled periods", ),
-    "host-memory-pressure": ("node-{n}_", "node's memory usage"),
+    "cpu-throttle": ("node-{n}_chaosbench_node_cpu_throttled_periods:rate", "node's throttled periods"),
+    "host-memory-pressure": ("node-{n}_chaosbench_node_memory_usage_bytes", "node's memory usage"),
     "network-delay": ("ingress_latency", "client E2E latency"),
 }
-NODE_COLUMN_HINT = {"cpu-throttle": "throttled", "host-memory-pressure": "memory"}
 
 
 @dataclass(frozen=True)
@@ -49,19 +49,12 @@ class Row:
     wall_s: float
 
 
-def _column(cols: list[str], fault: str, truth: dict, ranks: list[str]) -> str | None:
-    pattern, _ = SYMPTOMS[fault]
-    r = truth.get("rank")
-    node = truth.get("node") or ""
-    on_node = [c.split("_")[0].split("-")[1] for c in cols if False]
-    del on_node
-    if r is None:  # node fault: a rank on that node
-        r = next((int(x.split("-")[1]) for x in ranks), 0)
-    peer = next((int(x.split("-")[1]) for x in ranks if x != f"rank-{r}"), 0)
-    name = pattern.format(r=r, n=node.split("-")[-1], peer=peer)
-    if name.endswith("_"):  # a node column: pick by hint
-        hint = NODE_COLUMN_HINT[fault]
-        return next((c for c in cols if c.startswith(name) and hint in c), None)
+def _column(cols: list[str], fault: str, truth: dict, topo: dict) -> str | None:
+    node = truth.get("node") or "node-0"
+    on_node = sorted(int(r.split("-")[1]) for r, n in topo.get("rank_node", {}).items() if n == node)
+    r = truth["rank"] if truth.get("rank") is not None else (on_node[0] if on_node else 0)
+    peer = next((int(x.split("-")[1]) for x in topo["ranks"] if x != f"rank-{r}"), 0)
+    name = SYMPTOMS[fault][0].format(r=r, n=node.split("-")[-1], peer=peer)
     return name if name in cols else None
 
 
@@ -73,15 +66,14 @@ def symptom(case: Path, fault: str) -> str:
         return "-"
     df = pd.read_csv(case / "data.csv")
     topo = json.loads((case / "topology.json").read_text())
-    on_node = [r for r, n in topo.get("rank_node", {}).items() if n == truth.get("node")] or topo["ranks"]
-    col = _column(list(df.columns), fault, truth, on_node if truth.get("rank") is None else topo["ranks"])
+    col = _column(list(df.columns), fault, truth, topo)
     if col is None:
         return f"no column for {SYMPTOMS[fault][1]}"
     start, end = truth["start"], truth["end"] or truth["start"] + 10
     base = df[(df.time >= start - BASELINE_S) & (df.time < start)][col].mean()
     during = df[(df.time >= start) & (df.time <= end)][col].mean()
-    ratio = during / base if base else float("inf")
-    return f"{col}: {base:.4g} -> {during:.4g} (x{ratio:.2f})"
+    ratio = f"x{during / base:.2f}" if base else "from zero"
+    return f"{col}: {base:.4g} -> {during:.4g} ({ratio})"
 
 
 def run_one(path: Path, out: Path, duration: float | None) -> Row:

@@ -1,8 +1,10 @@
 """gpu-compute-contention: real GEMM hog processes pinned to the rank's core(s), inside the rank's node cgroups.
 
 The local stand-in for another workload sharing the rank's GPU (cluster: dcgmproftester / a GEMM hog pod): the
-rank's compute (its "kernels") competes for the same cores and stretches. Verify: the hogs are alive and burn
-CPU. Recover: kill every process carrying the fault's marker.
+rank's compute (its "kernels") competes for the same cores and stretches. A rank free to run on several cores
+is pinned (all its threads) to one of them for the fault's duration, so the contention stays on that rank as
+it would on one GPU; its previous affinity is recorded and restored. Verify: the hogs are alive and burn CPU.
+Recover: kill every process carrying the fault's marker, restore the rank's affinity.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ class GpuComputeContentionHandle(Handle):
     argv: list[str]
     workers: int
     cgroup_dirs: list[str]
-    cpus: list[int]
+    cpus: list[int]  # the core(s) shared by the rank and the hogs
     rank_pid: int
+    rank_started: int | None
+    rank_affinity: list[int]  # the rank's affinity before the fault
     pids: list[int]
 
 
@@ -39,14 +43,19 @@ def preflight(testbed: Testbed, step: Any) -> None:
 def prepare(testbed: Testbed, step: Any, key: str) -> GpuComputeContentionHandle:
     pid = targets.rank_pid(testbed, step)
     node = targets.node(testbed, step)
-    cpus = sorted(os.sched_getaffinity(pid))  # the rank's cores, as its process is pinned
+    before = sorted(os.sched_getaffinity(pid))
+    rank = targets.rank(testbed, step)
+    cpus = before if len(before) == 1 else [before[rank.index % len(before)]]
     argv = [sys.executable, "-m", "harness.faults.mech.gemm_hog", "--size", str(step.params.matrix_size)]
     return GpuComputeContentionHandle(**base_handle(SPEC, step, key), argv=argv, workers=step.params.workers,
                                       cgroup_dirs=list(dict.fromkeys(node.cgroups.values())), cpus=cpus,
-                                      rank_pid=pid, pids=[])
+                                      rank_pid=pid, rank_started=procs.start_time(pid), rank_affinity=before,
+                                      pids=[])
 
 
 def inject(handle: GpuComputeContentionHandle, testbed: Testbed) -> GpuComputeContentionHandle:
+    if handle["cpus"] != handle["rank_affinity"] and procs.same_process(handle["rank_pid"], handle["rank_started"]):
+        procs.set_affinity_all_threads(handle["rank_pid"], handle["cpus"])
     pids = [procs.spawn(handle["argv"], handle["key"], cgroup_dirs=handle["cgroup_dirs"], cpus=handle["cpus"],
                         extra_env=procs.package_env()).pid for _ in range(handle["workers"])]
     return {**handle, "pids": pids}
@@ -62,3 +71,5 @@ def verify(handle: GpuComputeContentionHandle, testbed: Testbed) -> Evidence | N
 
 def recover(handle: GpuComputeContentionHandle) -> None:
     procs.kill_marked(handle["key"], handle.get("pids", []))
+    if procs.same_process(handle["rank_pid"], handle["rank_started"]):
+        procs.set_affinity_all_threads(handle["rank_pid"], handle["rank_affinity"])

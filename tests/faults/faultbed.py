@@ -271,6 +271,7 @@ def snapshot(bed: FaultBed) -> dict[str, object]:
               for p in sorted(bed.control_dir.glob("*.json"))}
     snap["device"] = {k: v for k, v in device.items() if v}  # no file == empty state == the default device
     snap["rank states"] = {r.name: _state(r.pid) for r in bed.ranks.values()}
+    snap["rank affinity"] = {r.name: sorted(os.sched_getaffinity(r.pid)) for r in bed.ranks.values() if r.pid}
     return snap
 
 

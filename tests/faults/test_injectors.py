@@ -72,6 +72,24 @@ def test_gpu_compute_contention(bed: FaultBed) -> None:
     assert share < 0.5, share  # the rank's compute shares its core with three GEMM loops
 
 
+def test_gpu_compute_contention_pins_a_floating_rank(bed: FaultBed) -> None:
+    import os
+
+    rank = bed.ranks["rank-0"].pid
+    everywhere = set(range(os.cpu_count() or 1))
+    if len(everywhere) < 2:
+        pytest.skip("needs two cores")
+    own = os.sched_getaffinity(rank)
+    os.sched_setaffinity(rank, everywhere)
+    try:
+        step = make_step("gpu-compute-contention", rank=0, params={"workers": 1, "matrix_size": 64})
+        ev, during = run_fault(bed, step, lambda h: (os.sched_getaffinity(rank), h["cpus"]))
+        assert during[0] == set(during[1]) and len(during[0]) == 1  # rank and hog share one core
+        assert os.sched_getaffinity(rank) == everywhere  # restored
+    finally:
+        os.sched_setaffinity(rank, own)
+
+
 def test_host_memory_pressure_without_limit(bed: FaultBed) -> None:
     mem = Path(bed.nodes["node-1"].cgroups["memory"])
     base = cgroups.memory_usage(mem)

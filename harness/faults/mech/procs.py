@@ -156,3 +156,16 @@ def send(pid: int, started: int | None, sig: signal.Signals) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def set_affinity_all_threads(pid: int, cpus: Sequence[int]) -> int:
+    """Pin every thread of ``pid`` to ``cpus`` (threads started later inherit from their creator); returns the
+    number of threads changed. A thread that exits meanwhile is skipped."""
+    n = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), set(cpus))
+            n += 1
+        except (ProcessLookupError, FileNotFoundError):
+            continue
+    return n

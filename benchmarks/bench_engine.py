@@ -1,0 +1,132 @@
+"""Throughput and latency of the mini engine on a local Ray, with tracing off and on.
+
+    .venv/bin/python benchmarks/bench_engine.py [--ranks 4] [--nodes 2] [--streams 4] [--seconds 20]
+
+Prints tokens/s, p50/p99 TTFT and inter-token latency per phase (tracing off, on, off again)
+and the profiling overhead (throughput with tracing on vs the mean of the two off phases).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _scenario(args: argparse.Namespace) -> SimpleNamespace:
+    model = SimpleNamespace(name="mini-llama", layers=args.layers, hidden=256, heads=4, vocab=2048, max_seq_len=512)
+    topo = SimpleNamespace(nodes=args.nodes, tensor_parallel=args.ranks, data_parallel=1)
+    return SimpleNamespace(spec=SimpleNamespace(deployment=SimpleNamespace(topology=topo, model=model),
+                                                workload=SimpleNamespace(seed=1)))
+
+
+def _stream(api: str, prompt: str, max_tokens: int) -> tuple[float, list[float], int]:
+    body = {"prompt": prompt, "max_tokens": max_tokens, "stream": True, "ignore_eos": True}
+    t0 = time.perf_counter()
+    stamps = []
+    with httpx.stream("POST", f"{api}/v1/completions", json=body, timeout=300) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: {"):
+                stamps.append(time.perf_counter())
+    itl = [b - a for a, b in zip(stamps, stamps[1:])]
+    return stamps[0] - t0, itl, len(stamps)
+
+
+def run_phase(api: str, streams: int, seconds: float, prompt: str, max_tokens: int) -> dict:
+    ttft: list[float] = []
+    itl: list[float] = []
+    tokens = [0]
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def user() -> None:
+        while time.perf_counter() < stop:
+            first, gaps, n = _stream(api, prompt, max_tokens)
+            with lock:
+                ttft.append(first)
+                itl.extend(gaps)
+                tokens[0] += n
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=user) for _ in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    q = lambda xs, p: statistics.quantiles(xs, n=100)[p - 1] if len(xs) > 1 else float("nan")  # noqa: E731
+    return {"tokens_per_s": tokens[0] / wall, "requests": len(ttft), "ttft_p50_ms": 1000 * q(ttft, 50),
+            "ttft_p99_ms": 1000 * q(ttft, 99), "itl_p50_ms": 1000 * q(itl, 50), "itl_p99_ms": 1000 * q(itl, 99)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ranks", type=int, default=4)
+    ap.add_argument("--nodes", type=int, default=2)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--streams", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--prompt-tokens", type=int, default=48)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    args = ap.parse_args()
+    os.environ.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+                      PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    import ray
+    from ray import serve
+
+    from harness.engines.mini import deploy
+
+    tmp = Path(tempfile.mkdtemp(prefix="cbbench-", dir="/tmp"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = {f"node-{i}": 1000 for i in range(args.nodes)}
+    ray.init(address="local", include_dashboard=False, _temp_dir=str(tmp / "ray"), resources=nodes,
+             log_to_driver=False)
+    try:
+        t0 = time.perf_counter()
+        h = deploy("local", _scenario(args), tmp / "run", trace_dir=tmp / "traces", control_dir=tmp / "ctl",
+                   node_ips={n: "127.0.0.1" for n in nodes}, http_host="127.0.0.1", http_port=port, gloo_ifname=None)
+        print(f"deploy: {time.perf_counter() - t0:.1f}s, {args.ranks} ranks on {args.nodes} node(s)", flush=True)
+        prompt = "x" * (args.prompt_tokens - 1)  # + BOS
+        run_phase(h.api_url, args.streams, 3.0, prompt, args.max_tokens)  # warm-up
+        results = {"off1": run_phase(h.api_url, args.streams, args.seconds, prompt, args.max_tokens)}
+        httpx.post(f"{h.api_url}/start_profile", timeout=120)
+        results["on"] = run_phase(h.api_url, args.streams, args.seconds, prompt, args.max_tokens)
+        t1 = time.perf_counter()
+        traces = httpx.post(f"{h.api_url}/stop_profile", timeout=600).json()["traces"]
+        stop_s = time.perf_counter() - t1
+        results["off2"] = run_phase(h.api_url, args.streams, args.seconds, prompt, args.max_tokens)
+        for name, r in results.items():
+            print(f"{name:5s} " + " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                                          for k, v in r.items()), flush=True)
+        off = (results["off1"]["tokens_per_s"] + results["off2"]["tokens_per_s"]) / 2
+        overhead = 1 - results["on"]["tokens_per_s"] / off
+        size = sum(Path(p).stat().st_size for p in traces)
+        print(f"profiling overhead: {100 * overhead:.1f}% throughput; stop_profile {stop_s:.1f}s; "
+              f"{len(traces)} traces, {size / 1e6:.1f} MB gz")
+        print(json.dumps({"results": results, "overhead": overhead, "stop_profile_s": stop_s}))
+        h.shutdown()
+    finally:
+        if ray.is_initialized():
+            serve.shutdown()
+            ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
