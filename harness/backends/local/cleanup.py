@@ -88,9 +88,18 @@ def netns_pids(netns: str) -> set[int]:
     return {int(x) for x in res.stdout.split()} if res.returncode == 0 else set()
 
 
+def _tmp_pids(plan: TestbedPlan) -> set[int]:
+    """Ray processes name their run's temp dir (unique per run) on the command line."""
+    out: set[int] = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and plan.ray_tmp_root + "/" in _cmdline(int(d.name)):
+            out.add(int(d.name))
+    return out
+
+
 def testbed_pids(plan: TestbedPlan) -> set[int]:
-    pids = _pidfile_pids(plan)
-    for node in plan.nodes:
+    pids = _pidfile_pids(plan) | _tmp_pids(plan)
+    for node in (*plan.nodes, *([plan.driver] if plan.driver else [])):
         for d in node.cgroups.values():
             pids |= cgroup_pids(d)
         if node.netns:

@@ -44,6 +44,8 @@ class Ports:
     ray_gcs: int = 6379
     ray_client: int = 10001
     ray_metrics: int = 9393
+    driver_metrics: int = 9394  # the host-side driver node's ports
+    driver_agent: int = 9395
     serve_http: int = 8000
 
     @classmethod
@@ -55,14 +57,17 @@ class Ports:
             b = int(base)
         except ValueError:
             raise InputInvalid(f"CHAOSBENCH_PORT_BASE={base!r}: not a port number") from None
-        if not 1024 <= b <= 65000 or 10002 <= b + 3 and b <= 19999:
+        if not 1024 <= b <= 65000 or (10002 <= b + 5 and b <= 19999):
             raise InputInvalid(f"CHAOSBENCH_PORT_BASE={b}: use 1024-10000 or 20000-65000 (Ray owns 10002-19999)")
-        return cls(prometheus=b, node_exporter=b + 1, exporter=b + 2, ray_metrics=b + 3)
+        return cls(prometheus=b, node_exporter=b + 1, exporter=b + 2, ray_metrics=b + 3, driver_metrics=b + 4,
+                   driver_agent=b + 5)
 
     def host_ports(self, isolated: bool) -> dict[str, int]:
         """Ports that must be free on this machine's loopback before deploying."""
         ports = {"prometheus": self.prometheus, "node-exporter": self.node_exporter, "exporter": self.exporter}
-        if not isolated:  # everything shares loopback
+        if isolated:
+            ports.update(ray_driver_metrics=self.driver_metrics, ray_driver_agent=self.driver_agent)
+        else:  # everything shares loopback
             ports.update(ray_gcs=self.ray_gcs, ray_client=self.ray_client, ray_metrics=self.ray_metrics,
                          serve_http=self.serve_http)
         return ports
@@ -92,6 +97,7 @@ class TestbedPlan:
     cgroup_run_dirs: tuple[str, ...]  # per-controller run-level dirs, removed at teardown
     ray_tmp_root: str
     ports: Ports
+    driver: NodePlan | None = None  # host-side Ray node (no CPUs) on the bridge, for this process's driver
     python: str = sys.executable
 
     @property
@@ -113,8 +119,9 @@ class TestbedPlan:
     def from_json(cls, obj: dict) -> TestbedPlan:
         nodes = tuple(NodePlan(**n) for n in obj["nodes"])
         ports = Ports(**obj["ports"])
-        rest = {k: v for k, v in obj.items() if k not in ("nodes", "ports", "cgroup_run_dirs")}
-        return cls(nodes=nodes, ports=ports, cgroup_run_dirs=tuple(obj["cgroup_run_dirs"]), **rest)
+        driver = NodePlan(**obj["driver"]) if obj.get("driver") else None
+        rest = {k: v for k, v in obj.items() if k not in ("nodes", "ports", "cgroup_run_dirs", "driver")}
+        return cls(nodes=nodes, ports=ports, cgroup_run_dirs=tuple(obj["cgroup_run_dirs"]), driver=driver, **rest)
 
     def write(self) -> Path:
         path = Path(self.run_dir) / STATE_FILE
@@ -176,7 +183,12 @@ def make_plan(run_dir: Path, n_nodes: int, *, isolated: bool, ports: Ports | Non
                                   veth_host=f"cbtb{rid}n{i}", veth_node="eth0",
                                   cgroups=_node_cgroups(version, rid, name), ray_temp=f"{ray_tmp}/n{i}"))
         bridge: str | None = f"cbtb-{rid}"
+        # The harness process is outside every namespace: a CPU-less Ray node on the bridge gives its Ray
+        # driver a local raylet (Ray Client proved unreliable here).
+        driver: NodePlan | None = NodePlan(name="driver", ip=bridge_ip, netns=None, veth_host=None, veth_node=None,
+                                           cgroups=_node_cgroups(version, rid, "driver"), ray_temp=f"{ray_tmp}/drv")
     else:
+        driver = None
         subnet = bridge = bridge_ip = None
         nodes = [NodePlan(name=f"node-{i}", ip="127.0.0.1", netns=None, veth_host=None, veth_node=None,
                           ray_temp=f"{ray_tmp}/n0") for i in range(n_nodes)]
@@ -188,4 +200,4 @@ def make_plan(run_dir: Path, n_nodes: int, *, isolated: bool, ports: Ports | Non
         run_dirs = ()
     return TestbedPlan(run_id=rid, run_dir=str(Path(run_dir).resolve()), isolated=isolated, cgroup_version=version,
                        subnet=subnet, bridge=bridge, bridge_ip=bridge_ip, nodes=tuple(nodes),
-                       cgroup_run_dirs=run_dirs, ray_tmp_root=ray_tmp, ports=ports)
+                       cgroup_run_dirs=run_dirs, ray_tmp_root=ray_tmp, ports=ports, driver=driver)

@@ -30,6 +30,7 @@ from harness.registry import import_ref
 
 RAY_NUM_CPUS = 8  # logical slots per Ray node: ranks + Serve replicas, not real cores
 RAY_OBJECT_STORE_BYTES = 100 * 1024 * 1024
+RAY_START_TIMEOUT_S = 150  # per Ray node; a loaded 2-core machine needs minutes
 
 
 class EngineHandle(Protocol):
@@ -66,16 +67,23 @@ def ray_env(plan: TestbedPlan) -> dict[str, str]:
 
 def ray_nodes(plan: TestbedPlan) -> list[dict[str, Any]]:
     """One Ray node per emulated node; without isolation one Ray node carries every node's resource."""
-    def entry(node: NodePlan, names: list[str]) -> dict[str, Any]:
+    p = plan.ports
+
+    def entry(node: NodePlan, names: list[str], cpus: int = RAY_NUM_CPUS, metrics: int = p.ray_metrics,
+              extra: str = "") -> dict[str, Any]:
         return {"name": node.name, "ip": node.ip, "netns": node.netns or "", "ray_temp": node.ray_temp,
-                "cgroup_dirs": sorted(set(node.cgroups.values())), "resources": {n: 1000 for n in names}}
+                "cgroup_dirs": sorted(set(node.cgroups.values())), "resources": {n: 1000 for n in names},
+                "num_cpus": cpus, "metrics_port": metrics, "extra_args": extra}
 
-    if plan.isolated:
-        return [entry(n, [n.name]) for n in plan.nodes]
-    return [entry(plan.nodes[0], [n.name for n in plan.nodes])]
+    if not plan.isolated:
+        return [entry(plan.nodes[0], [n.name for n in plan.nodes])]
+    nodes = [entry(n, [n.name]) for n in plan.nodes]
+    if plan.driver:  # on the host's loopback/bridge: fixed ports of its own, none of Ray's defaults
+        nodes.append(entry(plan.driver, [], 0, p.driver_metrics, f"--dashboard-agent-listen-port={p.driver_agent}"))
+    return nodes
 
 
-def _wait_ray(plan: TestbedPlan, timeout_s: float = 90.0) -> None:
+def _wait_ray(plan: TestbedPlan, timeout_s: float = 180.0) -> None:
     deadline = time.monotonic() + timeout_s
     pending = [n["name"] for n in ray_nodes(plan)]
     while pending:
@@ -84,8 +92,9 @@ def _wait_ray(plan: TestbedPlan, timeout_s: float = 90.0) -> None:
             text = log.read_text(errors="replace") if log.is_file() else ""
             if "Ray runtime started" in text:
                 pending.remove(name)
-            elif "Error" in text and ("Traceback" in text or "failed" in text.lower()):
-                raise PreflightFailed(f"Ray on {name} failed to start: see {log}")
+            elif "Traceback" in text:
+                last = text.strip().splitlines()[-1]
+                raise PreflightFailed(f"Ray on {name} failed to start: {last[:200]} (see {log})")
         if pending and time.monotonic() > deadline:
             raise PreflightFailed(f"Ray did not start on {', '.join(pending)} within {timeout_s:g}s (logs in {plan.log_dir})")
         time.sleep(0.3)
@@ -181,6 +190,10 @@ class LocalTestbed:
                 errors.append(f"engine shutdown: {exc}")
             self.handle = None
         try:
+            disconnect_ray()
+        except Exception as exc:  # noqa: BLE001 - teardown must go on
+            errors.append(f"ray disconnect: {exc}")
+        try:
             self.save_ray_logs()
         except OSError as exc:
             errors.append(f"saving Ray logs: {exc}")
@@ -213,9 +226,11 @@ def start_infra(run_dir: Path, n_nodes: int, *, isolated: bool | None = None, fa
     preflight.check_ports(plan.ports, isolated)
     Path(plan.run_dir).mkdir(parents=True, exist_ok=True)
     plan.write()  # before anything starts: `chaosbench cleanup` works from here on
+    cgroup_dirs = sorted({d for n in (*plan.nodes, *([plan.driver] if plan.driver else [])) for d in n.cgroups.values()})
     extravars = {"testbed": plan.to_json(), "ray_env": ray_env(plan), "ray_nodes": ray_nodes(plan),
+                 "cgroup_dirs": cgroup_dirs,
                  "ray_bin": str(Path(plan.python).parent / "ray"), "ray_num_cpus": RAY_NUM_CPUS,
-                 "ray_object_store_bytes": RAY_OBJECT_STORE_BYTES,
+                 "ray_object_store_bytes": RAY_OBJECT_STORE_BYTES, "ray_start_timeout_s": RAY_START_TIMEOUT_S,
                  "prometheus_bin": preflight.PROMETHEUS_BIN, "node_exporter_bin": preflight.NODE_EXPORTER_BIN}
     try:
         run_playbook("deploy.yml", extravars, Path(plan.run_dir) / "ansible" / "deploy")
@@ -227,8 +242,30 @@ def start_infra(run_dir: Path, n_nodes: int, *, isolated: bool | None = None, fa
 
 
 def ray_address(plan: TestbedPlan) -> str:
-    """The driver (this process) is outside the nodes' namespaces, so it connects through Ray Client."""
-    return f"ray://{plan.head.ip}:{plan.ports.ray_client}"
+    return f"{plan.head.ip}:{plan.ports.ray_gcs}"
+
+
+def connect_ray(plan: TestbedPlan) -> None:
+    """Connect this process to the testbed's Ray cluster through the host-side driver node."""
+    import os
+
+    import ray
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    if not plan.isolated:
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if ray.is_initialized():
+        ray.shutdown()
+    node_ip = plan.driver.ip if plan.driver else plan.head.ip
+    ray.init(address=ray_address(plan), _node_ip_address=node_ip, log_to_driver=False,
+             logging_level="WARNING", configure_logging=False)
+
+
+def disconnect_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def deploy_local(scenario: Any, run_dir: Path, *, engine_deploy: EngineDeploy | None = None,
@@ -244,6 +281,7 @@ def deploy_local(scenario: Any, run_dir: Path, *, engine_deploy: EngineDeploy | 
     try:
         deploy = engine_deploy or _resolve_engine(dep.engine)
         try:
+            connect_ray(plan)
             handle = deploy(ray_address(plan), scenario, Path(plan.run_dir), trace_dir=tb.trace_dir,
                             control_dir=tb.control_dir, node_ips={n.name: n.ip for n in plan.nodes},
                             http_host=plan.head.ip, http_port=plan.ports.serve_http,
