@@ -60,7 +60,7 @@ def explain(case: CaseView, backend: str = "rules") -> Result:
     """Analyze one case with the named backend. Raises harness.errors types on expected failures
     (unknown backend, LLM not configured or unreachable, LLM answers never in format)."""
     from detectors.analyzer.context import build_context
-    from detectors.analyzer.output import render
+    from detectors.analyzer.output import AnalysisFormatError, parse, render
     from detectors.analyzer.rules import analyze
 
     if backend not in BACKENDS:
@@ -71,9 +71,17 @@ def explain(case: CaseView, backend: str = "rules") -> Result:
     ctx = build_context(case)
     if backend == "rules":
         analysis, hyps = analyze(ctx)
+        text = render(analysis)
+        try:  # the valid-format rate is measured by the same parser for every backend, never assumed
+            parse(text, set(ctx.components))
+        except AnalysisFormatError as exc:
+            return Result(method=METHOD, status="failed", error=f"rules backend: {exc}",
+                          runtime_s=time.perf_counter() - started,
+                          extra={"backend": "rules", "valid_format": False, "format_attempts": 1,
+                                 "format_valid_attempts": 0})
         hyp_view = [{"fault_class": h.fault_id, "component": h.component, "score": round(h.score, 3)} for h in hyps[:5]]
         extra = {"valid_format": True, "format_attempts": 1, "format_valid_attempts": 1, "hypotheses": hyp_view}
-        return _result(analysis, render(analysis), ctx, hyps, "rules", extra, started)
+        return _result(analysis, text, ctx, hyps, "rules", extra, started)
     from detectors.analyzer.openai_backend import LLMConfig, LLMFormatError, ask, format_stats
 
     try:

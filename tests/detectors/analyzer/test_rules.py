@@ -144,3 +144,12 @@ def test_with_the_real_outpost_on_generated_traces(tmp_path: Path):
     assert (slow.extra["fault_class"], slow.ranking[0].component) == ("gpu-compute-contention", "rank-2")
     clean = parse(detect(CaseView(tmp_path / "clean")).explanation)
     assert clean.fault_class == "none" and "no anomaly detected" in clean.chain[0].text
+
+
+def test_rules_output_is_checked_by_the_parser(cases: dict[str, Path], monkeypatch: pytest.MonkeyPatch):
+    import detectors.analyzer.output as output
+
+    monkeypatch.setattr(output, "render", lambda analysis: "<analysis>\nformat: v0\n</analysis>")
+    result = explain(CaseView(cases["cpu-throttle"]))
+    assert result.status == "failed" and result.extra["valid_format"] is False
+    assert result.error.startswith("rules backend: invalid analysis block")
