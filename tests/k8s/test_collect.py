@@ -35,7 +35,8 @@ def test_queries_resolve_to_the_component_node():
         'max(DCGM_FI_DEV_SM_CLOCK{Hostname="gpu-b-03",gpu="0"})'
     q = queries["node-0_cpu:pressure"]
     assert 'k8s_node="gpu-a-17"' in q.resolve(NODE_MAP, "node-0")
-    assert "ray_vllm:time_to_first_token_seconds_bucket" in queries["ingress_vllm:time_to_first_token_seconds:p95"].query
+    p95 = queries["ingress_vllm:time_to_first_token_seconds:p95"].query
+    assert "ray_vllm:time_to_first_token_seconds_bucket" in p95
     with pytest.raises(PreflightFailed, match="node-1"):
         queries["node-1_load1"].resolve({"node-0": "gpu-a-17"}, "node-1")
 

@@ -168,7 +168,8 @@ def _node_fault(s: K8sSettings, step, node: str, name: str) -> dict[str, Any]:
         return {"chaos_objects": (obj,), "notes": notes,
                 "evidence_query": f'sum(container_memory_working_set_bytes{{{pods}}})'}
     if fid == "network-delay":
-        delay = {"latency": f"{p.delay_ms:g}ms", "jitter": f"{p.jitter_ms:g}ms", "correlation": f"{p.correlation * 100:g}"}
+        delay = {"latency": f"{p.delay_ms:g}ms", "jitter": f"{p.jitter_ms:g}ms",
+                 "correlation": f"{p.correlation * 100:g}"}
         spec: dict[str, Any] = {**base, "direction": "both", "target": _peers(s, node)}
         if p.loss_percent > 0:
             spec.update(action="netem", delay=delay, loss={"loss": f"{p.loss_percent:g}", "correlation": "0"})

@@ -28,7 +28,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from harness.backends.k8s import collect
 from harness.backends.k8s.faults import plan_faults
 from harness.backends.k8s.settings import (
-    APP_LABEL, METRICS_PORT, NODE_LABEL, PROFILER_DIR, SERVE_PORT, K8sSettings, from_scenario,
+    APP_LABEL, DEFAULT_MODEL, METRICS_PORT, NODE_LABEL, PROFILER_DIR, SERVE_PORT, K8sSettings, from_scenario,
 )
 from harness.case import atomic_write_text
 from harness.errors import PreflightFailed
@@ -275,8 +275,19 @@ def _plan(s: K8sSettings, scenario, names: list[str]) -> dict[str, Any]:
                      "gpus_per_node": s.gpus_per_node,
                      "rank_node": {f"rank-{r}": s.rank_node(r) for r in range(s.world_size)}},
         "files": names + ["plan.json"],
+        "warnings": _warnings(s),
         "touched_cluster": False,
     }
+
+
+def _warnings(s: K8sSettings) -> list[str]:
+    out = []
+    if "ray" not in s.image.split("/")[-1]:
+        out.append(f"image {s.image!r} must contain Ray Serve LLM (ray[serve,llm]) and vLLM for the RayService; "
+                   "e.g. rayproject/ray-llm:<ray version>-py311-cu128")
+    if s.model_source == DEFAULT_MODEL:
+        out.append(f"model.path not set: serving {DEFAULT_MODEL} (downloaded from the Hugging Face hub by the pods)")
+    return out
 
 
 def write_rendered(rendered: Rendered, k8s_dir: Path) -> list[Path]:

@@ -188,7 +188,8 @@ def inject(a: argparse.Namespace) -> dict:
     elif fault == "gpu-memory-pressure":
         total = float(query_gpu(gpu, ["memory.total"])["memory.total"])
         mib = int(total * a.fraction)
-        state["hog_pids"] = [spawn_hog("mem", [str(gpu), str(mib), a.mode, str(a.duration), str(time.time() + a.duration)])]
+        until = str(time.time() + a.duration)
+        state["hog_pids"] = [spawn_hog("mem", [str(gpu), str(mib), a.mode, str(a.duration), until])]
         state["mib"] = mib
     elif fault == "gpu-xid-error":
         state.update(_xid(gpu, a.xid, a.kill_worker))
@@ -325,7 +326,10 @@ def _link(gpu: str, peer: str, link: str, until: str) -> None:
 
     src = torch.empty(256 * 2**20, dtype=torch.uint8, device=f"cuda:{gpu}")
     # nvlink: device-to-device copies to the peer GPU; pcie: host-bounce through pinned memory
-    dst = torch.empty_like(src, device=f"cuda:{peer}") if link == "nvlink" else torch.empty_like(src, device="cpu").pin_memory()
+    if link == "nvlink":
+        dst = torch.empty_like(src, device=f"cuda:{peer}")
+    else:
+        dst = torch.empty_like(src, device="cpu").pin_memory()
     while time.time() < float(until):
         for _ in range(10):
             dst.copy_(src, non_blocking=True)
