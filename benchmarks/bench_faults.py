@@ -31,7 +31,7 @@ STEPS = {
     "nccl-hang": {"rank": 1},
     "interconnect-degradation": {"node": "node-1", "params": {"rate_mbit": 5.0}},
     "cpu-contention": {"node": "node-1", "params": {"workers": 1}},
-    "cpu-throttle": {"node": "node-1", "params": {"cpu_percent": 20}},
+    "cpu-throttle": {"node": "node-1", "params": {"cpu_percent": 5, "period_us": 20000}},
     "host-memory-pressure": {"node": "node-1", "params": {"memory_mb": 128}},
     "network-delay": {"node": "node-1", "params": {"delay_ms": 50.0}},
 }

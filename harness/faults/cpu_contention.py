@@ -17,7 +17,7 @@ from harness.faults.catalog import FAULTS
 from harness.faults.mech import procs
 
 SPEC = FAULTS["cpu-contention"]
-MIN_BUSY_SHARE = 0.1  # verified once the stressor burns this share of what it asked for
+MIN_BUSY_SHARE = 0.02  # verified once it burns this share of what it asked for (an overloaded machine gives little)
 
 
 class CpuContentionHandle(Handle):
