@@ -26,25 +26,20 @@ def plan(refs: Sequence[CaseRef], methods: Sequence[Method]) -> list[Task]:
 
 
 def _outcomes(refs: Sequence[CaseRef], methods: Sequence[Method]) -> list[CaseOutcome]:
+    """Outcomes of the evaluable cases; invalid and unverified cases are listed in scores.json, not here."""
     from baselines.inputs import case_components, metric_columns
     from harness.eval.collect import outcome
 
     out: list[CaseOutcome] = []
     for ref in refs:
-        if ref.status == "invalid":
+        if ref.status != "completed":
             continue
         view, truth = open_view(ref), ground_truth(ref)
         comps, cols, rank_node = case_components(view), metric_columns(view), dict(view.topology.rank_node)
         for m in methods:
-            result = read_result(Task(ref, m)) if ref.status == "completed" else None
-            if result is None:
-                if ref.status == "completed":
-                    continue  # not run (interrupted): it will run on the next call
-                from detectors.api import Result
-
-                result = Result.failure(m.name, f"case status {ref.status}: reported, not scored", status="failed")
-            out.append(outcome(ref.id, ref.status == "completed", truth, result, comps, cols, rank_node,
-                               m.ranks_metrics))
+            result = read_result(Task(ref, m))
+            if result is not None:  # None: not run yet (interrupted); the next call runs it
+                out.append(outcome(ref.id, True, truth, result, comps, cols, rank_node, m.ranks_metrics))
     return out
 
 

@@ -89,26 +89,35 @@ def run_local(tasks: Sequence[Task], workers: int, timeout_s: float, on_done: On
 
     ctx = mp.get_context("fork")
     pending, running = deque(tasks), {}
-    while pending or running:
-        while pending and len(running) < max(1, workers):
-            task = pending.popleft()
-            proc = ctx.Process(target=_child, args=(task,), daemon=True)
-            proc.start()
-            running[proc.sentinel] = (proc, task, time.monotonic())
-        for sentinel in wait(list(running), timeout=0.2):
-            proc, task, _ = running.pop(sentinel)
-            proc.join()
-            _finish(task, proc.exitcode, on_done)
-        now = time.monotonic()
-        for sentinel, (proc, task, t0) in list(running.items()):
-            if now - t0 > timeout_s:
-                _kill(proc.pid)
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, workers):
+                task = pending.popleft()
+                proc = ctx.Process(target=_child, args=(task,), daemon=True)
+                proc.start()
+                running[proc.sentinel] = (proc, task, time.monotonic())
+            for sentinel in wait(list(running), timeout=0.2):
+                proc, task, _ = running.pop(sentinel)
                 proc.join()
-                del running[sentinel]
-                write_result(task, Result.failure(task.method.name, f"timed out after {timeout_s:g} s (killed)",
-                                                  status="timeout", runtime_s=now - t0).to_json())
-                if on_done:
-                    on_done(task, "timeout")
+                _finish(task, proc.exitcode, on_done)
+            _kill_overdue(running, timeout_s, on_done)
+    finally:
+        for proc, _, _ in running.values():  # interrupted: leave no worker behind
+            _kill(proc.pid)
+            proc.join()
+
+
+def _kill_overdue(running: dict, timeout_s: float, on_done: OnDone | None) -> None:
+    now = time.monotonic()
+    for sentinel, (proc, task, t0) in list(running.items()):
+        if now - t0 > timeout_s:
+            _kill(proc.pid)
+            proc.join()
+            del running[sentinel]
+            write_result(task, Result.failure(task.method.name, f"timed out after {timeout_s:g} s (killed)",
+                                              status="timeout", runtime_s=now - t0).to_json())
+            if on_done:
+                on_done(task, "timeout")
 
 
 def _finish(task: Task, exitcode: int | None, on_done: OnDone | None) -> None:

@@ -1,0 +1,49 @@
+"""``chaosbench eval DATASET_DIR``: run RCA methods on every case under a directory, score, write leaderboards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_(
+        dataset_dir: Path = typer.Argument(..., help="Case directories (chaosbench or RCAEval layout) at or below."),
+        methods: list[str] = typer.Option(None, "--methods", "-m", help="Method names, groups (fast, all, slow, "
+                                          "trivial, kat, rcaeval) or module:function plugins; repeat or comma-separate. "
+                                          "Default: fast."),
+        out: Path = typer.Option(None, "--out", help="Results directory (default results/eval/<dataset name>)."),
+        workers: int = typer.Option(2, "--workers", "-w", help="Parallel processes (0: in this process, no timeout)."),
+        ray: str = typer.Option(None, "--ray", help="Ray cluster address (auto, host:port, ray://..., local)."),
+        timeout: float = typer.Option(300.0, "--timeout", help="Seconds per (case, method) before it is killed."),
+        force: bool = typer.Option(False, "--force", help="Recompute results that already exist."),
+        report: bool = typer.Option(True, "--report/--no-report", help="Also write report.html."),
+    ) -> None:
+        """Evaluate every case under DATASET_DIR; resumable (existing answers are reused)."""
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from harness.evaluate import evaluate
+
+        console = Console(stderr=True)
+        progress = Progress(TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=console)
+        with progress:
+            bar = progress.add_task("eval", total=None)
+
+            def on_start(total: int, todo: int) -> None:
+                progress.update(bar, total=todo, description=f"eval ({total - todo} of {total} reused)")
+
+            def on_done(task, status: str) -> None:
+                progress.update(bar, advance=1, description=f"{task.method.name} {status}"[:36])
+
+            results = evaluate(dataset_dir, out, methods, workers, timeout_s=timeout, ray_address=ray, force=force,
+                               on_start=on_start, on_done=on_done)
+        console.print(f"leaderboard: {results / 'leaderboard.md'}")
+        if report:
+            from harness.report import write_report
+
+            console.print(f"report: {write_report(results)}")
+        typer.echo(str(results))

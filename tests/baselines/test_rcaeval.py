@@ -1,0 +1,72 @@
+"""RCAEval adapters: real RCAEval calls on synthetic cases, fallback detection, input builders."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from baselines import rcaeval
+from baselines.inputs import metrics_frame, multi_source, span_table
+from detectors.api import run_detector
+from harness.case import CaseView
+from harness.errors import CaseInvalid
+from harness.eval.synthetic import make_case
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # eval_fixtures
+
+
+@pytest.fixture(scope="module")
+def cpu_case(tmp_path_factory) -> CaseView:
+    return CaseView(make_case(tmp_path_factory.mktemp("ds"), "cpu", "cpu-contention", "node-1", seed=3))
+
+
+@pytest.mark.parametrize("name", ["baro", "nsigma", "mmbaro"])
+def test_metric_methods_find_the_root(cpu_case, name):
+    result = run_detector(name, rcaeval.make_detector(name), cpu_case)
+    assert result.status == "ok", result.error
+    assert result.components()[0] == "node-1"
+    assert result.ranking[0].metric == "node-1_cpu"
+
+
+def test_span_methods_run_on_request_spans(cpu_case):
+    result = run_detector("tracerca", rcaeval.make_detector("tracerca"), cpu_case)
+    assert result.status == "ok", result.error
+    assert result.components() == ["ingress"]  # requests only show the ingress: the honest ceiling
+
+
+def test_silent_fallback_is_a_failure(cpu_case):
+    spec = rcaeval.RCAEvalMethod("fake", "eval_fixtures:fake_rcaeval_fallback", frozenset({"metrics"}))
+    with pytest.raises(rcaeval.RCAEvalFailed, match="RCAEval fallback: fake_rcaeval_fallback failed"):
+        rcaeval.call(spec, cpu_case)
+    spec = rcaeval.RCAEvalMethod("fake", "eval_fixtures:fake_rcaeval_input_order", frozenset({"metrics"}))
+    with pytest.raises(rcaeval.RCAEvalFailed, match="input column order"):
+        rcaeval.call(spec, cpu_case)
+
+
+def test_unavailable_methods_say_why():
+    ok, why = rcaeval.status("rcd")
+    assert not ok and "causal-learn" in why
+    ok, why = rcaeval.status("pdiagnose")
+    assert not ok and why
+    assert rcaeval.status("baro") == (True, "ok")
+
+
+def test_inputs(cpu_case):
+    df = metrics_frame(cpu_case)
+    assert df.columns[0] == "time" and not df.isna().any().any()
+    ms = multi_source(cpu_case)
+    assert set(ms) == {"metric", "logts", "tracets_err", "tracets_lat"}
+    assert {"node-0_logs", "rank-1_errors"} <= set(ms["logts"].columns)
+    spans = span_table(cpu_case)
+    assert {"traceID", "spanID", "parentSpanID", "serviceName", "methodName", "startTime", "duration"} <= set(spans)
+    assert len(spans) == 3 * len(cpu_case.requests())
+    assert spans["startTime"].min() > 1e15  # microseconds
+
+
+def test_inject_time_outside_the_data(tmp_path):
+    path = make_case(tmp_path, "late", "cpu-contention", "node-0", seconds=60, inject_at=30)
+    (path / "inject_time.txt").write_text("1\n")
+    with pytest.raises(CaseInvalid, match="outside the data"):
+        metrics_frame(CaseView(path))

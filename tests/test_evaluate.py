@@ -1,0 +1,115 @@
+"""evaluate(): discovery in both layouts, failures and timeouts recorded, invalid cases reported, resumable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.errors import InputInvalid, PluginInvalid
+from harness.eval.discover import discover
+from harness.eval.methods import select
+from harness.eval.synthetic import make_case
+from harness.evaluate import evaluate
+
+METHODS = ["random", "constant", "baro", "boom=eval_fixtures:raising", "stuck=eval_fixtures:hanging",
+           "flags=eval_fixtures:flags_everything"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ds")
+    make_case(root, "c0", "cpu-contention", "node-1", seed=1)
+    make_case(root, "c1", "host-memory-pressure", "node-0", seed=2)
+    make_case(root, "c2", "gpu-memory-pressure", "rank-2", seed=3)
+    make_case(root, "clean", None, None, seed=4)
+    make_case(root, "unverified", "cpu-contention", "node-0", seed=5, status="not-verified")
+    (make_case(root, "nodata", "cpu-contention", "node-0", seed=6) / "data.csv").unlink()
+    (make_case(root, "late", "cpu-contention", "node-0", seed=7) / "inject_time.txt").write_text("42\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def evaluated(dataset, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("out")
+    evaluate(dataset, out, METHODS, workers=2, timeout_s=4)
+    return out, json.loads((out / "scores.json").read_text())
+
+
+def _method(doc: dict, name: str) -> dict:
+    return next(m for m in doc["methods"] if m["name"] == name)
+
+
+def test_scores_and_failures(evaluated):
+    out, doc = evaluated
+    assert {p.name for p in out.iterdir()} >= {"scores.json", "leaderboard.md", "leaderboard.csv"}
+    baro = _method(doc, "baro")["scores"]
+    assert baro["component"]["n"] == 3 and baro["component"]["ac"]["1"] == 1.0
+    assert baro["component"]["chance_ac"]["1"] == pytest.approx(1 / 7)
+    boom = _method(doc, "boom")["scores"]
+    assert boom["n_failed"] == 4 and boom["component"]["ac"]["5"] == 0.0
+    assert any("fixture detector exploded" in e for e in boom["errors"])
+    stuck = _method(doc, "stuck")["scores"]
+    assert list(stuck["errors"]) == ["timeout: timed out after 4 s (killed)"]
+    flags = _method(doc, "flags")["scores"]
+    assert flags["case_detection"]["fpr"] == 1.0 and flags["case_detection"]["recall"] == 1.0
+    # its one event is on rank-0 inside the window: a hit only for the node-0 fault (rank-0 lives on node-0)
+    assert flags["event_detection"]["recall"] == pytest.approx(1 / 3)
+    assert flags["event_detection"]["precision"] == pytest.approx(1 / 4)
+
+
+def test_invalid_and_unverified_cases_are_reported(evaluated):
+    _, doc = evaluated
+    cases = {c["id"]: c for c in doc["cases"]}
+    assert cases["nodata"]["status"] == "invalid" and "data.csv missing" in cases["nodata"]["problem"]
+    assert "outside the data" in cases["late"]["problem"]
+    assert cases["unverified"]["status"] == "not-verified"
+    scored = {o["case"] for o in doc["outcomes"] if o["scored"]}
+    assert scored == {"c0", "c1", "c2", "clean"}
+
+
+def test_rerun_resumes(dataset, evaluated, tmp_path):
+    out, _ = evaluated
+    (dataset / "c0" / "detectors" / "baro.json").unlink()
+    evaluate(dataset, out, METHODS, workers=2, timeout_s=4)
+    run = json.loads((out / "scores.json").read_text())["run"]
+    assert run["computed"] == 1 and run["reused"] == run["tasks"] - 1
+
+
+def test_leaderboard_lists_every_method(evaluated):
+    out, doc = evaluated
+    md = (out / "leaderboard.md").read_text()
+    for m in doc["methods"]:
+        assert f"| {m['name']} |" in md
+    assert "cpu-contention AC@1" in (out / "leaderboard.csv").read_text().splitlines()[0]
+
+
+def test_rcaeval_layout(tmp_path):
+    import shutil
+
+    src = make_case(tmp_path / "src", "x", "cpu-contention", "node-1", seed=9)
+    run = tmp_path / "ds" / "node-1_cpu" / "1"
+    run.mkdir(parents=True)
+    shutil.copy(src / "data.csv", run / "data.csv")
+    shutil.copy(src / "inject_time.txt", run / "inject_time.txt")
+    (refs,) = discover(tmp_path / "ds")
+    assert refs.layout == "rcaeval" and refs.status == "completed"
+    out = evaluate(tmp_path / "ds", tmp_path / "out", ["baro"], workers=1)
+    doc = json.loads((out / "scores.json").read_text())
+    assert doc["cases"][0]["component"] == "node-1" and doc["cases"][0]["fault_id"] == "cpu"
+    baro = _method(doc, "baro")["scores"]
+    assert baro["component"]["ac"]["1"] == 1.0 and baro["metric"]["ac"]["1"] == 1.0
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(InputInvalid, match="no cases"):
+        evaluate(tmp_path, tmp_path / "out")
+    with pytest.raises(InputInvalid, match="not a directory"):
+        discover(tmp_path / "missing")
+    with pytest.raises(InputInvalid, match="did you mean 'baro'"):
+        select(["bar0"])
+    with pytest.raises(PluginInvalid, match="eval_fixtures:two_args"):
+        select(["eval_fixtures:two_args"])
+    with pytest.raises(PluginInvalid, match="nosuchmodule"):
+        select(["nosuchmodule:detect"])
