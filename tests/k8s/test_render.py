@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,23 @@ SCENARIOS = sorted(p for p in (REPO / "scenarios").glob("*.yaml") if not p.name.
 
 def _scenario(name: str):
     return load_scenario(REPO / "scenarios" / f"{name}.yaml")
+
+
+def test_dry_run_touches_no_cluster(tmp_path: Path):
+    """Rendering imports neither the Kubernetes client nor ansible-runner, and needs no kubeconfig."""
+    code = (
+        "import sys\n"
+        "from harness.backends.k8s import dry_run\n"
+        "from harness.scenario import load_scenario\n"
+        f"dry_run(load_scenario({str(REPO / 'scenarios' / 'gpu-power-cap.yaml')!r}), {str(tmp_path)!r})\n"
+        "bad = [m for m in ('kubernetes', 'ansible_runner', 'prometheus_api_client') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(tmp_path / "missing"), "PYTHONPATH": str(REPO),
+           "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "k8s" / "plan.json").is_file()
 
 
 def test_every_fault_and_clean_has_a_scenario():

@@ -96,7 +96,7 @@ class K8sLoadRun:
 
     def stop(self, grace_s: float = 15.0) -> None:
         """SIGTERM to Locust in the pod (it then writes its CSVs); the pod stays for collection."""
-        self.client.exec(self._pod(), ["sh", "-c", "pkill -TERM -f 'locust -f' || true"])
+        self.client.exec(self._pod(), ["sh", "-c", f"kill -TERM $(cat {LOAD_OUT}/locust.pid) 2>/dev/null || true"])
 
     def finish(self, timeout_s: float | None = None) -> dict[str, Any]:
         from harness.load.summary import read_requests, summarize

@@ -173,8 +173,8 @@ def _locust(s: K8sSettings, scenario) -> dict[str, Any]:
     shell = (
         f"locust -f /mnt/locust/locustfile.py --headless -u {w.users} -r {w.spawn_rate:g} "
         f"-t {max(1, round(w.duration))}s --host {s.api_url} --csv /out/locust --exit-code-on-error 0 "
-        "--only-summary --loglevel WARNING --stop-timeout 10 > /out/locust.log 2>&1; "
-        "echo $? > /out/exit_code; sleep 3600"
+        "--only-summary --loglevel WARNING --stop-timeout 10 > /out/locust.log 2>&1 & "
+        "echo $! > /out/locust.pid; wait $!; echo $? > /out/exit_code; sleep 3600"
     )
     env = [{"name": "CHAOSBENCH_LOAD_CONFIG", "value": "/mnt/locust/load-config.json"},
            {"name": "PYTHONUNBUFFERED", "value": "1"}]
