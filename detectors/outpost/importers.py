@@ -15,8 +15,11 @@ column extraction through ``map``/``attrgetter`` into numpy: no per-event Python
 from __future__ import annotations
 
 import gzip
+import multiprocessing
+import os
 import re
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from itertools import compress, repeat
 from dataclasses import dataclass
 from operator import attrgetter
@@ -31,6 +34,7 @@ from harness.errors import TraceInvalid
 
 WORKER_KEYS = ("pid", "tid", "cat", "file")
 TRACE_SUFFIXES = (".json", ".json.gz")
+PARALLEL_MIN_BYTES = 8 << 20  # below this, one process (a pool costs more than it saves)
 _RANK_RE = re.compile(r"rank[-_]?(\d+)", re.IGNORECASE)
 
 
@@ -42,7 +46,6 @@ class _Args(msgspec.Struct, gc=False):
 class _Event(msgspec.Struct, gc=False):
     ph: str = ""
     name: Any = ""
-    cat: Any = ""
     ts: float | None = None
     dur: float | None = None
     pid: int | str = 0
@@ -50,11 +53,19 @@ class _Event(msgspec.Struct, gc=False):
     args: _Args | None = None
 
 
+class _EventCat(_Event, gc=False):
+    cat: Any = ""  # decoded only when it is the worker key (skipping it is cheaper)
+
+
 class _Doc(msgspec.Struct, gc=False):
     traceEvents: list[_Event]
 
 
-_DECODER = msgspec.json.Decoder(_Doc | list[_Event])
+class _DocCat(msgspec.Struct, gc=False):
+    traceEvents: list[_EventCat]
+
+
+_DECODERS = {False: msgspec.json.Decoder(_Doc | list[_Event]), True: msgspec.json.Decoder(_DocCat | list[_EventCat])}
 
 
 @dataclass(frozen=True)
@@ -70,18 +81,16 @@ class EventTable:
     """Interval events, one row each (numpy columns of equal length).
 
     worker: index into ``workers``; thread: index into ``threads`` ((worker, raw tid, thread name));
-    name/cat: index into ``names``/``cats``; ts/dur: microseconds; step: int64, -1 when unknown.
+    name: index into ``names``; ts/dur: microseconds; step: int64, -1 when unknown.
     """
 
     worker: np.ndarray
     thread: np.ndarray
     name: np.ndarray
-    cat: np.ndarray
     ts: np.ndarray
     dur: np.ndarray
     step: np.ndarray
     names: tuple[str, ...]
-    cats: tuple[str, ...]
     workers: tuple[WorkerInfo, ...]
     threads: tuple[tuple[int, str, str], ...]
 
@@ -113,14 +122,14 @@ def read_bytes(path: Path) -> bytes:
     return data
 
 
-def decode_events(path: Path, data: bytes) -> list[_Event]:
+def decode_events(path: Path, data: bytes, with_cat: bool = False) -> list[_Event]:
     try:
-        doc = _DECODER.decode(data)
+        doc = _DECODERS[with_cat].decode(data)
     except msgspec.ValidationError as exc:
         raise TraceInvalid(f"{path}: not a Chrome trace ({exc})") from exc
     except msgspec.DecodeError as exc:
         raise TraceInvalid(f"{path}: invalid JSON ({exc})") from exc
-    events = doc.traceEvents if isinstance(doc, _Doc) else doc
+    events = doc.traceEvents if isinstance(doc, (_Doc, _DocCat)) else doc
     if not events:
         raise TraceInvalid(f"{path}: no trace events")
     return events
@@ -157,9 +166,9 @@ def _begin_end(events: list[_Event], path: Path, last: dict[tuple, float]) -> li
             stacks.setdefault(key, []).append(ev)
         elif stacks.get(key):
             b = stacks[key].pop()
-            out.append(_Event("X", b.name, b.cat, b.ts, ev.ts - b.ts, b.pid, b.tid, b.args))
+            out.append(msgspec.structs.replace(b, ph="X", dur=ev.ts - b.ts))
     for key, stack in stacks.items():
-        out.extend(_Event("X", b.name, b.cat, b.ts, last[key] - b.ts, b.pid, b.tid, b.args) for b in stack)
+        out.extend(msgspec.structs.replace(b, ph="X", dur=last[key] - b.ts) for b in stack)
     return out
 
 
@@ -212,8 +221,6 @@ class _FileColumns:
     pid_of_key: list[str]  # a pid for each key value (for process_name lookup)
     name: np.ndarray
     name_values: list[str]
-    cat: np.ndarray
-    cat_values: list[str]
     ts: np.ndarray
     dur: np.ndarray
     step: np.ndarray
@@ -237,25 +244,26 @@ def _floats(events: list[_Event], field: str, path: Path) -> np.ndarray:
     return out
 
 
-def _intervals(events: list[_Event], path: Path) -> list[_Event]:
+def _split_phases(events: list[_Event], path: Path) -> tuple[list[_Event], list[_Event]]:
+    """(interval events, metadata events); B/E pairs become X events."""
     phases = _col(events, "ph")
     if phases.count("X") == len(phases):
-        return events
-    x = np.fromiter(map("X".__eq__, phases), bool, count=len(phases))
-    out = list(compress(events, x))
+        return events, []
+    out = list(compress(events, np.fromiter(map("X".__eq__, phases), bool, count=len(phases))))
+    meta = list(compress(events, np.fromiter(map("M".__eq__, phases), bool, count=len(phases))))
     be = np.fromiter(map({"B": True, "E": True}.get, phases, repeat(False)), bool, count=len(phases))
     if be.any():
         out = out + _begin_end(list(compress(events, be)), path, _thread_ends(out))
     if not out:
         raise TraceInvalid(f"{path}: no duration events (ph X or B/E)")
-    return out
+    return out, meta
 
 
 def read_file(path: Path, worker_key: str = "pid") -> _FileColumns:
     """Decode one trace file into columns (codes local to the file)."""
-    events = decode_events(path, read_bytes(path))
-    procs, thread_names = _metadata(events)
-    events = _intervals(events, path)
+    events = decode_events(path, read_bytes(path), with_cat=worker_key == "cat")
+    events, meta = _split_phases(events, path)
+    procs, thread_names = _metadata(meta)
     ts, dur = _floats(events, "ts", path), _floats(events, "dur", path)
     if (dur < 0).any():
         raise TraceInvalid(f"{path}: {int((dur < 0).sum())} events have a negative 'dur'")
@@ -272,10 +280,9 @@ def read_file(path: Path, worker_key: str = "pid") -> _FileColumns:
     first = np.empty(len(key_values), dtype=np.int64)
     first[key[::-1]] = np.arange(len(key) - 1, -1, -1)  # the last write per code is its first index
     name, name_values = _codes(_col(events, "name"))
-    cat, cat_values = _codes(_col(events, "cat"))
     return _FileColumns(path, key, [str(v) for v in key_values], tid.astype(np.int32), tid_values,
                         [str(pid_values[pid_codes[i]]) for i in first], name, [str(v) for v in name_values],
-                        cat, [str(v) for v in cat_values], ts, dur, _steps(events), procs, thread_names)
+                        ts, dur, _steps(events), procs, thread_names)
 
 
 class _Interner:
@@ -290,10 +297,10 @@ class _Interner:
 
 
 def _assemble(files: list[_FileColumns]) -> EventTable:
-    names, cats = _Interner(), _Interner()
+    names = _Interner()
     workers: list[WorkerInfo] = []
     threads: list[tuple[int, str, str]] = []
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("worker", "thread", "name", "cat", "ts", "dur", "step")}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("worker", "thread", "name", "ts", "dur", "step")}
     for fc in files:
         w0 = len(workers)
         for k, value in enumerate(fc.key_values):
@@ -308,22 +315,34 @@ def _assemble(files: list[_FileColumns]) -> EventTable:
         cols["thread"].append(thread.astype(np.int32) + (len(threads) - len(uniq)))
         cols["worker"].append(fc.key + w0)
         cols["name"].append(names.map(fc.name_values)[fc.name])
-        cols["cat"].append(cats.map(fc.cat_values)[fc.cat])
         for k in ("ts", "dur", "step"):
             cols[k].append(getattr(fc, k))
     arrays = {k: np.concatenate(v) for k, v in cols.items()}
-    return EventTable(**arrays, names=names.values(), cats=cats.values(), workers=tuple(workers),
-                      threads=tuple(threads))
+    return EventTable(**arrays, names=names.values(), workers=tuple(workers), threads=tuple(threads))
 
 
-def read_traces(path: Path | list[Path], worker_key: str = "pid") -> EventTable:
-    """Read a trace file, a directory of per-rank files, or a list of files."""
+def _read_all(paths: list[Path], worker_key: str, jobs: int) -> list[_FileColumns]:
+    """Files in parallel processes when there are several large ones (columns pickle cheaply)."""
+    big = sum(p.stat().st_size for p in paths) > PARALLEL_MIN_BYTES
+    jobs = min(jobs, len(paths))
+    if jobs <= 1 or not big:
+        return [read_file(p, worker_key) for p in paths]
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        return list(pool.map(read_file, paths, repeat(worker_key)))
+
+
+def read_traces(path: Path | list[Path], worker_key: str = "pid", jobs: int | None = None) -> EventTable:
+    """Read a trace file, a directory of per-rank files, or a list of files.
+
+    ``jobs``: reader processes (default: the machine's cores, at most one per file).
+    """
     if worker_key not in WORKER_KEYS:
         raise TraceInvalid(f"unknown worker key {worker_key!r} (choose from {', '.join(WORKER_KEYS)})")
-    paths = list(path) if isinstance(path, list) else trace_paths(Path(path))
+    paths = [Path(p) for p in path] if isinstance(path, list) else trace_paths(Path(path))
     if not paths:
         raise TraceInvalid("no trace files given")
     for p in paths:
-        if not Path(p).is_file():
+        if not p.is_file():
             raise TraceInvalid(f"{p}: no such file")
-    return _assemble([read_file(Path(p), worker_key) for p in paths])
+    return _assemble(_read_all(paths, worker_key, jobs or os.cpu_count() or 1))

@@ -121,8 +121,8 @@ def sort_order(thread: np.ndarray, ts: np.ndarray, dur: np.ndarray) -> np.ndarra
 
 def _sorted(table: EventTable) -> EventTable:
     order = sort_order(table.thread, table.ts, table.dur)
-    cols = {k: getattr(table, k)[order] for k in ("worker", "thread", "name", "cat", "ts", "dur", "step")}
-    return EventTable(**cols, names=table.names, cats=table.cats, workers=table.workers, threads=table.threads)
+    cols = {k: getattr(table, k)[order] for k in ("worker", "thread", "name", "ts", "dur", "step")}
+    return EventTable(**cols, names=table.names, workers=table.workers, threads=table.threads)
 
 
 def _base_names(names: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
@@ -179,10 +179,10 @@ def _steps_by_time(table: EventTable, step: np.ndarray, parent: np.ndarray) -> N
         step[q[inside]] = step[r[pos[inside]]]
 
 
-def _occurrence(worker: np.ndarray, step: np.ndarray, path: np.ndarray, ts: np.ndarray) -> np.ndarray:
+def _occurrence(worker: np.ndarray, step: np.ndarray, path: np.ndarray) -> np.ndarray:
     key = _mix(_mix(path, worker.astype(np.uint64)), (step + 1).astype(np.uint64))
     codes = pd.factorize(key)[0]
-    order = np.lexsort((ts, codes))
+    order = np.argsort(codes, kind="stable")  # rows are already in (thread, ts) order
     sc = codes[order]
     starts = np.r_[0, np.flatnonzero(sc[1:] != sc[:-1]) + 1]
     first = np.repeat(starts, np.diff(np.r_[starts, sc.shape[0]]))
@@ -215,7 +215,7 @@ def build(table: EventTable) -> Forest:
     role = np.full(n, LEAF, dtype=np.int8)
     role[parent[parent >= 0]] = INNER
     role[parent < 0] = ROOT
-    occ = _occurrence(tab.worker, step, path, tab.ts)
+    occ = _occurrence(tab.worker, step, path)
     return Forest(tab, parent, depth, role, path, base, base_names, step, root, occ, rounds)
 
 

@@ -60,6 +60,7 @@ def test_worker_key_chooses_the_field(tmp_path: Path) -> None:
     assert [w.key for w in read_traces(tmp_path, "pid").workers] == ["1"]
     assert sorted(w.key for w in read_traces(tmp_path, "tid").workers) == ["5", "6"]
     assert [w.key for w in read_traces(tmp_path, "file").workers] == ["t"]
+    assert [w.key for w in read_traces(tmp_path, "cat").workers] == ["c"]
     with pytest.raises(TraceInvalid, match="worker key"):
         read_traces(tmp_path, "nope")
 
@@ -87,3 +88,16 @@ def test_missing_path_and_empty_directory(tmp_path: Path) -> None:
         read_traces(tmp_path / "nope")
     with pytest.raises(TraceInvalid, match="no trace files"):
         read_traces(tmp_path)
+
+
+def test_parallel_read_equals_serial(make_case, monkeypatch) -> None:
+    from detectors.outpost import importers
+    from detectors.outpost.synth import SynthSpec
+
+    case, _ = make_case("par", SynthSpec(ranks=3, steps=4))
+    serial = read_traces(case / "traces", jobs=1)
+    monkeypatch.setattr(importers, "PARALLEL_MIN_BYTES", 0)
+    parallel = read_traces(case / "traces", jobs=2)
+    for col in ("worker", "thread", "name", "ts", "dur", "step"):
+        assert np.array_equal(getattr(serial, col), getattr(parallel, col)), col
+    assert serial.workers == parallel.workers and serial.threads == parallel.threads and serial.names == parallel.names
