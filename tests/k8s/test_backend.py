@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.backends.k8s.backend import K8sLoadRun, deploy_k8s
+from harness.backends.k8s.injectors import recover_from_handle
 from harness.backends.k8s.client import ExecResult, PodRef
 from harness.errors import FaultNotVerified, PreflightFailed
 from harness.scenario import load_scenario
@@ -19,6 +20,8 @@ NODE_MAP = {"node-0": "gpu-a-17", "node-1": "gpu-b-03"}
 
 class FakeCluster:
     """The K8sClient surface the backend uses, with a scripted cluster state."""
+
+    namespace = "chaosbench"
 
     def __init__(self, node_map=NODE_MAP, injected_after: int = 1, agent_verified: bool = True):
         self._node_map = dict(node_map)
@@ -196,3 +199,16 @@ def test_agent_failure_surfaces_as_not_verified(tmp_path: Path):
         inj.inject(inj.prepare(testbed, step, "k5"), testbed)
     with pytest.raises(RuntimeError, match="Insufficient"):
         inj.recover(inj.prepare(testbed, step, "k5"))
+
+
+def test_recovery_from_the_journalled_handle_alone(tmp_path: Path):
+    testbed, _ = _deploy(tmp_path, "interconnect-degradation", FakeCluster())
+    step = _scenario("interconnect-degradation").spec.faults[0]
+    inj = testbed.injector(step.id)
+    handle = json.loads(json.dumps(inj.inject(inj.prepare(testbed, step, "k6"), testbed)))  # through the journal
+    assert handle["namespace"] == "chaosbench"
+    other = FakeCluster()  # a fresh client, as `chaosbench cleanup` would make
+    recover_from_handle(handle, client=other)
+    deleted = [c for c in other.calls if c[0] == "delete"]
+    assert [c[1] for c in deleted] == ["NetworkChaos"]
+    assert [c[2][2] for c in other.calls if c[0] == "agent"] == ["recover"]  # the NVLink hog (2 GPUs per node)

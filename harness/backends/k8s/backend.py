@@ -157,7 +157,7 @@ class K8sTestbed:
 
     # -- what the run pipeline uses on a cluster --------------------------------------------------------------
     def injector(self, fault_id: str) -> K8sInjector:
-        return K8sInjector(fault_id, self.client, self.actions)
+        return K8sInjector(fault_id, self.client, self.actions, self.settings.kubeconfig)
 
     def start_load(self, load_dir: Path, slo: dict[str, float]) -> K8sLoadRun:
         self.playbook("deploy.yml", {**self._vars(), "cb_start_load": True}, self.run_dir / "ansible", self.inventory)

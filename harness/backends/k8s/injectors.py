@@ -19,6 +19,8 @@ from harness.faults.catalog import FAULTS
 
 class K8sHandle(Handle):
     step: int
+    namespace: str
+    kubeconfig: str | None
     action: dict[str, Any]  # FaultAction.to_json() plus the chaos objects themselves
 
 
@@ -29,10 +31,11 @@ def _commands(items: list[dict[str, Any]]) -> list[AgentCommand]:
 class K8sInjector:
     """One fault id's injector for the k8s backend (duck-types harness.faults.base.Injector)."""
 
-    def __init__(self, fault_id: str, client, actions: list[FaultAction]):
+    def __init__(self, fault_id: str, client, actions: list[FaultAction], kubeconfig: str | None = None):
         self.SPEC = FAULTS[fault_id]
         self.client = client
         self.actions = actions
+        self.kubeconfig = kubeconfig
         self._node_map: dict[str, str] | None = None
 
     def node_map(self) -> dict[str, str]:
@@ -57,7 +60,8 @@ class K8sInjector:
     def prepare(self, testbed: Any, step: Any, key: str) -> K8sHandle:
         action = self._action(step)
         doc = {**action.to_json(), "chaos_objects": [dict(o) for o in action.chaos_objects]}
-        return K8sHandle(fault_id=step.id, key=key, component=action.component, step=action.step, action=doc)
+        return K8sHandle(fault_id=step.id, key=key, component=action.component, step=action.step,
+                         namespace=self.client.namespace, kubeconfig=self.kubeconfig, action=doc)
 
     def inject(self, handle: K8sHandle, testbed: Any) -> K8sHandle:
         for obj in handle["action"]["chaos_objects"]:
@@ -98,3 +102,12 @@ class K8sInjector:
                 errors.append(str(exc))
         if errors:
             raise RuntimeError("; ".join(errors))
+
+
+def recover_from_handle(handle: K8sHandle, client=None) -> None:
+    """Recovery after a crash, from the journalled handle alone (``chaosbench cleanup``)."""
+    if client is None:
+        from harness.backends.k8s.client import K8sClient
+
+        client = K8sClient(handle["namespace"], kubeconfig=handle.get("kubeconfig"))
+    K8sInjector(handle["fault_id"], client, []).recover(handle)
