@@ -38,6 +38,7 @@ class Windows:
     smooth_s: float = 10.0  # the after window is judged by its most deviant 10 s stretch
     guard_s: float = 2.0  # skipped just before the injection (clock skew between collectors)
     z_min: float = 3.0  # a series is "changed" from this |z| on
+    z_weak: float = 1.5  # weaker changes only break ties between candidate components
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class AnalysisContext:
     outpost_ranking: tuple[RankedComponent, ...]
     outpost_anomalous: bool | None
     deviations: tuple[MetricDeviation, ...]  # |z| >= z_min, largest first
+    weak_deviations: tuple[MetricDeviation, ...]  # z_weak <= |z| < z_min
     gaps: tuple[MetricGap, ...]
     logs: tuple[LogLine, ...]
     windows: Windows = field(default_factory=Windows)
@@ -188,7 +190,8 @@ def _longest_run(v: np.ndarray) -> tuple[int, float]:
 
 def _frozen_share(b: np.ndarray, a: np.ndarray) -> float | None:
     """A gauge that moved before and is stuck at an old value after (the collector forward-fills a
-    target it cannot scrape): the share of the after window it is stuck for. None: not a moving gauge."""
+    target it cannot scrape): the share of the after window it is stuck for. None: not a moving gauge.
+    ``b``: every sample before the injection (guard included: the last one is what gets repeated)."""
     b, a = b[~np.isnan(b)], a[~np.isnan(a)]
     if len(np.unique(b)) < 5 or len(a) < 10:
         return None
@@ -200,7 +203,7 @@ def _frozen_share(b: np.ndarray, a: np.ndarray) -> float | None:
 
 
 def metric_deviations(df, t0: float, w: Windows) -> tuple[list[MetricDeviation], list[MetricGap]]:
-    """All series whose |z| >= w.z_min (largest first), and the components that stopped reporting."""
+    """All series whose |z| >= w.z_weak (largest first), and the components that stopped reporting."""
     import pandas as pd
 
     df = df.assign(time=pd.to_numeric(df["time"], errors="coerce")).dropna(subset=["time"]).sort_values("time")
@@ -219,11 +222,12 @@ def metric_deviations(df, t0: float, w: Windows) -> tuple[list[MetricDeviation],
         if before_mask.any() and after_mask.any():
             nan = np.isnan(values)
             fills.setdefault(parts[0], []).append((1 - nan[before_mask].mean(), 1 - nan[after_mask].mean()))
-            share = _frozen_share(values[before_mask], values[after_mask]) if kind == "gauge" else None
+            pre = (times >= t0 - w.before_s) & (times < t0)
+            share = _frozen_share(values[pre], values[after_mask]) if kind == "gauge" else None
             if share is not None:
                 frozen.setdefault(parts[0], []).append(share)
         dev = _deviation(times, values, t0, w, kind)
-        if dev and abs(dev[2]) >= w.z_min and math.isfinite(dev[2]):
+        if dev and abs(dev[2]) >= w.z_weak and math.isfinite(dev[2]):
             devs.append(MetricDeviation(parts[0], parts[1], dev[0], dev[1], dev[2], kind))
     devs.sort(key=lambda d: (-abs(d.z), d.component, d.metric))
     gaps = {g.component: g for g in _frozen_gaps(frozen)} | {g.component: g for g in _gaps(fills)}
@@ -323,7 +327,8 @@ def build_context(case: CaseView, windows: Windows | None = None, outpost: Resul
         events=tuple(sorted(result.events, key=lambda e: -e.score)) if result else (),
         outpost_ranking=result.ranking if result else (),
         outpost_anomalous=result.anomalous if result else None,
-        deviations=tuple(devs),
+        deviations=tuple(d for d in devs if abs(d.z) >= w.z_min),
+        weak_deviations=tuple(d for d in devs if abs(d.z) < w.z_min),
         gaps=tuple(gaps),
         logs=tuple(logs),
         windows=w,

@@ -23,12 +23,16 @@ STALL_RATIO = 20.0
 _RANK_IN_TEXT = re.compile(r"\brank[-_ ]?(\d+)\b", re.I)
 
 
+WEAK = 0.1  # a weak finding (|z| below z_min) weighs this much: it only breaks ties between components
+
+
 @dataclass(frozen=True)
 class Finding:
     key: str
     component: str
     strength: float  # (0, 1]
     detail: str
+    weak: bool = False  # never satisfies a signature's requirement, never cited in a chain
 
 
 def _grade_z(z: float) -> float:
@@ -54,7 +58,8 @@ def _new_bit(before: float, after: float, bit: int) -> bool:
 
 def metric_findings(ctx: AnalysisContext, kb: KnowledgeBase, hard_only: bool) -> list[Finding]:
     out = []
-    for dev in ctx.deviations:
+    for dev in (*ctx.deviations, *ctx.weak_deviations):
+        weak = abs(dev.z) < ctx.windows.z_min
         name = family_of(dev.metric, kb)
         if name is None:
             continue
@@ -65,7 +70,8 @@ def metric_findings(ctx: AnalysisContext, kb: KnowledgeBase, hard_only: bool) ->
             continue
         if fam.bit is None and (dev.z > 0) != (fam.direction == "up"):
             continue
-        out.append(Finding(fam.finding_key(name), dev.component, _grade_z(dev.z), dev.describe()))
+        strength = _grade_z(dev.z) * (WEAK if weak else 1.0)
+        out.append(Finding(fam.finding_key(name), dev.component, strength, dev.describe(), weak))
     return out
 
 
@@ -204,7 +210,7 @@ def all_findings(ctx: AnalysisContext, kb: KnowledgeBase) -> list[Finding]:
     """Every finding; soft metric signals are dropped when Outpost looked and saw nothing."""
     quiet = ctx.outpost != "unavailable" and not ctx.events and ctx.outpost_anomalous is not True
     metric = metric_findings(ctx, kb, hard_only=quiet)
-    coll = [f for f in metric if f.key == "collective_slow"]
+    coll = [f for f in metric if f.key == "collective_slow" and not f.weak]
     found = metric + log_findings(ctx, kb) + trace_findings(ctx, kb, coll)
     return [f for f in found if f.strength > 0]
 
@@ -241,12 +247,15 @@ class FindingIndex:
             return set(topo.ranks) - {candidate}, set()
         return {candidate}, {node}  # self on a rank: its node's signals count half
 
-    def best(self, key: str, candidate: str, scope: Scope = "self") -> Finding | None:
+    def best(self, key: str, candidate: str, scope: Scope = "self", strong: bool = False) -> Finding | None:
+        """The strongest finding ``key`` within ``scope`` of ``candidate`` (``strong``: weak ones excluded)."""
         full, half = self._where(candidate, scope)
         best: Finding | None = None
         best_s = 0.0
         for f in self._by_key.get(key, ()):
+            if strong and f.weak:
+                continue
             s = f.strength if full is None or f.component in full else 0.5 * f.strength if f.component in half else 0.0
             if s > best_s:
-                best, best_s = Finding(f.key, f.component, s, f.detail), s
+                best, best_s = Finding(f.key, f.component, s, f.detail, f.weak), s
         return best

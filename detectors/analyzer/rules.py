@@ -31,7 +31,7 @@ def _scope_of(sig: Signature, key: str) -> Scope:
 
 
 def _score(fid: str, sig: Signature, cand: str, index: FindingIndex) -> Hypothesis | None:
-    if not any(index.best(req, cand, _scope_of(sig, req)) for req in sig.requires):
+    if not any(index.best(req, cand, _scope_of(sig, req), strong=True) for req in sig.requires):
         return None
     matched: list[Finding] = []
     score = covered = 0.0
@@ -80,18 +80,18 @@ class _ChainWriter:
         self.node = best.component if target_kind == "node" else ctx.topology.rank_node.get(best.component, "")
         self.node_ranks = tuple(index.ranks_of(self.node)) or ((self.node,) if self.node else ())
         others = [r for r in ctx.topology.ranks if r != self.target]
-        waiting = [r for r in others if index.best("collective_slow", r)]
+        waiting = [r for r in others if index.best("collective_slow", r, strong=True)]
         self.peers = tuple(waiting or others)
 
     def _symptom_components(self) -> tuple[str, ...]:
-        f = self.index.best("latency", self.target, "any")
+        f = self.index.best("latency", self.target, "any", strong=True)
         if f and f.component in self.ctx.components:
             return (f.component,)
         return ("ingress",) if "ingress" in self.ctx.components else ()
 
     def _components(self, step: StepTemplate) -> tuple[str, ...]:
         if step.at == "symptom":
-            f = self.index.best(step.finding, self.target, "any") if step.finding else None
+            f = self.index.best(step.finding, self.target, "any", strong=True) if step.finding else None
             return (f.component,) if f and f.component in self.ctx.components else self._symptom_components()
         return {"target": (self.target,), "peers": self.peers, "node_ranks": self.node_ranks}[step.at]
 
@@ -100,9 +100,10 @@ class _ChainWriter:
             return ""
         scope: Scope = {"symptom": "any", "peers": "peers", "target": "self", "node_ranks": "self"}[step.at]  # type: ignore[assignment]
         cand = self.node if step.at == "node_ranks" and self.node else self.target
-        f = self.index.best(step.finding, cand, scope)
-        if f is None and step.kind == "cause" and self.best.matched:
-            f = max(self.best.matched, key=lambda m: m.strength)
+        f = self.index.best(step.finding, cand, scope, strong=True)
+        strong_matched = [m for m in self.best.matched if not m.weak]
+        if f is None and step.kind == "cause" and strong_matched:
+            f = max(strong_matched, key=lambda m: m.strength)
         return f" (observed: {f.detail})" if f else " (expected, not observed)"
 
     def step(self, step: StepTemplate) -> ChainStep:
@@ -131,13 +132,14 @@ def analyze(ctx: AnalysisContext, kb: KnowledgeBase | None = None) -> tuple[Anal
     kb = kb or default_kb()
     findings = all_findings(ctx, kb)
     index = FindingIndex(findings, ctx)
-    if not findings:
+    strong = [f for f in findings if not f.weak]
+    if not strong:
         where = ctx.outpost_note or "Outpost reported no anomalous events"
         reason = f"{where}; no metric moved beyond a robust z-score of {ctx.windows.z_min:g} and no fault log line after the injection"
         return no_anomaly(reason), []
     hyps = rank_hypotheses(ctx, index, kb)
     if not hyps:
-        return _unknown(ctx, findings), []
+        return _unknown(ctx, strong), []
     best = hyps[0]
     sig = kb.signatures[best.fault_id]
     writer = _ChainWriter(ctx, index, best, sig.target)

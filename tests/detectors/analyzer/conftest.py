@@ -45,13 +45,14 @@ NODE = "chaosbench_node_"
 HOLD = 25.0  # seconds the fault is held
 
 
-def clean_frame(seed: int = 0) -> pd.DataFrame:
+def clean_frame(seed: int = 0, noise: float = 1.0) -> pd.DataFrame:
+    """Steady state; ``noise`` scales every relative noise level (1.0: calm, 4.0: the +-40% of a busy box)."""
     rng = np.random.default_rng(seed)
     t = np.arange(T0 - 40, T0 + 40, 1.0)
     n = len(t)
 
     def noisy(level: float, rel: float) -> np.ndarray:
-        return np.clip(level * (1 + rel * rng.standard_normal(n)), 0, None)
+        return np.clip(level * (1 + rel * noise * rng.standard_normal(n)), 0, None)
 
     cols: dict[str, np.ndarray] = {"time": t, "ingress_latency": noisy(0.2, 0.08), "ingress_error_rate": np.zeros(n)}
     cols["ingress_vllm:kv_cache_usage_perc"] = noisy(0.3, 0.05)
@@ -221,8 +222,9 @@ def _ranking(events: list[AnomalousEvent]) -> tuple[RankedComponent, ...]:
     return tuple(RankedComponent(c, s) for c, s in sorted(scores.items(), key=lambda kv: -kv[1]))
 
 
-def fault_frame(fault: str | None, seed: int = 0) -> tuple[pd.DataFrame, list[dict], list[AnomalousEvent]]:
-    df = clean_frame(seed)
+def fault_frame(fault: str | None, seed: int = 0,
+                noise: float = 1.0) -> tuple[pd.DataFrame, list[dict], list[AnomalousEvent]]:
+    df = clean_frame(seed, noise)
     logs: list[dict] = []
     events: list[AnomalousEvent] = []
     if fault:
@@ -240,9 +242,9 @@ def fault_frame(fault: str | None, seed: int = 0) -> tuple[pd.DataFrame, list[di
 
 def write_case(path: Path, fault: str | None, *, seed: int = 0, outpost: str = "stub",
                events: list[AnomalousEvent] | None = None, frame: pd.DataFrame | None = None,
-               logs: list[dict] | None = None) -> Path:
+               logs: list[dict] | None = None, noise: float = 1.0) -> Path:
     """A case for ``fault`` (None: clean run). outpost: "stub" (writes outpost.json) or "none"."""
-    df, fault_logs, evs = fault_frame(fault, seed)
+    df, fault_logs, evs = fault_frame(fault, seed, noise)
     df = frame if frame is not None else df
     logs = fault_logs if logs is None else logs
     evs = evs if events is None else list(events)
