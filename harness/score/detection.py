@@ -39,6 +39,8 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 def _f1(p: float | None, r: float | None) -> float | None:
+    if r == 0.0:
+        return 0.0  # nothing found: F1 is 0 even when precision is undefined (no positive predicted)
     if p is None or r is None:
         return None
     return 2 * p * r / (p + r) if p + r else 0.0

@@ -1,0 +1,78 @@
+"""report.html and annotated Chrome traces from a small evaluated dataset; the eval/report/methods commands."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from detectors.api import AnomalousEvent
+from harness.cli import main
+from harness.eval.synthetic import make_case
+from harness.evaluate import evaluate
+from harness.report import write_report
+from harness.report.chrome import ANOMALY_TID, annotate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # eval_fixtures
+KINETO = Path(__file__).resolve().parents[3] / "shared" / "data" / "traces" / "kineto-recsys-2rank"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ds")
+    case = make_case(root, "c0", "cpu-contention", "node-1", seed=1)
+    make_case(root, "clean", None, None, seed=2)
+    (case / "traces" / "rank-0.json").write_text(json.dumps({"traceEvents": [
+        {"name": "aten::mm", "ph": "X", "ts": 10, "dur": 5, "pid": 1, "tid": 1}]}))
+    return evaluate(root, tmp_path_factory.mktemp("out"), ["random", "baro", "flags=eval_fixtures:flags_everything"],
+                    workers=1)
+
+
+def test_report_is_self_contained(results):
+    page = write_report(results).read_text()
+    assert page.startswith("<!doctype html>")
+    for text in ("Leaderboard", "Per fault type", "cpu-contention", "c0", "clean", 'class="emulated"',
+                 "rank-0 slow -&gt; allreduce waits", "aten::mm"):
+        assert text in page, text
+    assert page.count("data:image/png;base64,") == 2  # one timeline per case
+    assert "src=\"http" not in page and "<script src" not in page
+    assert "traces/c0.annotated.json.gz" in page
+
+
+def test_annotated_trace_marks_the_anomaly(results):
+    write_report(results)
+    doc = json.loads(gzip.decompress((results / "traces" / "c0.annotated.json.gz").read_bytes()))
+    marks = [e for e in doc["traceEvents"] if e.get("tid") == ANOMALY_TID]
+    assert len(marks) == 1 and marks[0]["name"] == "ANOMALY aten::mm" and marks[0]["ph"] == "X"
+    assert any(e.get("name") == "aten::mm" and e.get("tid") == 1 for e in doc["traceEvents"])
+
+
+def test_annotate_real_kineto_traces(tmp_path):
+    if not KINETO.is_dir():
+        pytest.skip("shared reference traces not present")
+    ev = AnomalousEvent("rank-1", "1", "1", "slow op", ts=1.0, dur=2.0, expected_dur=1.0, score=3.0)
+    out = annotate(sorted(KINETO.glob("*.json.gz")), [("outpost", ev)], tmp_path / "t.json.gz")
+    events = json.loads(gzip.decompress(out.read_bytes()))["traceEvents"]
+    assert len(events) > 1000 and events[-1]["name"] == "ANOMALY slow op"
+
+
+def test_cli_eval_report_methods(tmp_path, capsys):
+    make_case(tmp_path / "ds", "c0", "host-memory-pressure", "node-0", seed=5)
+    assert main(["eval", str(tmp_path / "ds"), "--out", str(tmp_path / "out"), "-m", "baro", "--no-report"]) == 0
+    assert (tmp_path / "out" / "leaderboard.md").is_file() and not (tmp_path / "out" / "report.html").exists()
+    assert main(["report", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "report.html").is_file()
+    assert main(["methods", "--no-check"]) == 0
+    assert "microrank" in capsys.readouterr().out
+
+
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "nope")]) == 2
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "not a directory" in err and "scores.json: missing" in err and "Traceback" not in err
+    shutil.rmtree(tmp_path, ignore_errors=True)
