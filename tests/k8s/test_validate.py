@@ -57,6 +57,20 @@ def test_validator_catches_mistakes(docs, kind, path, value, needle):
     assert problems and any(needle in p for p in problems), problems
 
 
+@pytest.mark.parametrize(
+    "kind, edit, needle",
+    [
+        ("NetworkChaos", lambda s: s.pop("target"), "spec.target: required for direction 'both'"),
+        ("NetworkChaos", lambda s: s.pop("delay"), "spec.delay: required for action 'delay'"),
+        ("StressChaos", lambda s: s.pop("stressors"), "spec.stressors: give at least one stressor"),
+    ],
+)
+def test_chaos_mesh_webhook_rules(docs, kind, edit, needle):
+    obj = copy.deepcopy(docs[kind])
+    edit(obj["spec"])
+    assert needle in validate_object(obj)
+
+
 def test_missing_required_field(docs):
     obj = copy.deepcopy(docs["StressChaos"])
     del obj["spec"]["selector"]

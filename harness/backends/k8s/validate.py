@@ -90,6 +90,27 @@ def _serve_config(text: str) -> list[str]:
     return []
 
 
+NETWORK_ACTION_BLOCK = {"delay": "delay", "loss": "loss", "duplicate": "duplicate", "corrupt": "corrupt",
+                        "bandwidth": "bandwidth"}
+
+
+def _chaos_rules(obj: dict[str, Any]) -> list[str]:
+    """Checks Chaos Mesh's admission webhook makes beyond the CRD schema."""
+    spec, problems = obj.get("spec") or {}, []
+    if obj["kind"] == "NetworkChaos":
+        action = spec.get("action", "delay")
+        block = NETWORK_ACTION_BLOCK.get(action)
+        if block and block not in spec:
+            problems.append(f"spec.{block}: required for action {action!r}")
+        if action == "netem" and not any(k in spec for k in ("delay", "loss", "duplicate", "corrupt")):
+            problems.append("spec: action 'netem' needs at least one of delay, loss, duplicate, corrupt")
+        if spec.get("direction") in ("from", "both") and not spec.get("target"):
+            problems.append(f"spec.target: required for direction {spec['direction']!r}")
+    if obj["kind"] == "StressChaos" and not (spec.get("stressors") or spec.get("stressngStressors")):
+        problems.append("spec.stressors: give at least one stressor")
+    return problems
+
+
 def _custom(obj: dict[str, Any]) -> list[str]:
     import jsonschema
 
@@ -101,6 +122,8 @@ def _custom(obj: dict[str, Any]) -> list[str]:
                        "template": copy.deepcopy(template)}
             problems += [f"{where}.{p.removeprefix('template.')}" for p in _core(wrapped)]
         problems += _serve_config(obj["spec"].get("serveConfigV2", ""))
+    if obj["apiVersion"].startswith("chaos-mesh.org/"):
+        problems += _chaos_rules(obj)
     return problems
 
 
