@@ -4,7 +4,7 @@
 
 For every completed case under CASES_DIR: run the analyzer (failures count as wrong), read the
 ground truth (scoring only), and print per fault id: cases, valid-format rate (final and first
-try), fault-class / category / root-component accuracy, mean ROUGE-L against references/, and
+try, per attempt), fault-class / category / root-component accuracy, mean ROUGE-L against references/, and
 the analyzer's mean runtime. Clean runs appear as fault "none".
 """
 
@@ -24,8 +24,8 @@ from detectors.api import run_detector  # noqa: E402
 from harness.case import CaseView, find_cases, read_ground_truth  # noqa: E402
 from harness.errors import ChaosbenchError  # noqa: E402
 
-COLUMNS = ("cases", "valid_format_rate", "first_try_valid_rate", "fault_class_accuracy", "category_accuracy",
-           "component_accuracy", "rouge_l")
+COLUMNS = ("cases", "valid_format_rate", "first_try_valid_rate", "attempt_valid_rate", "fault_class_accuracy",
+           "category_accuracy", "component_accuracy", "rouge_l")
 
 
 def evaluate(root: Path, backend: str) -> tuple[list[CaseScore], list[dict], float]:

@@ -118,7 +118,8 @@ class CaseScore:
     predicted_root: str | None
     valid: bool  # the final answer passed the parser
     first_try_valid: bool
-    attempts: int
+    attempts: int  # answers asked for (LLM backends retry on an invalid format)
+    valid_attempts: int
     rouge_l: float | None  # None for clean runs and failed analyses
     confidence: float | None
 
@@ -144,6 +145,7 @@ def score_case(case: str, result: Result, truth: GroundTruth) -> CaseScore:
         valid=valid,
         first_try_valid=first_ok,
         attempts=attempts,
+        valid_attempts=valid_attempts if valid else 0,
         rouge_l=rouge,
         confidence=analysis.confidence if analysis else None,
     )
@@ -160,8 +162,8 @@ def _category(fault: str | None) -> str | None:
 
 
 def summarize(scores: list[CaseScore]) -> dict[str, dict[str, float | int | None]]:
-    """Per fault id (and "all"): cases, valid-format rate (final, first try), fault-class, category and
-    root-component accuracy, mean ROUGE-L. A failed analysis counts as wrong everywhere."""
+    """Per fault id (and "all"): cases, valid-format rate (final answer, first try, per attempt), fault-class,
+    category and root-component accuracy, mean ROUGE-L. A failed analysis counts as wrong everywhere."""
     groups: dict[str, list[CaseScore]] = defaultdict(list)
     for s in scores:
         groups[s.fault_id].append(s)
@@ -174,6 +176,7 @@ def summarize(scores: list[CaseScore]) -> dict[str, dict[str, float | int | None
             "cases": n,
             "valid_format_rate": sum(s.valid for s in g) / n,
             "first_try_valid_rate": sum(s.first_try_valid for s in g) / n,
+            "attempt_valid_rate": sum(s.valid_attempts for s in g) / max(1, sum(s.attempts for s in g)),
             "fault_class_accuracy": sum(s.predicted_fault == s.fault_id for s in g) / n,
             "category_accuracy": sum(_category(s.predicted_fault) == _category(s.fault_id) for s in g) / n,
             "component_accuracy": sum(s.predicted_root == s.component for s in g) / n,

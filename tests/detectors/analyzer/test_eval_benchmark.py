@@ -27,7 +27,7 @@ def test_prints_per_fault_table_and_json(tmp_path: Path, capsys: pytest.CaptureF
     assert bench.main([str(tmp_path / "cases")]) == 0
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
-    assert rows["gpu-xid-error"][1:7] == ["1", "1.000", "1.000", "1.000", "1.000", "1.000"]
+    assert rows["gpu-xid-error"][1:8] == ["1", "1.000", "1.000", "1.000", "1.000", "1.000", "1.000"]
     assert rows["none"][-1] == "-" and rows["all"][1] == "3"
     assert "3 cases, analyzer runtime" in out
     assert bench.main([str(tmp_path / "cases"), "--json"]) == 0

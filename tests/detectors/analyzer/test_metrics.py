@@ -66,7 +66,19 @@ def test_score_and_summarize(make_case):
     assert table["none"]["component_accuracy"] == 1.0 and table["none"]["rouge_l"] is None
     assert table["nccl-hang"]["valid_format_rate"] == 0.0 and table["nccl-hang"]["fault_class_accuracy"] == 0.0
     assert table["all"]["cases"] == 4 and table["all"]["valid_format_rate"] == 0.75
-    assert table["all"]["fault_class_accuracy"] == 0.75
+    assert table["all"]["fault_class_accuracy"] == 0.75 and table["all"]["attempt_valid_rate"] == 0.75
+
+
+def test_attempt_rate_counts_every_llm_answer():
+    from detectors.analyzer.output import no_anomaly
+
+    ok = Result("kat-analyzer", explanation=render(no_anomaly("x")),
+                extra={"format_attempts": 3, "format_valid_attempts": 1})
+    s = score_case("c", ok, {"fault_id": None, "component": None})  # type: ignore[typeddict-item]
+    assert s.valid and not s.first_try_valid
+    row = summarize([s])["none"]
+    assert row["valid_format_rate"] == 1.0 and row["first_try_valid_rate"] == 0.0
+    assert row["attempt_valid_rate"] == pytest.approx(1 / 3)
 
 
 def test_wrong_answer_counts_wrong(make_case, tmp_path: Path):
