@@ -140,26 +140,42 @@ class StopWatch:
 
 @dataclass
 class Timeline:
-    """Sleeps to offsets from the load start while firing the trace start/stop actions that fall due."""
+    """Sleeps to offsets from the load start; trace start/stop calls fall due on the way and run in one
+    background thread, in order, so a slow profiler never delays an injection."""
 
     t0: float
     actions: list[tuple[float, str, Callable[[], None]]]
     rec: Recorder
     duration: float
+    _pool: Any = None
+    _futures: list[Any] = field(default_factory=list)
 
     def run_due(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         while self.actions and time.time() >= self.t0 + self.actions[0][0]:
             _, name, fn = self.actions.pop(0)
-            try:
-                with self.rec.stage(name):
-                    fn()
-            except ChaosbenchError:
-                pass  # journalled; a lost trace window does not end the run
-            except Exception:  # noqa: BLE001 - journalled by the stage
-                pass
+            self._pool = self._pool or ThreadPoolExecutor(1, thread_name_prefix="traces")
+            self._futures.append(self._pool.submit(self._run, name, fn))
+
+    def _run(self, name: str, fn: Callable[[], None]) -> None:
+        try:
+            with self.rec.stage(name):
+                fn()
+        except Exception:  # noqa: BLE001 - journalled by the stage; a lost trace window does not end the run
+            pass
+
+    def drain(self, timeout_s: float = 180.0) -> None:
+        """Run what is still due and wait for the trace calls (pending ones are dropped after ``timeout_s``)."""
+        from concurrent.futures import wait
+
+        self.run_due()
+        if self._pool is not None:
+            wait(self._futures, timeout=timeout_s)
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def wait_until(self, offset: float, tick: float = 0.5, check: Callable[[], bool] | None = None) -> None:
-        """Until t0 + offset (or ``check()`` returns True), running due actions and reporting progress."""
+        """Until t0 + offset (or ``check()`` returns True), firing due actions and reporting progress."""
         while (left := self.t0 + offset - time.time()) > 0:
             self.run_due()
             if self.rec.progress:
@@ -342,6 +358,7 @@ def _load_phase(scenario: Any, testbed: Any, writer: CaseWriter, rec: Recorder, 
             with rec.stage("recovery.probes"):
                 extras["steady_state_after"] = probes_hold(testbed.prometheus_url, spec.steady_state) or "ok"
             tl.wait_until(duration)
+        tl.drain()
         with rec.stage("load.end"):
             summary = load.finish(timeout_s=0 if status == "failed" else 60)
         extras["load_end"] = time.time()

@@ -98,7 +98,7 @@ def discover(url: str, start: float, end: float) -> dict[str, str]:
 
 def columns_for(metrics: dict[str, str]) -> list[Column]:
     cols: list[Column] = []
-    sel = '{component!=""}'
+    sel = '{component!="",job!="host"}'
     for name, kind in metrics.items():
         if kind == "histogram":
             rate_sum = f"sum by (component) (rate({name}_sum{sel}[{RATE_WINDOW}]))"
@@ -186,8 +186,7 @@ def export_data_csv(url: str, start: float, end: float, out: Path, *, step: floa
     empty = tuple(c for c in df.columns if df[c].isna().all())
     df = df.drop(columns=list(empty))
     df, filled = fill_gaps(df, kinds)
-    df = df[sorted(df.columns)]
-    df.insert(0, "time", df.index.astype(int))
+    df = pd.concat([pd.DataFrame({"time": df.index.astype(int)}, index=df.index), df[sorted(df.columns)]], axis=1)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".csv.tmp")
     df.to_csv(tmp, index=False, float_format="%.6g")
