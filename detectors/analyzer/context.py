@@ -24,6 +24,7 @@ from harness.case import CaseView, Topology
 from harness.errors import CaseInvalid
 
 Z_CLIP = 1000.0
+REL_FLOOR = 0.02  # the robust scale is at least 2 % of the level: near-constant series need a real shift
 _COUNTER_NAME = re.compile(r"(_total|_count|_sum|nr_throttled|nr_periods|throttled_time|throttled_usec|failcnt)$", re.I)
 SeriesKind = Literal["gauge", "counter", "rate"]
 _LOG_KEYWORDS = re.compile(r"xid|nvrm|error|fail|restart|oom|killed|timeout|timed out|hang|nccl|gloo|watchdog", re.I)
@@ -163,7 +164,7 @@ def _deviation(times: np.ndarray, values: np.ndarray, t0: float, w: Windows,
     mad = float(np.median(np.abs(b - med)))
     step = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
     after = _most_deviant(a, med, max(3, round(w.smooth_s / step)) if step > 0 else 3, kind)
-    scale = max(1.4826 * mad, 0.05 * abs(med), 1e-9)
+    scale = max(1.4826 * mad, REL_FLOOR * abs(med), 1e-9)
     z = max(-Z_CLIP, min(Z_CLIP, (after - med) / scale))
     return med, after, z
 
