@@ -222,6 +222,10 @@ def playbook_vars(s: K8sSettings, scenario, k8s_dir: Path, fault_files: list[str
         "cb_namespace": s.namespace,
         "cb_kubeconfig": s.kubeconfig or "",
         "cb_install_k3s": False,  # true: site.yml installs k3s on the inventory's k3s_server/gpu_nodes hosts
+        # templated by Ansible when used: the k3s kubeconfig site.yml fetched, or the given/default one
+        "cb_kubeconfig_path": "{{ (cb_render_dir ~ '/kubeconfig') if (cb_install_k3s | bool) else "
+                              "(cb_kubeconfig or lookup('ansible.builtin.env', 'KUBECONFIG') "
+                              "or lookup('ansible.builtin.env', 'HOME') ~ '/.kube/config') }}",
         "cb_node_map": {},  # node-<i> -> Kubernetes node name on an existing cluster (k3s: from the inventory)
         "cb_rayservice": s.name,
         "cb_nodes": s.node_names,
