@@ -89,8 +89,8 @@ def test_paged_decode_equals_full_prefill() -> None:
 def test_weights_depend_on_seed() -> None:
     a = ModelShard(CFG, 0, 1, 1, BLOCK)
     b = ModelShard(ModelConfig(**{**CFG.__dict__, "seed": 8}), 0, 1, 1, BLOCK)
-    assert not torch.equal(a.layers[0].wq, b.layers[0].wq)
-    assert torch.equal(a.layers[0].wq, ModelShard(CFG, 0, 1, 1, BLOCK).layers[0].wq)
+    assert not torch.equal(a.layers[0].wqkv, b.layers[0].wqkv)
+    assert torch.equal(a.layers[0].wqkv, ModelShard(CFG, 0, 1, 1, BLOCK).layers[0].wqkv)
 
 
 def test_sampling_is_greedy_at_zero_and_seeded_otherwise() -> None:

@@ -37,12 +37,18 @@ def test_real_profiler_window_is_in_epoch_microseconds(tmp_path: Path) -> None:
     profiling.anchor_event()
     with record_function("engine.step"):
         torch.ones(8, 8) @ torch.ones(8, 8)
-    raw = profiling.stop_profiler(prof, tmp_path / "raw.json")
-    events = profiling.to_epoch(raw, anchor)
+    raw_path = tmp_path / ".rank-1.raw.json"
+    profiling.stop_profiler(prof, raw_path)
+    profiling.write_meta(raw_path, {"rank": "rank-1", "steps": [4], "anchor_epoch_us": anchor,
+                                    "window": [anchor / 1e6, anchor / 1e6 + 1]})
+    assert profiling.main([str(raw_path)]) == 0
+    assert not raw_path.exists() and not raw_path.with_suffix(".meta.json").exists()
+    with gzip.open(tmp_path / "rank-1.json.gz", "rt") as fh:
+        events = json.load(fh)["traceEvents"]
     step = next(e for e in events if e.get("name") == "engine.step")
     assert abs(step["ts"] - anchor) < 5e6  # within seconds of the wall clock, i.e. epoch microseconds
+    assert step["args"]["step"] == 4
     assert not any(e.get("name") == profiling.ANCHOR for e in events)
-    assert not (tmp_path / "raw.json").exists()
 
 
 def test_windows_merge_into_one_file(tmp_path: Path) -> None:

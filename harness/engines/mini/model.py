@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
@@ -48,36 +49,70 @@ def _weight(seed: int, name: str, shape: tuple[int, ...], std: float = 0.02) -> 
     return torch.randn(shape, generator=g) * std
 
 
-def _rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+def _rms_norm(x: torch.Tensor, w_scaled: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """RMSNorm as x * w / rms(x), with ``w_scaled = w * sqrt(hidden)`` (few ops: cheap to profile)."""
+    return x * (w_scaled / (torch.linalg.vector_norm(x, dim=-1, keepdim=True) + eps))
 
 
-def _rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotary embedding on [T, heads, head_dim]."""
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding on [T, heads, head_dim] with per-token cos/sin of shape [T, 1, head_dim/2]."""
     half = x.shape[-1] // 2
-    freqs = base ** (-torch.arange(half, dtype=torch.float32) / half)
-    angles = positions.to(torch.float32)[:, None] * freqs[None, :]
-    cos, sin = angles.cos()[:, None, :], angles.sin()[:, None, :]
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
+@dataclass(frozen=True)
+class _Meta:
+    """Per-step index tensors shared by all layers: padded [seqs, max_len] views of the ragged batch."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    slots: torch.Tensor  # [T] cache slot of each new token
+    q_rows: torch.Tensor  # [B, Qmax] row of the batch feeding each padded query
+    kv_slots: torch.Tensor  # [B, Lmax] cache slot of each padded key
+    mask: torch.Tensor  # [B, 1, Qmax, Lmax] causal and length mask
+    out_rows: torch.Tensor  # [T] padded row (b * Qmax + i) of each real token
+
+
+def _meta(batch: StepBatch, block_size: int, cos_table: torch.Tensor, sin_table: torch.Tensor) -> _Meta:
+    """Built from Python lists, then one tensor each: few ops, so profiling stays cheap."""
+    qmax = max(s.length for s in batch.seqs)
+    lmax = max(s.context_len for s in batch.seqs)
+    q_rows, kv_slots, mask, out_rows = [], [], [], []
+    for b, s in enumerate(batch.seqs):
+        q_rows.append(list(range(s.start, s.start + s.length)) + [0] * (qmax - s.length))
+        slots = [blk * block_size + o for blk in s.block_table for o in range(block_size)][: s.context_len]
+        kv_slots.append(slots + [0] * (lmax - s.context_len))
+        first_q = s.context_len - s.length
+        rows = [[j <= first_q + i for j in range(lmax)] for i in range(s.length)]
+        rows += [[j == 0 for j in range(lmax)]] * (qmax - s.length)  # padded queries: one key, never NaN
+        mask.append([rows])
+        out_rows += range(b * qmax, b * qmax + s.length)
+    positions = torch.tensor(batch.positions, dtype=torch.long)
+    return _Meta(cos=cos_table[positions][:, None, :], sin=sin_table[positions][:, None, :],
+                 slots=torch.tensor(batch.slots, dtype=torch.long), q_rows=torch.tensor(q_rows),
+                 kv_slots=torch.tensor(kv_slots), mask=torch.tensor(mask), out_rows=torch.tensor(out_rows))
+
+
 class LayerShard:
+    """One layer's slice: fused column-parallel q|k|v and gate|up, row-parallel o and down."""
+
     def __init__(self, cfg: ModelConfig, layer: int, rank: int, tp: int):
         h, hd, inter = cfg.hidden, cfg.head_dim, cfg.intermediate
         self.local_heads = cfg.heads // tp
         cols = slice(rank * self.local_heads * hd, (rank + 1) * self.local_heads * hd)
         icols = slice(rank * inter // tp, (rank + 1) * inter // tp)
         p = f"layer{layer}."
-        self.attn_norm = torch.ones(h)
-        self.mlp_norm = torch.ones(h)
-        self.wq = _weight(cfg.seed, p + "wq", (h, h))[:, cols].contiguous()
-        self.wk = _weight(cfg.seed, p + "wk", (h, h))[:, cols].contiguous()
-        self.wv = _weight(cfg.seed, p + "wv", (h, h))[:, cols].contiguous()
+        self.attn_norm = torch.ones(h) * h**0.5
+        self.mlp_norm = torch.ones(h) * h**0.5
+        self.wqkv = torch.cat([_weight(cfg.seed, p + n, (h, h))[:, cols] for n in ("wq", "wk", "wv")], 1).contiguous()
         self.wo = _weight(cfg.seed, p + "wo", (h, h))[cols, :].contiguous()
-        self.w_gate = _weight(cfg.seed, p + "w_gate", (h, inter))[:, icols].contiguous()
-        self.w_up = _weight(cfg.seed, p + "w_up", (h, inter))[:, icols].contiguous()
+        self.w_gate_up = torch.cat([_weight(cfg.seed, p + n, (h, inter))[:, icols] for n in ("w_gate", "w_up")],
+                                   1).contiguous()
         self.w_down = _weight(cfg.seed, p + "w_down", (inter, h))[icols, :].contiguous()
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.attn_norm, self.mlp_norm, self.wqkv, self.wo, self.w_gate_up, self.w_down]
 
 
 class ModelShard:
@@ -88,85 +123,82 @@ class ModelShard:
             raise ValueError(f"heads {cfg.heads} not divisible by tp {tp}")
         self.cfg, self.rank, self.tp, self.block_size = cfg, rank, tp, block_size
         self.embed = _weight(cfg.seed, "embed", (cfg.vocab, cfg.hidden), std=1.0)
-        self.final_norm = torch.ones(cfg.hidden)
+        self.final_norm = torch.ones(cfg.hidden) * cfg.hidden**0.5
         self.lm_head = _weight(cfg.seed, "lm_head", (cfg.hidden, cfg.vocab)) if rank == 0 else None
         self.layers = [LayerShard(cfg, i, rank, tp) for i in range(cfg.layers)]
         heads = cfg.heads // tp
         # [layers, k|v, blocks * block_size, local heads, head_dim]
         self.kv = torch.zeros(cfg.layers, 2, num_blocks * block_size, heads, cfg.head_dim)
+        half = cfg.head_dim // 2
+        angles = torch.arange(cfg.max_seq_len, dtype=torch.float32)[:, None] * (
+            10000.0 ** (-torch.arange(half, dtype=torch.float32) / half))[None, :]
+        self.cos, self.sin = angles.cos(), angles.sin()
 
     def weight_bytes(self) -> int:
         tensors = [self.embed, self.final_norm] + ([self.lm_head] if self.lm_head is not None else [])
         for lay in self.layers:
-            tensors += [lay.wq, lay.wk, lay.wv, lay.wo, lay.w_gate, lay.w_up, lay.w_down]
+            tensors += lay.tensors()
         return sum(t.numel() * t.element_size() for t in tensors)
 
     @torch.inference_mode()
     def forward(self, batch: StepBatch, all_reduce: AllReduce, throttle: Throttle) -> torch.Tensor | None:
         """Run the layers; rank 0 returns the last-token logits [num_seqs, vocab], other ranks None."""
-        tokens = torch.tensor(batch.tokens, dtype=torch.long)
-        positions = torch.tensor(batch.positions, dtype=torch.long)
-        slots = torch.tensor(batch.slots, dtype=torch.long)
         with record_function("model.forward"):
-            x = self.embed[tokens]
+            meta = _meta(batch, self.block_size, self.cos, self.sin)
+            x = self.embed[torch.tensor(batch.tokens, dtype=torch.long)]
             for i, layer in enumerate(self.layers):
                 with record_function(f"layer.{i}"):
-                    x = x + self._attention(i, layer, x, positions, slots, batch, all_reduce, throttle)
+                    x = x + self._attention(i, layer, x, meta, all_reduce, throttle)
                     x = x + self._mlp(layer, x, all_reduce, throttle)
             if self.lm_head is None:
                 return None
             last = torch.tensor([s.start + s.length - 1 for s in batch.seqs], dtype=torch.long)
-            return _rms_norm(x[last], self.final_norm) @ self.lm_head
+            return torch.mm(_rms_norm(x[last], self.final_norm), self.lm_head)
 
-    def _attention(self, i: int, layer: LayerShard, x: torch.Tensor, positions: torch.Tensor,
-                   slots: torch.Tensor, batch: StepBatch, all_reduce: AllReduce, throttle: Throttle) -> torch.Tensor:
+    def _attention(self, i: int, layer: LayerShard, x: torch.Tensor, meta: _Meta, all_reduce: AllReduce,
+                   throttle: Throttle) -> torch.Tensor:
         with record_function("attention"):
             t0 = time.perf_counter()
             n, hd = layer.local_heads, self.cfg.head_dim
-            xn = _rms_norm(x, layer.attn_norm)
-            q = _rope((xn @ layer.wq).view(-1, n, hd), positions)
-            k = _rope((xn @ layer.wk).view(-1, n, hd), positions)
-            v = (xn @ layer.wv).view(-1, n, hd)
+            qkv = torch.mm(_rms_norm(x, layer.attn_norm), layer.wqkv).view(-1, 3 * n, hd)
+            qk = _rope(qkv[:, : 2 * n], meta.cos, meta.sin)
+            q, k, v = qk[:, :n], qk[:, n:], qkv[:, 2 * n :]
             k_cache, v_cache = self.kv[i, 0], self.kv[i, 1]
-            k_cache[slots] = k
-            v_cache[slots] = v
-            outs = [self._attend(q, k_cache, v_cache, s) for s in batch.seqs]
-            out = torch.cat(outs, dim=0).reshape(-1, n * hd) @ layer.wo
+            k_cache[meta.slots] = k
+            v_cache[meta.slots] = v
+            qp = q[meta.q_rows].transpose(1, 2)  # [B, heads, Qmax, hd]
+            kp = k_cache[meta.kv_slots].transpose(1, 2)  # [B, heads, Lmax, hd]
+            vp = v_cache[meta.kv_slots].transpose(1, 2)
+            att = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=meta.mask)
+            att = att.transpose(1, 2).reshape(-1, n * hd)[meta.out_rows]
+            out = torch.mm(att, layer.wo)
             throttle(time.perf_counter() - t0)
             all_reduce(out)
         return out
 
-    def _attend(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, s: SeqSlice) -> torch.Tensor:
-        bs = self.block_size
-        idx = (torch.tensor(s.block_table, dtype=torch.long)[:, None] * bs + torch.arange(bs)[None, :]).flatten()
-        idx = idx[: s.context_len]
-        k, v = k_cache[idx].transpose(0, 1), v_cache[idx].transpose(0, 1)  # [heads, ctx, hd]
-        qs = q[s.start : s.start + s.length].transpose(0, 1)  # [heads, len, hd]
-        q_pos = torch.arange(s.context_len - s.length, s.context_len)[:, None]
-        mask = torch.arange(s.context_len)[None, :] <= q_pos
-        out = F.scaled_dot_product_attention(qs, k, v, attn_mask=mask)
-        return out.transpose(0, 1)  # [len, heads, hd]
-
     def _mlp(self, layer: LayerShard, x: torch.Tensor, all_reduce: AllReduce, throttle: Throttle) -> torch.Tensor:
         with record_function("mlp"):
             t0 = time.perf_counter()
-            xn = _rms_norm(x, layer.mlp_norm)
-            out = (F.silu(xn @ layer.w_gate) * (xn @ layer.w_up)) @ layer.w_down
+            gate_up = torch.mm(_rms_norm(x, layer.mlp_norm), layer.w_gate_up)
+            half = gate_up.shape[1] // 2
+            out = torch.mm(F.silu(gate_up[:, :half]) * gate_up[:, half:], layer.w_down)
             throttle(time.perf_counter() - t0)
             all_reduce(out)
         return out
 
 
 def sample(logits: torch.Tensor, seqs: tuple[SeqSlice, ...], positions: list[int]) -> list[int]:
-    """Greedy at temperature 0, else seeded multinomial: the token depends on (seed, position) only,
-    so a recomputed (preempted or restarted) sequence gets the same tokens again."""
-    out: list[int] = []
+    """Greedy at temperature 0, else Gumbel-max with noise seeded by (seed, position): a recomputed
+    (preempted or restarted) sequence gets the same tokens again. Noise comes from numpy (untraced)."""
     with record_function("sampler"):
-        for row, s, pos in zip(logits, seqs, positions, strict=True):
-            if s.temperature <= 0:
-                out.append(int(torch.argmax(row)))
-                continue
-            g = torch.Generator().manual_seed((s.seed * 1_000_003 + pos) % 2**63)
-            probs = torch.softmax(row / s.temperature, dim=-1)
-            out.append(int(torch.multinomial(probs, 1, generator=g)))
-    return out
+        temps = [s.temperature for s in seqs]
+        noise = np.stack([_gumbel(s.seed, pos, logits.shape[1]) if s.temperature > 0 else
+                          np.zeros(logits.shape[1], dtype=np.float32) for s, pos in zip(seqs, positions, strict=True)])
+        scale = torch.tensor([1.0 / t if t > 0 else 1.0 for t in temps])[:, None]
+        tokens = torch.argmax(logits * scale + torch.from_numpy(noise), dim=-1)
+    return tokens.tolist()
+
+
+def _gumbel(seed: int, position: int, n: int) -> np.ndarray:
+    u = np.random.default_rng([seed & 0xFFFFFFFF, position]).random(n, dtype=np.float32)
+    return -np.log(-np.log(np.clip(u, 1e-10, 1.0 - 1e-7)))

@@ -26,13 +26,29 @@ def start_profiler() -> profile:
     return prof
 
 
-def stop_profiler(prof: profile, raw_path: Path) -> dict[str, Any]:
+def stop_profiler(prof: profile, raw_path: Path) -> None:
+    """Stop and write Kineto's raw JSON (fast, in C++); ``finalize`` does the slow rewrite elsewhere."""
     prof.stop()
     prof.export_chrome_trace(str(raw_path))
-    try:
-        return json.loads(raw_path.read_text())
-    finally:
-        raw_path.unlink(missing_ok=True)
+
+
+def write_meta(raw_path: Path, meta: dict[str, Any]) -> Path:
+    path = raw_path.with_suffix(".meta.json")
+    path.write_text(json.dumps(meta))
+    return path
+
+
+def finalize(raw_path: Path) -> Path:
+    """Rewrite one raw window (plus its ``.meta.json``) into the rank's merged trace file; remove the raw files."""
+    meta_path = raw_path.with_suffix(".meta.json")
+    meta = json.loads(meta_path.read_text())
+    raw = json.loads(raw_path.read_text())
+    events = annotate(to_epoch(raw, meta["anchor_epoch_us"]), meta["rank"], meta["steps"])
+    out = raw_path.parent / f"{meta['rank']}.json.gz"
+    merge_window(out, meta["rank"], events, (meta["window"][0], meta["window"][1]))
+    raw_path.unlink(missing_ok=True)
+    meta_path.unlink(missing_ok=True)
+    return out
 
 
 def to_epoch(trace: dict[str, Any], anchor_epoch_us: float | None = None) -> list[dict[str, Any]]:
@@ -101,3 +117,16 @@ def anchor_event() -> None:
     """Emit the clock anchor range right after reading the epoch clock."""
     with torch.profiler.record_function(ANCHOR):
         pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m harness.engines.mini.profiling RAW.json ...``: finalize raw windows (run off the engine's path)."""
+    import sys
+
+    for arg in argv if argv is not None else sys.argv[1:]:
+        print(finalize(Path(arg)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,8 +7,11 @@ GET /health, POST /start_profile, POST /stop_profile, GET /ranks, GET /metrics.
 
 import asyncio
 import json
+import os
 import random
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import ray
 from fastapi import FastAPI, Request
@@ -31,6 +34,7 @@ from harness.engines.mini.protocol import (
 from harness.engines.mini.scheduler import Sequence
 
 app = FastAPI(title="chaosbench mini engine")
+_PKG_ROOT = str(Path(__file__).resolve().parents[3])  # the directory holding the harness package
 
 
 def _data(obj: dict) -> str:
@@ -98,8 +102,16 @@ class MiniServer:
 
     @app.post("/stop_profile")
     async def stop_profile(self) -> dict:
-        paths = await asyncio.wrap_future(self.core.stop_profile())
-        return {"status": "stopped", "traces": paths}
+        raws = await asyncio.wrap_future(self.core.stop_profile())
+        # the slow JSON rewrite runs in a child process: the ranks keep serving meanwhile
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PKG_ROOT, os.environ.get("PYTHONPATH")]))}
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "harness.engines.mini.profiling", *raws,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                    env=env)
+        out, err = await proc.communicate()
+        if proc.returncode:
+            return JSONResponse(error_body(f"trace finalize failed: {err.decode()[-500:]}", 500), status_code=500)
+        return {"status": "stopped", "traces": out.decode().split()}
 
     @app.post("/v1/completions")
     async def completions(self, request: Request) -> Response:

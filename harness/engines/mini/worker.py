@@ -134,16 +134,17 @@ class RankWorker:
         return True
 
     def stop_profile(self) -> str | None:
+        """Stop the window and write the raw trace; returns its path for ``profiling.finalize``."""
         if self.prof is None:
             return None
         prof, self.prof = self.prof, None
         trace_dir = Path(self.cfg.trace_dir)
         trace_dir.mkdir(parents=True, exist_ok=True)
-        raw = profiling.stop_profiler(prof, trace_dir / f".{self.rank}.{self.pid}.raw.json")
-        events = profiling.annotate(profiling.to_epoch(raw, self._anchor_us), self.rank, self.window_steps)
-        out = trace_dir / f"{self.rank}.json.gz"
-        profiling.merge_window(out, self.rank, events, (self.window_start, time.time()))
-        return str(out)
+        raw = trace_dir / f".{self.rank}.{self.pid}.{time.time_ns()}.raw.json"
+        profiling.stop_profiler(prof, raw)
+        profiling.write_meta(raw, {"rank": self.rank, "steps": self.window_steps, "anchor_epoch_us": self._anchor_us,
+                                   "window": [self.window_start, time.time()]})
+        return str(raw)
 
     def shutdown(self) -> None:
         if dist.is_initialized():
