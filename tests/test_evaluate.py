@@ -113,3 +113,19 @@ def test_bad_inputs(tmp_path):
         select(["eval_fixtures:two_args"])
     with pytest.raises(PluginInvalid, match="nosuchmodule"):
         select(["nosuchmodule:detect"])
+
+
+@pytest.mark.slow
+def test_ray_fanout_cancels_a_hung_method(tmp_path, monkeypatch):
+    """A local Ray instance runs the tasks; the hung one is cancelled at the limit, the other is scored."""
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent))  # eval_fixtures, in Ray's workers
+    make_case(tmp_path / "ds", "c0", "cpu-contention", "node-1", seed=1)
+    out = evaluate(tmp_path / "ds", tmp_path / "out", ["constant", "stuck=eval_fixtures:hanging"], workers=2,
+                   ray_address="local", timeout_s=5)
+    doc = json.loads((out / "scores.json").read_text())
+    assert doc["run"]["ray"] == "local"
+    assert list(_method(doc, "stuck")["scores"]["errors"]) == ["timeout: timed out after 5 s (cancelled)"]
+    assert _method(doc, "constant")["scores"]["n_failed"] == 0

@@ -143,13 +143,14 @@ def run_ray(tasks: Sequence[Task], address: str, workers: int, timeout_s: float,
             on_done: OnDone | None = None) -> None:
     """Fan out over a Ray cluster (``address``: ``auto``, ``ray://host:port``, ``host:port`` or ``local``).
 
-    Case directories must be readable at the same path on every Ray node (shared filesystem); results come
-    back to this process, which writes them. A task past the limit is cancelled with force (its worker dies).
+    Case directories must be readable at the same path on every Ray node (shared filesystem), and plugin
+    modules importable there (PYTHONPATH); results come back to this process, which writes them. A task past the limit is cancelled with force (its worker dies).
     """
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
                  num_cpus=max(1, workers) if address == "local" else None)
     remote = ray.remote(max_retries=0, num_cpus=1)(compute)
@@ -174,6 +175,8 @@ def run_ray(tasks: Sequence[Task], address: str, workers: int, timeout_s: float,
     finally:
         for ref in running:
             ray.cancel(ref, force=True)
+        if started:
+            ray.shutdown()
 
 
 def _cancel_overdue(ray, running: dict, timeout_s: float, on_done: OnDone | None) -> None:
