@@ -217,7 +217,7 @@ def _resolve_engine(name: str) -> EngineDeploy:
 
 
 def start_infra(run_dir: Path, n_nodes: int, *, isolated: bool | None = None, fault_ids: list[str] | None = None,
-                run_id: str | None = None) -> TestbedPlan:
+                run_id: str | None = None, with_ray: bool = True) -> TestbedPlan:
     """Preflight, write the state file, run the deploy playbook and wait for Ray. Cleans up on failure."""
     isolated = preflight.is_root() if isolated is None else isolated
     preflight.check_binaries(isolated)
@@ -228,13 +228,14 @@ def start_infra(run_dir: Path, n_nodes: int, *, isolated: bool | None = None, fa
     plan.write()  # before anything starts: `chaosbench cleanup` works from here on
     cgroup_dirs = sorted({d for n in (*plan.nodes, *([plan.driver] if plan.driver else [])) for d in n.cgroups.values()})
     extravars = {"testbed": plan.to_json(), "ray_env": ray_env(plan), "ray_nodes": ray_nodes(plan),
-                 "cgroup_dirs": cgroup_dirs,
+                 "cgroup_dirs": cgroup_dirs, "with_ray": with_ray,
                  "ray_bin": str(Path(plan.python).parent / "ray"), "ray_num_cpus": RAY_NUM_CPUS,
                  "ray_object_store_bytes": RAY_OBJECT_STORE_BYTES, "ray_start_timeout_s": RAY_START_TIMEOUT_S,
                  "prometheus_bin": preflight.PROMETHEUS_BIN, "node_exporter_bin": preflight.NODE_EXPORTER_BIN}
     try:
         run_playbook("deploy.yml", extravars, Path(plan.run_dir) / "ansible" / "deploy")
-        _wait_ray(plan)
+        if with_ray:
+            _wait_ray(plan)
     except BaseException:
         cleanup(plan, grace_s=3.0)
         raise
