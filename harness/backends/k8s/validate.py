@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from harness.errors import InputInvalid
+from harness.errors import InputInvalid, PreflightFailed
 
 K8S_VERSION = "1.33.0"
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -52,7 +52,11 @@ def _where(error) -> str:
 
 
 def _core(obj: dict[str, Any]) -> list[str]:
-    import kubernetes_validate
+    try:
+        import kubernetes_validate
+    except ModuleNotFoundError as exc:
+        raise PreflightFailed("kubernetes-validate is not installed: pip install kubernetes-validate "
+                              "(the k8s dry-run validates every manifest offline)") from exc
 
     try:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
