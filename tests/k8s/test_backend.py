@@ -212,3 +212,14 @@ def test_recovery_from_the_journalled_handle_alone(tmp_path: Path):
     deleted = [c for c in other.calls if c[0] == "delete"]
     assert [c[1] for c in deleted] == ["NetworkChaos"]
     assert [c[2][2] for c in other.calls if c[0] == "agent"] == ["recover"]  # the NVLink hog (2 GPUs per node)
+
+
+def test_start_load_applies_the_job_through_deploy_playbook(tmp_path: Path):
+    from harness.load.driver import LoadConfig
+
+    testbed, played = _deploy(tmp_path, "clean", FakeCluster())
+    config = LoadConfig.from_scenario(_scenario("clean"), testbed.api_url)
+    run = testbed.start_load(config, tmp_path / "load")
+    assert played[-1][0] == "deploy.yml" and played[-1][1]["cb_start_load"] is True
+    assert played[-1][1]["cb_node_map"] == NODE_MAP
+    assert run.job == "cb-clean-locust" and run.slo == config.slo

@@ -159,9 +159,11 @@ class K8sTestbed:
     def injector(self, fault_id: str) -> K8sInjector:
         return K8sInjector(fault_id, self.client, self.actions, self.settings.kubeconfig)
 
-    def start_load(self, load_dir: Path, slo: dict[str, float]) -> K8sLoadRun:
+    def start_load(self, config, load_dir: Path) -> K8sLoadRun:
+        """Drop-in for harness.load.driver.start_load: the rendered Locust Job (``config`` gives the SLOs;
+        the Job's own copy of the LoadConfig was rendered from the same scenario)."""
         self.playbook("deploy.yml", {**self._vars(), "cb_start_load": True}, self.run_dir / "ansible", self.inventory)
-        return K8sLoadRun(self.client, f"{self.settings.name}-locust", Path(load_dir), slo)
+        return K8sLoadRun(self.client, f"{self.settings.name}-locust", Path(load_dir), dict(config.slo))
 
     def _profile(self, action: str) -> dict[str, Any]:
         head = [p for p in self.client.pods("chaosbench.io/role=head") if p.phase == "Running"]
