@@ -76,6 +76,7 @@ class Analysis:
     scores: Scores
     cfg: TTADConfig
     timings: dict[str, float]
+    split_us: float | None = None
 
 
 def analyze(path: Path | list[Path], worker_key: str = "pid", split: float | None = None,
@@ -89,7 +90,8 @@ def analyze(path: Path | list[Path], worker_key: str = "pid", split: float | Non
     t2 = time.perf_counter()
     scores = score(forest, None if split is None else split * 1e6, cfg)
     t3 = time.perf_counter()
-    return Analysis(forest, scores, cfg, {"read_s": t1 - t0, "ttc_s": t2 - t1, "ttad_s": t3 - t2})
+    return Analysis(forest, scores, cfg, {"read_s": t1 - t0, "ttc_s": t2 - t1, "ttad_s": t3 - t2},
+                    None if split is None else split * 1e6)
 
 
 def _event(forest: Forest, scores: Scores, row: int) -> OutpostEvent:
@@ -106,7 +108,7 @@ def report(analysis: Analysis, lam: float = DEFAULT_LAMBDA, loc: LocalizeConfig 
     t0 = time.perf_counter()
     f, s = analysis.forest, analysis.scores
     anom = anomalous(f, s, lam, analysis.cfg)
-    result = localize(f, s, anom, loc)
+    result = localize(f, s, anom, loc, analysis.split_us)
     t = f.table
     ranking = tuple(
         OutpostRank(t.workers[r.worker].key, t.workers[r.worker].name, t.workers[r.worker].component,

@@ -62,7 +62,7 @@ def units(analysis: Analysis) -> pd.DataFrame:
 
 def detections(analysis: Analysis, lam: float, loc: LocalizeConfig):
     f, s = analysis.forest, analysis.scores
-    result = localize(f, s, anomalous(f, s, lam, analysis.cfg), loc)
+    result = localize(f, s, anomalous(f, s, lam, analysis.cfg), loc, analysis.split_us)
     t = f.table
     rows = result.localized
     comp = np.array([w.component for w in t.workers], dtype=object)

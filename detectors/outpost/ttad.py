@@ -7,11 +7,12 @@ path of ancestor names, step and occurrence). The expected duration of an event 
 leave-one-out median of its group, so one outlier never pulls its own reference (with mean/sigma
 over a group that includes it, one outlier among n can never exceed z = sqrt(n-1)). The scale is
 the robust spread (1.4826 * MAD) of these residuals pooled over every step and worker of the
-same path: many samples, and a consistently slow worker stays a minority of them.
+same path: many samples, and a consistently slow worker stays a minority of them. MAD only by default:
+spikes from preemption are flagged here and discarded by localisation's persistence test.
 
 Intra-worker: each worker against its own history before ``split`` (the injection time) for the
-same (path, occurrence) - median and MAD of the history, scored on events after the split. This
-sees faults that hit every worker at once, and works with two workers.
+same (path, occurrence) - median and MAD of the history (history events are scored in-sample, which
+gives localisation the background rate of anomalies before the fault). This sees faults that hit every worker at once, and works with two workers.
 
 The score of an event is the larger of the two z-scores (only slowdowns count); it is anomalous
 when ``score > lam`` and it is at least ``min_excess_us`` longer than expected.
@@ -38,7 +39,8 @@ class TTADConfig:
     min_dur_us: float = 1.0  # durations are floored here before the log
     min_history: int = 5  # history samples needed for the intra-worker test
     min_group: int = 2  # workers needed for the cross-worker test
-    tail_q: float = 0.99  # upper quantile of the healthy residuals that also bounds the scale
+    tail_q: float = 0.99  # intra-worker: upper quantile of the history that also bounds the scale
+    cross_tail_q: float = 0.5  # the same for cross-worker residuals: 0.5 = MAD only (persistence handles spikes)
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ def cross_worker(forest: Forest, logd: np.ndarray, hist: np.ndarray | None, cfg:
     # the scale comes from the healthy history when there is one (a fault cannot widen it)
     # without one, only the MAD (a slow worker's tail would widen an upper quantile)
     fit = usable if hist is None else usable & hist
-    tail_q = cfg.tail_q if hist is not None and fit.any() else 0.5
+    tail_q = cfg.cross_tail_q if hist is not None and fit.any() else 0.5
     if not fit.any():
         fit = usable
     scale = _robust_scale(path_code, np.where(usable, resid, 0.0), fit, np.log1p(cfg.min_rel_scale), tail_q)
@@ -144,7 +146,7 @@ def intra_worker(forest: Forest, logd: np.ndarray, hist: np.ndarray | None, cfg:
     enough = counts[codes] >= cfg.min_history
     ref = _group_median(codes, logd, hist)
     scale = _robust_scale(codes, logd, hist, np.log1p(cfg.min_rel_scale), cfg.tail_q)
-    z = np.where(enough & ~hist, (logd - ref) / scale, np.nan)
+    z = np.where(enough, (logd - ref) / scale, np.nan)  # history too, in-sample: the background rate
     return z, ref
 
 

@@ -11,7 +11,8 @@ recorded ones.
 Each node is labelled with depth, parent, structural role (root/inner/leaf), a 64-bit id of
 the path of ancestor names (``ProfilerStep#7`` counts as ``ProfilerStep``), its step (own
 ``args.step`` or ``#N`` suffix, else inherited from the ancestors, else the step whose
-interval contains it on the same worker), its root ancestor (a rank's other workers such as GPU streams use
+interval contains it on the same worker; a trace without step markers uses the successive
+occurrences of its longest-running root name as steps), its root ancestor (a rank's other workers such as GPU streams use
 its steps too), and its occurrence index among
 events of the same worker, step and path.
 """
@@ -157,6 +158,25 @@ def _top_down(levels: list[np.ndarray], parent: np.ndarray, base: np.ndarray, st
     return path, root
 
 
+def _implicit_steps(table: EventTable, step: np.ndarray, parent: np.ndarray, base: np.ndarray) -> None:
+    """A component without any step marker takes as steps the successive occurrences of the root
+    name that covers the most time (e.g. each ``engine.step`` or training iteration)."""
+    comp = pd.factorize(pd.Series([w.component for w in table.workers], dtype=object))[0][table.worker]
+    roots = parent < 0
+    for c in np.unique(comp):
+        r = np.flatnonzero(roots & (comp == c))
+        if r.size == 0 or (step[r] >= 0).any():
+            continue
+        total = pd.Series(table.dur[r]).groupby(base[r]).agg(["sum", "size"])
+        total = total[total["size"] >= 2]
+        if total.empty:
+            continue
+        top = r[base[r] == total["sum"].idxmax()]
+        for w in np.unique(table.worker[top]):  # occurrence index per worker, in time order
+            rows = top[table.worker[top] == w]
+            step[rows[np.argsort(table.ts[rows], kind="stable")]] = np.arange(rows.shape[0])
+
+
 def _steps_by_time(table: EventTable, step: np.ndarray, parent: np.ndarray) -> None:
     """Events with no step inherit the step whose root interval contains their start, on the same
     component (a rank's GPU streams and comm threads follow its main thread's steps)."""
@@ -210,6 +230,7 @@ def build(table: EventTable) -> Forest:
     base = base_of[tab.name]
     step = np.where(tab.step >= 0, tab.step, suffix_step[tab.name])
     levels = _levels(depth)
+    _implicit_steps(tab, step, parent, base)
     path, root = _top_down(levels, parent, base, step)
     _steps_by_time(tab, step, parent)
     role = np.full(n, LEAF, dtype=np.int8)
