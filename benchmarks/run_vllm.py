@@ -57,41 +57,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _stream_one(url: str, model: str, prompt: str, max_tokens: int) -> tuple[float, float, int]:
-    """(ttft s, e2e s, tokens) of one streaming completion."""
+def bench(work: Path, tp: int, streams: int, seconds: float) -> None:
+    """Server alone on loopback, measured like the mini engine (bench_engine.run_phase: same prompt, streams,
+    max_tokens 32 with ignore_eos): ready time, TTFT/ITL/tokens/s with the profiler off, on, off; stop_profile
+    time; vllm:* metric names; trace files."""
     import httpx
 
-    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "stream": True}
-    t0 = time.monotonic()
-    first, tokens = None, 0
-    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=300) as resp:
-        resp.raise_for_status()
-        for line in resp.iter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                tokens += 1
-                first = first if first is not None else time.monotonic() - t0
-    return first or 0.0, time.monotonic() - t0, tokens
-
-
-def load_test(url: str, model: str, users: int, requests: int, prompt_words: int = 48,
-              max_tokens: int = 24) -> dict[str, float]:
-    from concurrent.futures import ThreadPoolExecutor
-
-    prompt = " ".join(["request", "token", "model", "server"] * (prompt_words // 4))
-    t0 = time.monotonic()
-    with ThreadPoolExecutor(users) as pool:
-        res = list(pool.map(lambda _: _stream_one(url, model, prompt, max_tokens), range(requests)))
-    wall = time.monotonic() - t0
-    ttfts = sorted(r[0] for r in res)
-    return {"users": users, "requests": requests, "ttft_p50_s": round(ttfts[len(ttfts) // 2], 4),
-            "ttft_max_s": round(ttfts[-1], 4), "e2e_mean_s": round(sum(r[1] for r in res) / len(res), 4),
-            "tokens_per_s": round(sum(r[2] for r in res) / wall, 1), "tokens": sum(r[2] for r in res)}
-
-
-def bench(work: Path, tp: int) -> None:
-    """Server alone on loopback: ready time, TTFT and tokens/s at small load, metric names, profiler traces."""
-    import httpx
-
+    from benchmarks.bench_engine import run_phase
     from harness.engines.vllm import deploy
     from harness.scenario import load_scenario
 
@@ -105,19 +77,22 @@ def bench(work: Path, tp: int) -> None:
                     gloo_ifname=None)
     try:
         emit(step="ready", tensor_parallel=tp, seconds=round(time.monotonic() - t0, 1), ranks=handle.rank_pids(),
-             rss_mb=_rss_mb(handle))
-        url, model = handle.api_url, sc.spec.deployment.model.name
-        load_test(url, model, users=1, requests=2)  # warm-up
-        for users in (1, 4):
-            emit(step="load", tensor_parallel=tp, **load_test(url, model, users=users, requests=4 * users))
+             rss_mb=_rss_mb(handle), load1=os.getloadavg()[0])
+        url, prompt = handle.api_url, "x" * 47
+        run_phase(url, streams, 3.0, prompt, 32)  # warm-up
+        results = {"off1": run_phase(url, streams, seconds, prompt, 32)}
         httpx.post(f"{url}/start_profile", timeout=120).raise_for_status()
-        load_test(url, model, users=2, requests=4)
+        results["on"] = run_phase(url, streams, seconds, prompt, 32)
         t = time.monotonic()
         httpx.post(f"{url}/stop_profile", timeout=600).raise_for_status()
         stop_s = time.monotonic() - t
+        results["off2"] = run_phase(url, streams, seconds, prompt, 32)
+        for name, r in results.items():
+            emit(step="load", phase=name, tensor_parallel=tp, streams=streams,
+                 **{k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()})
         text = httpx.get(f"http://{handle.metrics_targets[0][1]}/metrics", timeout=10).text
         names = sorted({ln.split("{")[0].split(" ")[0] for ln in text.splitlines() if ln.startswith("vllm:")})
-        emit(step="metrics", count=len(names), names=names)
+        emit(step="metrics", count=len(names), names=names, load1=os.getloadavg()[0])
     finally:
         handle.shutdown()
     traces = {p.name: p.stat().st_size for p in sorted((work / "traces").glob("*.json.gz"))}
@@ -186,13 +161,16 @@ def main() -> int:
     ap.add_argument("names", nargs="*", default=list(SCENARIOS), help="scenarios/vllm/<name>.yaml to run")
     ap.add_argument("--venv", type=Path, default=REPO / ".venv-vllm")
     ap.add_argument("--tp", type=int, default=2, help="tensor parallel size for bench")
+    ap.add_argument("--streams", type=int, default=4, help="concurrent streams for bench")
+    ap.add_argument("--seconds", type=float, default=20.0, help="seconds per bench phase")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "vllm")
     args = ap.parse_args()
     os.environ.setdefault("CHAOSBENCH_VLLM_PYTHON", str(args.venv / "bin" / "python"))
+    os.environ.setdefault("CHAOSBENCH_PORT_BASE", "29390")  # host-side ports away from the default 9390-9393
     if args.what == "install" or (args.what == "all" and not (args.venv / "bin" / "python").is_file()):
         install(args.venv)
     if args.what in ("bench", "all"):
-        bench(args.out / "bench", args.tp)
+        bench(args.out / "bench", args.tp, args.streams, args.seconds)
     if args.what in ("run", "all"):
         run_cases(list(args.names), args.out)
     return 0

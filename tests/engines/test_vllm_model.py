@@ -149,6 +149,35 @@ def test_metrics_target_is_the_server_itself_as_ingress():
     assert metrics_targets_for("10.232.1.2", 8000) == [("ingress", "10.232.1.2:8000")]
 
 
+def test_rank_exporter_serves_each_worker_process():
+    import httpx
+
+    from harness.engines.vllm.rank_exporter import RankExporter
+
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<30: pass"])
+    exp = RankExporter({"rank-0": os.getpid(), "rank-1": busy.pid}).start()
+    try:
+        targets = dict(exp.targets())
+        assert sorted(targets) == ["rank-0", "rank-1"] and len(set(targets.values())) == 2
+        first = _scrape(httpx, targets["rank-1"])
+        time.sleep(1.0)
+        second = _scrape(httpx, targets["rank-1"])
+        assert second["chaosbench_rank_cpu_seconds_total"] > first["chaosbench_rank_cpu_seconds_total"]
+        assert _scrape(httpx, targets["rank-0"])["chaosbench_rank_resident_memory_bytes"] > 1e6
+        busy.kill()
+        busy.wait()
+        assert _scrape(httpx, targets["rank-1"]) == {}  # process gone: no samples, target still up
+        assert httpx.get(f"http://{targets['rank-0']}/nope", timeout=5).status_code == 404
+    finally:
+        busy.kill()
+        exp.stop()
+
+
+def _scrape(httpx, addr: str) -> dict[str, float]:
+    text = httpx.get(f"http://{addr}/metrics", timeout=5).text
+    return {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines() if ln and not ln.startswith("#")}
+
+
 # ----------------------------------------------------------------- faults and scenarios
 def test_emulated_gpu_faults_are_refused_with_a_reason():
     reasons = unsupported_faults("vllm")
@@ -267,6 +296,7 @@ def test_real_vllm_serves_metrics_and_traces(tmp_path):
         r = httpx.post(f"{handle.api_url}/v1/completions", json=body, timeout=120)
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 8
         httpx.post(f"{handle.api_url}/stop_profile", timeout=600).raise_for_status()
+        assert [c for c, _ in handle.metrics_targets] == ["ingress", "rank-0", "rank-1"]
         metrics = httpx.get(f"http://{handle.metrics_targets[0][1]}/metrics", timeout=10).text
         assert "vllm:time_to_first_token_seconds_bucket" in metrics
         assert "vllm:request_success_total" in metrics

@@ -7,7 +7,8 @@ and cgroups when the testbed has them), serving a tiny random Llama (generated i
 with tensor parallelism ``topology.tensor_parallel`` through vLLM's multiprocessing executor and
 the torch profiler behind /start_profile and /stop_profile. It returns an ``EngineHandle``:
 ``api_url``, ``metrics_targets = [("ingress", "ip:port")]`` (vLLM's own /metrics: real ``vllm:*``
-series), ``rank_pids()`` (the TP worker processes) and ``shutdown()``. Profiler files are merged
+series) plus one ``("rank-<i>", "127.0.0.1:port")`` per worker (its process CPU/memory/context switches,
+``rank_exporter``), ``rank_pids()`` (the TP worker processes) and ``shutdown()``. Profiler files are merged
 into ``<trace_dir>/rank-<i>.json.gz`` as they appear; WARNING+ server log lines go to
 ``<run_dir>/logs/engine.jsonl``. Ray is not used: ``ray_address`` is accepted and ignored.
 
@@ -24,6 +25,7 @@ from typing import Any
 
 from harness.engines.vllm.server import (ServerConfig, start_server, stop_server, vllm_python,
                                          worker_pids)
+from harness.engines.vllm.rank_exporter import RankExporter
 from harness.engines.vllm.traces import TraceSweeper
 from harness.errors import PreflightFailed
 
@@ -58,6 +60,7 @@ class EngineHandle:
     tensor_parallel: int = 1
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
     _sweeper: TraceSweeper | None = field(default=None, repr=False, compare=False)
+    _exporter: RankExporter | None = field(default=None, repr=False, compare=False)
 
     def rank_pids(self) -> dict[str, int]:
         """OS pid of every TP worker (rank-0..rank-{tp-1})."""
@@ -69,6 +72,8 @@ class EngineHandle:
         """Stop the server and its workers (by pid), then convert the last profiler files."""
         if self._proc is not None:
             stop_server(self._proc)
+        if self._exporter is not None:
+            self._exporter.stop()
         if self._sweeper is not None:
             self._sweeper.stop()
 
@@ -137,14 +142,15 @@ def deploy(ray_address: str, scenario: Any, run_dir: Path, *, trace_dir: Path, c
     api_url = f"http://{host}:{http_port}"
     try:
         wait_ready(api_url, proc, run_dir / "logs" / "vllm-server.log", ready_timeout_s)
-        wait_workers(proc.pid, cfg.tensor_parallel)
+        pids = wait_workers(proc.pid, cfg.tensor_parallel)
         warm_up(api_url, cfg.served_name, ready_timeout_s)
     except BaseException:
         stop_server(proc)
         raise
+    exporter = RankExporter(pids).start()
     sweeper = TraceSweeper(Path(cfg.profile_dir), Path(trace_dir)).start()
-    return EngineHandle(api_url=api_url, metrics_targets=metrics_targets_for(host, http_port),
-                        tensor_parallel=cfg.tensor_parallel, _proc=proc, _sweeper=sweeper)
+    return EngineHandle(api_url=api_url, metrics_targets=metrics_targets_for(host, http_port) + exporter.targets(),
+                        tensor_parallel=cfg.tensor_parallel, _proc=proc, _sweeper=sweeper, _exporter=exporter)
 
 
 def wait_ready(api_url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> float:

@@ -56,7 +56,7 @@ class ServerConfig:
 def profiler_config(profile_dir: str) -> dict[str, object]:
     """vLLM >= 0.13 ``--profiler-config``: torch profiler, CPU activities, no stacks (they overlap ranges)."""
     return {"profiler": "torch", "torch_profiler_dir": str(profile_dir), "torch_profiler_activities": ["CPU"],
-            "torch_profiler_with_stack": False, "torch_profiler_use_gzip": True,
+            "torch_profiler_with_stack": False, "torch_profiler_use_gzip": False,
             "torch_profiler_record_shapes": False, "ignore_frontend": True}
 
 
