@@ -51,7 +51,8 @@ def _deployment(ctx: AnalysisContext) -> str:
     placement = ", ".join(f"{r} on {topo.rank_node.get(r, '?')}" for r in topo.ranks)
     lines = [
         f"case: {ctx.case_name}",
-        f"backend: {topo.backend}; engine: {topo.engine}; GPU effects emulated: {'yes' if topo.emulated_device else 'no'}",
+        f"backend: {topo.backend}; engine: {topo.engine}; "
+        f"GPU effects emulated: {'yes' if topo.emulated_device else 'no'}",
         f"nodes: {', '.join(topo.nodes)}",
         f"ranks (tensor-parallel workers): {placement}",
         f"components: {', '.join(ctx.components)}",

@@ -63,7 +63,8 @@ def rank_hypotheses(ctx: AnalysisContext, index: FindingIndex, kb: KnowledgeBase
             h = _score(fid, sig, cand, index)
             if h and h.score > 0:
                 hyps.append(h)
-    hyps.sort(key=lambda h: (-round(h.score, 6), order[h.fault_id], outpost_pos.get(h.component, 1 << 20), h.component))
+    hyps.sort(key=lambda h: (-round(h.score, 6), order[h.fault_id], outpost_pos.get(h.component, 1 << 20),
+                             h.component))
     return hyps
 
 
@@ -98,7 +99,8 @@ class _ChainWriter:
     def _evidence(self, step: StepTemplate) -> str:
         if not step.finding:
             return ""
-        scope: Scope = {"symptom": "any", "peers": "peers", "target": "self", "node_ranks": "self"}[step.at]  # type: ignore[assignment]
+        scopes: dict[str, Scope] = {"symptom": "any", "peers": "peers", "target": "self", "node_ranks": "self"}
+        scope = scopes[step.at]
         cand = self.node if step.at == "node_ranks" and self.node else self.target
         f = self.index.best(step.finding, cand, scope, strong=True)
         strong_matched = [m for m in self.best.matched if not m.weak]
@@ -121,9 +123,12 @@ def _unknown(ctx: AnalysisContext, findings: list[Finding]) -> Analysis:
     if root not in ctx.components:
         root = next((f.component for f in findings if f.component in ctx.components), "ingress")
     details = "; ".join(f.detail for f in sorted(findings, key=lambda f: -f.strength)[:3])
-    symptom = ChainStep("symptom", ("ingress",) if "ingress" in ctx.components else (),
-                        "the service deviates from its behaviour before the injection time")
-    cause = ChainStep("cause", (root,), f"an anomaly on {root} that matches no known fault signature (observed: {details})")
+    text = "the service deviates from its behaviour before the injection time"
+    if ctx.outpost == "unavailable":
+        text += f"; {ctx.outpost_note or 'Outpost unavailable'}: metrics and logs only"
+    symptom = ChainStep("symptom", ("ingress",) if "ingress" in ctx.components else (), text)
+    cause = ChainStep("cause", (root,),
+                      f"an anomaly on {root} that matches no known fault signature (observed: {details})")
     return Analysis((symptom, cause), root, "unknown", "unknown", 0.2)
 
 
@@ -135,7 +140,8 @@ def analyze(ctx: AnalysisContext, kb: KnowledgeBase | None = None) -> tuple[Anal
     strong = [f for f in findings if not f.weak]
     if not strong:
         where = ctx.outpost_note or "Outpost reported no anomalous events"
-        reason = f"{where}; no metric moved beyond a robust z-score of {ctx.windows.z_min:g} and no fault log line after the injection"
+        reason = (f"{where}; no metric moved beyond a robust z-score of {ctx.windows.z_min:g} "
+                  "and no fault log line after the injection")
         return no_anomaly(reason), []
     hyps = rank_hypotheses(ctx, index, kb)
     if not hyps:

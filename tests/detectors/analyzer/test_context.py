@@ -57,7 +57,8 @@ def test_gaps_missing_and_forward_filled():
     for m in ("a", "b", "c"):
         cols[f"rank-1_{m}"] = lambda t: np.where(t >= T0, np.nan, rng.normal(5, 1, len(t)))
         # forward-filled after the injection: stuck at its last value before
-        cols[f"rank-2_{m}"] = lambda t: pd.Series(np.where(t >= T0, np.nan, rng.normal(5, 1, len(t)))).ffill().to_numpy()
+        cols[f"rank-2_{m}"] = lambda t: (pd.Series(np.where(t >= T0, np.nan, rng.normal(5, 1, len(t))))
+                                         .ffill().to_numpy())
         cols[f"rank-3_{m}"] = lambda t: rng.normal(5, 1, len(t))
     cols["rank-0_a"] = lambda t: np.where(t >= T0, 0.0, rng.normal(5, 1, len(t)))  # idle at a new level
     cols["rank-0_b"] = lambda t: np.where(t >= T0, 0.0, rng.normal(5, 1, len(t)))
