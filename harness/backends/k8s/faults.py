@@ -220,7 +220,7 @@ def plan_faults(s: K8sSettings, scenario) -> list[FaultAction]:
             parts = _gpu_fault(s, step, node, gpu)
         else:
             node, gpu, component = step.target.node, None, step.target.node
-            parts = _node_fault(s, step, node, f"{s.name}-f{i}-{step.id}")
+            parts = _node_fault(s, step, node, f"{s.name}-f{i}")  # <= 44 chars: a DNS label
         actions.append(FaultAction(step=i, fault_id=step.id, component=component, node=node, gpu=gpu,
                                    start_s=step.start, duration_s=step.duration, **parts))
     return actions
