@@ -73,6 +73,28 @@ def run_phase(api: str, streams: int, seconds: float, prompt: str, max_tokens: i
             "ttft_p99_ms": 1000 * q(ttft, 99), "itl_p50_ms": 1000 * q(itl, 50), "itl_p99_ms": 1000 * q(itl, 99)}
 
 
+def _rank_cpu_and_steps(h) -> tuple[float, float]:
+    """CPU seconds used by all rank processes, and engine steps so far (rank-0's step counter).
+
+    CPU per step does not depend on how busy the rest of the machine is, unlike throughput."""
+    import psutil
+
+    cpu = sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in h.rank_pids().values())
+    target = dict(h.metrics_targets)["rank-0"]
+    text = httpx.get(f"http://{target}/metrics", timeout=10).text
+    steps = next(float(ln.split()[-1]) for ln in text.splitlines()
+                 if ln.startswith("chaosbench_rank_step_seconds_count"))
+    return cpu, steps
+
+
+def measured(h, *phase_args) -> dict:
+    cpu0, steps0 = _rank_cpu_and_steps(h)
+    result = run_phase(h.api_url, *phase_args)
+    cpu1, steps1 = _rank_cpu_and_steps(h)
+    result["rank_cpu_ms_per_step"] = 1000 * (cpu1 - cpu0) / max(1.0, steps1 - steps0)
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ranks", type=int, default=4)
@@ -104,22 +126,30 @@ def main() -> None:
         print(f"deploy: {time.perf_counter() - t0:.1f}s, {args.ranks} ranks on {args.nodes} node(s)", flush=True)
         prompt = "x" * (args.prompt_tokens - 1)  # + BOS
         run_phase(h.api_url, args.streams, 3.0, prompt, args.max_tokens)  # warm-up
-        results = {"off1": run_phase(h.api_url, args.streams, args.seconds, prompt, args.max_tokens)}
+        phase = (args.streams, args.seconds, prompt, args.max_tokens)
+        results = {"off1": measured(h, *phase)}
         httpx.post(f"{h.api_url}/start_profile", timeout=120)
-        results["on"] = run_phase(h.api_url, args.streams, args.seconds, prompt, args.max_tokens)
+        results["on"] = measured(h, *phase)
         t1 = time.perf_counter()
         traces = httpx.post(f"{h.api_url}/stop_profile", timeout=600).json()["traces"]
         stop_s = time.perf_counter() - t1
-        results["off2"] = run_phase(h.api_url, args.streams, args.seconds, prompt, args.max_tokens)
+        results["off2"] = measured(h, *phase)
         for name, r in results.items():
             print(f"{name:5s} " + " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
                                           for k, v in r.items()), flush=True)
         off = (results["off1"]["tokens_per_s"] + results["off2"]["tokens_per_s"]) / 2
         overhead = 1 - results["on"]["tokens_per_s"] / off
         size = sum(Path(p).stat().st_size for p in traces)
-        print(f"profiling overhead: {100 * overhead:.1f}% throughput; stop_profile {stop_s:.1f}s; "
+        cpu_off = (results["off1"]["rank_cpu_ms_per_step"] + results["off2"]["rank_cpu_ms_per_step"]) / 2
+        cpu_overhead = results["on"]["rank_cpu_ms_per_step"] / cpu_off - 1
+        print(f"profiling overhead: {100 * overhead:.1f}% throughput, {100 * cpu_overhead:.1f}% rank CPU per step; "
+              f"stop_profile {stop_s:.1f}s; "
               f"{len(traces)} traces, {size / 1e6:.1f} MB gz")
-        print(json.dumps({"results": results, "overhead": overhead, "stop_profile_s": stop_s}))
+        import psutil
+
+        rss = {r: psutil.Process(pid).memory_info().rss / 2**20 for r, pid in h.rank_pids().items()}
+        print("rank RSS MiB: " + ", ".join(f"{r}={v:.0f}" for r, v in rss.items()))
+        print(json.dumps({"results": results, "overhead": overhead, "cpu_overhead": cpu_overhead, "stop_profile_s": stop_s}))
         h.shutdown()
     finally:
         if ray.is_initialized():

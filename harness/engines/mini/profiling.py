@@ -14,13 +14,15 @@ import gzip
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.profiler import ProfilerActivity, profile
+if TYPE_CHECKING:  # torch is imported lazily: ``finalize`` runs in a light child process
+    from torch.profiler import profile
 
 
 def start_profiler() -> profile:
+    from torch.profiler import ProfilerActivity, profile
+
     prof = profile(activities=[ProfilerActivity.CPU], record_shapes=False, with_stack=False, profile_memory=False)
     prof.start()
     return prof
@@ -115,7 +117,9 @@ def merge_window(path: Path, rank: str, events: list[dict[str, Any]], window: tu
 
 def anchor_event() -> None:
     """Emit the clock anchor range right after reading the epoch clock."""
-    with torch.profiler.record_function(ANCHOR):
+    from torch.profiler import record_function
+
+    with record_function(ANCHOR):
         pass
 
 
