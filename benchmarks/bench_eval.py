@@ -45,13 +45,20 @@ def main() -> None:
             print(f"workers={workers}: {tasks} tasks in {wall:.1f} s ({tasks / wall:.2f} tasks/s, "
                   f"run phase {doc['run']['wall_s']:.1f} s)")
         per_method: dict[str, list[float]] = defaultdict(list)
+        cpu: dict[str, list[float]] = defaultdict(list)
         statuses: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for o in doc["outcomes"]:
             per_method[o["method"]].append(o["runtime_s"])
             statuses[o["method"]][o["status"]] += 1
-        print(f"{'method':<20} {'mean s':>8} {'max s':>8}  statuses   (last run)")
+            res = json.loads((root / "ds" / o["case"] / "detectors" / f"{o['method']}.json").read_text())
+            cpu[o["method"]].append(res.get("extra", {}).get("cpu_s") or 0.0)
+        total_cpu = sum(sum(v) for v in cpu.values())
+        print(f"CPU seconds for all tasks: {total_cpu:.1f} (per case {total_cpu / args.cases:.1f}); "
+              f"wall on an idle machine is about that / workers")
+        print(f"{'method':<20} {'wall s':>8} {'max s':>8} {'cpu s':>8}  statuses   (last run)")
         for m, times in sorted(per_method.items(), key=lambda kv: -statistics.fmean(kv[1])):
-            print(f"{m:<20} {statistics.fmean(times):8.2f} {max(times):8.2f}  {dict(statuses[m])}")
+            print(f"{m:<20} {statistics.fmean(times):8.2f} {max(times):8.2f} {statistics.fmean(cpu[m]):8.2f}"
+                  f"  {dict(statuses[m])}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from detectors.api import Result, run_detector
@@ -45,7 +45,10 @@ def compute(task: Task) -> dict:
             detect = task.method.make()
         except Exception as exc:  # noqa: BLE001 - an import failure is this method's failure
             return Result.failure(task.method.name, str(exc).splitlines()[0], status="unavailable").to_json()
-        return run_detector(task.method.name, detect, open_view(task.case)).to_json()
+        cpu0 = time.process_time()
+        result = run_detector(task.method.name, detect, open_view(task.case))
+        # CPU seconds do not depend on how loaded the machine is, unlike runtime_s (wall)
+        return replace(result, extra={**result.extra, "cpu_s": round(time.process_time() - cpu0, 4)}).to_json()
 
 
 def write_result(task: Task, result: dict) -> None:
