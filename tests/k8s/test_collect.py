@@ -47,6 +47,9 @@ def test_column_names_match_the_local_collector_style():
     assert "ingress_vllm:num_requests_running" in cols
     assert "ingress_vllm:request_success:rate" in cols  # counters: _total dropped, :rate added
     assert "rank-0_DCGM_FI_DEV_POWER_VIOLATION:rate" in cols
+    # the node's processes: the local exporter's metric names (harness/backends/local/exporter.py)
+    assert "node-1_chaosbench_node_cpu_throttled_periods:rate" in cols
+    assert "node-0_chaosbench_node_network_transmit_bytes:rate" in cols
     assert all("_" not in c.split("_", 1)[0] for c in cols)
 
 

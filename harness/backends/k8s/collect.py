@@ -74,10 +74,33 @@ def _ingress(s: K8sSettings) -> list[tuple[str, str, str]]:
 
 
 def _node(s: K8sSettings, node: str) -> list[tuple[str, str, str]]:
+    """The node as a host (node-exporter, named like the local ``host_*`` columns) and its Ray worker
+    pod as the node's processes (cAdvisor, named like the local exporter's ``chaosbench_node_*``)."""
     w, sel = _window(s), 'k8s_node="{k8s_node}"'
-    pods = f'namespace="{s.namespace}",pod=~".*-{node}-worker-.*",container!=""'
+    pod = f'namespace="{s.namespace}",pod=~".*-{node}-worker-.*"'
+    pods = f'{pod},container!=""'
     nic = f'{sel},device!~"lo|veth.*|cali.*|flannel.*|cni.*|docker.*"'
-    return [
+
+    def rate(metric: str, sel_: str = pods) -> str:
+        return f"sum(rate({metric}{{{sel_}}}[{w}]))"
+
+    cgroup = [
+        ("chaosbench_node_cpu_usage_seconds:rate", rate("container_cpu_usage_seconds_total"), "rate"),
+        ("chaosbench_node_cpu_periods:rate", rate("container_cpu_cfs_periods_total"), "rate"),
+        ("chaosbench_node_cpu_throttled_periods:rate", rate("container_cpu_cfs_throttled_periods_total"), "rate"),
+        ("chaosbench_node_memory_usage_bytes", f"sum(container_memory_usage_bytes{{{pods}}})", "gauge"),
+        ("chaosbench_node_memory_failcnt:rate", rate("container_memory_failcnt"), "rate"),
+        ("chaosbench_node_memory_major_faults:rate",
+         rate("container_memory_failures_total", f'{pods},failure_type="pgmajfault",scope="container"'), "rate"),
+    ]
+    for way in ("receive", "transmit"):  # pod network counters sit on the sandbox, not on a container
+        cgroup += [(f"chaosbench_node_network_{way}_bytes:rate", rate(f"container_network_{way}_bytes_total", pod),
+                    "rate"),
+                   (f"chaosbench_node_network_{way}_packets:rate",
+                    rate(f"container_network_{way}_packets_total", pod), "rate"),
+                   (f"chaosbench_node_network_{way}_drop:rate",
+                    rate(f"container_network_{way}_packets_dropped_total", pod), "rate")]
+    return cgroup + [
         ("cpu:usage", f'1 - avg(rate(node_cpu_seconds_total{{mode="idle",{sel}}}[{w}]))', "gauge"),
         ("load1", f"max(node_load1{{{sel}}})", "gauge"),
         ("memory:available", f"max(node_memory_MemAvailable_bytes{{{sel}}})", "gauge"),
@@ -85,12 +108,8 @@ def _node(s: K8sSettings, node: str) -> list[tuple[str, str, str]]:
         ("memory:pressure", f"max(rate(node_pressure_memory_waiting_seconds_total{{{sel}}}[{w}]))", "rate"),
         ("io:pressure", f"max(rate(node_pressure_io_waiting_seconds_total{{{sel}}}[{w}]))", "rate"),
         ("pgmajfault:rate", f"max(rate(node_vmstat_pgmajfault{{{sel}}}[{w}]))", "rate"),
-        ("network_transmit_bytes:rate", f"sum(rate(node_network_transmit_bytes_total{{{nic}}}[{w}]))", "rate"),
-        ("network_receive_bytes:rate", f"sum(rate(node_network_receive_bytes_total{{{nic}}}[{w}]))", "rate"),
-        ("cpu_usage_seconds:rate", f"sum(rate(container_cpu_usage_seconds_total{{{pods}}}[{w}]))", "rate"),
-        ("cpu_cfs_throttled_periods:rate",
-         f"sum(rate(container_cpu_cfs_throttled_periods_total{{{pods}}}[{w}]))", "rate"),
-        ("memory_working_set_bytes", f"sum(container_memory_working_set_bytes{{{pods}}})", "gauge"),
+        ("network_transmit_bytes:rate", rate("node_network_transmit_bytes_total", nic), "rate"),
+        ("network_receive_bytes:rate", rate("node_network_receive_bytes_total", nic), "rate"),
     ]
 
 
