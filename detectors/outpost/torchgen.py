@@ -7,7 +7,7 @@ Each rank runs a small tensor-parallel-shaped loop under torch.profiler (CPU act
 ``fault_step`` on (as a throttled device would run them slower). ``meta.txt`` records the
 split (the fault step's start, in the trace's own microseconds) for the intra-worker history.
 
-    .venv/bin/python benchmarks/gen_torch_traces.py OUT_DIR [--ranks 2] [--steps 40]
+    .venv/bin/python -m detectors.outpost.torchgen OUT_DIR [--ranks 2] [--steps 40]
         [--slow-rank 1] [--factor 3] [--fault-step 20]
 """
 
