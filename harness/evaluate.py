@@ -43,6 +43,23 @@ def _outcomes(refs: Sequence[CaseRef], methods: Sequence[Method]) -> list[CaseOu
     return out
 
 
+def _explanations(refs: Sequence[CaseRef], methods: Sequence[Method]) -> dict[str, object]:
+    """The Analyzer's own scores (valid-format rate, fault-class accuracy, ROUGE-L vs reference chains), per fault."""
+    if not any(m.name == "analyzer" for m in methods):
+        return {}
+    try:
+        from detectors.analyzer.metrics import score_case, summarize
+    except Exception as exc:  # noqa: BLE001 - the analyzer package is optional here
+        return {"analyzer": {"error": f"cannot import detectors.analyzer.metrics: {exc}"}}
+    analyzer = next(m for m in methods if m.name == "analyzer")
+    scores = []
+    for ref in refs:
+        result = read_result(Task(ref, analyzer)) if ref.status == "completed" else None
+        if result is not None:
+            scores.append(score_case(ref.id, result, ground_truth(ref)))
+    return {"analyzer": summarize(scores)} if scores else {}
+
+
 def evaluate(
     dataset_dir: Path,
     out_dir: Path | None = None,
@@ -86,7 +103,7 @@ def evaluate(
     outcomes = _outcomes(refs, runnable)
     scores = score_methods(outcomes)
     write_results(out_dir, dataset_dir=dataset_dir, refs=refs, methods=chosen, availability=availability,
-                  outcomes=outcomes, scores=scores,
+                  outcomes=outcomes, scores=scores, explanations=_explanations(refs, runnable),
                   run={"tasks": len(tasks), "computed": len(todo), "reused": len(tasks) - len(todo),
                        "workers": workers, "ray": ray_address, "timeout_s": timeout_s, "wall_s": round(wall, 3)})
     return out_dir

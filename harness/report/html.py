@@ -82,6 +82,18 @@ def _detection(doc: dict[str, Any]) -> str:
     return _table(["method", "level", "faulty", "clean", "precision", "recall", "F1", "FPR", "median TTD s"], rows)
 
 
+def _explanations(doc: dict[str, Any]) -> str:
+    table = (doc.get("explanations") or {}).get("analyzer")
+    if not table:
+        return "<p>The Analyzer was not run.</p>"
+    if "error" in table:
+        return f"<p class=bad>{_e(table['error'])}</p>"
+    keys = ["cases", "valid_format_rate", "first_try_valid_rate", "fault_class_accuracy", "category_accuracy",
+            "component_accuracy", "rouge_l"]
+    rows = [[fault, *[str(v[k]) if k == "cases" else _f(v.get(k)) for k in keys]] for fault, v in table.items()]
+    return _table(["fault", *keys], rows)
+
+
 def _failures(doc: dict[str, Any]) -> str:
     rows = [[m["name"], str(n), err] for m in doc["methods"] for err, n in ((m["scores"] or {}).get("errors") or {}).items()]
     invalid = [[c["id"], c["status"], c["problem"] or ""] for c in doc["cases"] if c["status"] != "completed"]
@@ -112,7 +124,8 @@ def _body(doc: dict[str, Any], results_dir: Path) -> str:
              "<h2>Unavailable methods</h2>",
              _table(["method", "kind", "reason"], unavailable) if unavailable else "<p>None.</p>",
              "<h2>Per fault type (component level)</h2>", _per_fault(doc),
-             "<h2>Detection</h2>", _detection(doc), "<h2>Failures</h2>", _failures(doc),
+             "<h2>Detection</h2>", _detection(doc),
+             "<h2>Analyzer explanations</h2>", _explanations(doc), "<h2>Failures</h2>", _failures(doc),
              "<h2>Cases</h2>", case_blocks(doc, results_dir, MAX_CASE_PLOTS, MAX_EVENTS)]
     return "\n".join(parts)
 

@@ -14,6 +14,9 @@ scores.json (``schema: chaosbench.scores/1``)::
     cases[]     id, path, layout (chaosbench|rcaeval), status (completed|not-verified|...|invalid), problem,
                 fault_id, component, realism, start, end
     outcomes[]  one record per (case, method): harness.score.aggregate.CaseOutcome
+    explanations  {"analyzer": {fault_id | "all": {cases, valid_format_rate, first_try_valid_rate,
+                  attempt_valid_rate, fault_class_accuracy, category_accuracy, component_accuracy, rouge_l}}}
+                  (detectors.analyzer.metrics; empty when the Analyzer was not run)
 
 AC@k/Avg@k follow RCAEval (harness.score.ranking); failed/timeout runs count as misses. Clean cases count only
 for detection. Invalid and not-verified cases are listed, never scored.
@@ -52,7 +55,8 @@ def _case_record(ref: CaseRef) -> dict[str, Any]:
 
 def build(dataset_dir: Path, refs: Sequence[CaseRef], methods: Sequence[Method],
           availability: dict[str, tuple[bool, str]], outcomes: Sequence[CaseOutcome],
-          scores: dict[str, MethodScores], run: dict[str, Any]) -> dict[str, Any]:
+          scores: dict[str, MethodScores], run: dict[str, Any],
+          explanations: dict[str, Any] | None = None) -> dict[str, Any]:
     faults = sorted({o["fault_id"] for o in outcomes if o["fault_id"] and o["scored"]})
     return {
         "schema": SCHEMA,
@@ -68,6 +72,7 @@ def build(dataset_dir: Path, refs: Sequence[CaseRef], methods: Sequence[Method],
         "fault_types": faults,
         "cases": [_case_record(r) for r in refs],
         "outcomes": list(outcomes),
+        "explanations": explanations or {},
     }
 
 
@@ -93,14 +98,14 @@ def leaderboard_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         per = [_f(((s or {}).get("per_fault", {}).get(f, {}).get("component") or {}).get("ac", {}).get("1"))
                for f in faults]
         det, ev = (s or {}).get("case_detection") or {}, (s or {}).get("event_detection") or {}
-        status = "ok" if m["available"] else f"unavailable: {m['reason']}"
+        status = "ok" if m["available"] else "unavailable"
         rows.append([m["name"], m["kind"], status, str((comp or {}).get("n", 0)), str((s or {}).get("n_failed", 0)),
                      _f(ac.get("1")), _f(ac.get("3")), _f(ac.get("5")), _f((comp or {}).get("avg")),
                      _f((comp or {}).get("chance_avg")), _f((comp or {}).get("lift")),
                      _f((node or {}).get("ac", {}).get("1")), _f((node or {}).get("avg")),
                      _f((met or {}).get("ac", {}).get("1")), *per, _f(det.get("f1")), _f(det.get("fpr")),
                      _f(ev.get("f1")), _f(((s or {}).get("runtime") or {}).get("mean_s"))])
-    rows.sort(key=lambda r: (not r[2] == "ok", -(float(r[8]) if r[8] != "–" else -1.0), r[0]))
+    rows.sort(key=lambda r: (r[2] != "ok", -(float(r[8]) if r[8] != "–" else -1.0), r[0]))
     return header, rows
 
 
@@ -115,6 +120,9 @@ def leaderboard_md(doc: dict[str, Any]) -> str:
              "chance = a uniformly random ranking over the same candidates; lift = Avg@5 - chance Avg@5.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+    missing = [m for m in doc["methods"] if not m["available"]]
+    if missing:
+        lines += ["", "Unavailable methods:", ""] + [f"- {m['name']}: {m['reason']}" for m in missing]
     return "\n".join(lines) + "\n"
 
 
@@ -122,16 +130,18 @@ def leaderboard_csv(doc: dict[str, Any]) -> str:
     header, rows = leaderboard_rows(doc)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(header)
-    w.writerows([["" if c == "–" else c for c in r] for r in rows])
+    reasons = {m["name"]: m["reason"] for m in doc["methods"] if not m["available"]}
+    w.writerow([*header, "reason"])
+    w.writerows([["" if c == "–" else c for c in r] + [reasons.get(r[0], "")] for r in rows])
     return buf.getvalue()
 
 
 def write_results(out_dir: Path, *, dataset_dir: Path, refs: Sequence[CaseRef], methods: Sequence[Method],
                   availability: dict[str, tuple[bool, str]], outcomes: Sequence[CaseOutcome],
-                  scores: dict[str, MethodScores], run: dict[str, Any]) -> dict[str, Any]:
+                  scores: dict[str, MethodScores], run: dict[str, Any],
+                  explanations: dict[str, Any] | None = None) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    doc = build(dataset_dir, refs, methods, availability, outcomes, scores, run)
+    doc = build(dataset_dir, refs, methods, availability, outcomes, scores, run, explanations)
     doc = json.loads(json.dumps(doc, default=str))  # int keys -> strings, as any reader of the file sees them
     atomic_write_json(out_dir / "scores.json", doc)
     atomic_write_text(out_dir / "leaderboard.md", leaderboard_md(doc))
