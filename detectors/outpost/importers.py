@@ -316,7 +316,8 @@ def _assemble(files: list[_FileColumns]) -> EventTable:
         for k, value in enumerate(fc.key_values):
             proc = fc.procs.get(fc.pid_of_key[k])
             fallback = f"{stem(fc.path)}:{value}"
-            workers.append(WorkerInfo(str(fc.path), value, proc or fallback, component_of(proc, stem(fc.path), fallback)))
+            component = component_of(proc, stem(fc.path), fallback)
+            workers.append(WorkerInfo(str(fc.path), value, proc or fallback, component))
         combo = fc.key.astype(np.int64) * len(fc.tid_values) + fc.tid
         thread, uniq = pd.factorize(combo)
         for u in uniq.tolist():

@@ -81,7 +81,8 @@ def _factors(spec: SynthSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.
 
 
 def _x(name: str, ts: float, dur: float, pid: int, tid: int, cat: str = "cpu_op", args: dict | None = None) -> dict:
-    ev = {"ph": "X", "cat": cat, "name": name, "pid": pid, "tid": tid, "ts": round(float(ts), 3), "dur": round(float(dur), 3)}
+    ev = {"ph": "X", "cat": cat, "name": name, "pid": pid, "tid": tid,
+          "ts": round(float(ts), 3), "dur": round(float(dur), 3)}
     if args:
         ev["args"] = args
     return ev

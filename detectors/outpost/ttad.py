@@ -12,7 +12,8 @@ spikes from preemption are flagged here and discarded by localisation's persiste
 
 Intra-worker: each worker against its own history before ``split`` (the injection time) for the
 same (path, occurrence) - median and MAD of the history (history events are scored in-sample, which
-gives localisation the background rate of anomalies before the fault). This sees faults that hit every worker at once, and works with two workers.
+gives localisation the background rate of anomalies before the fault). This sees faults that hit
+every worker at once, and works with two workers.
 
 The score of an event is the larger of the two z-scores (only slowdowns count); it is anomalous
 when ``score > lam`` and it is at least ``min_excess_us`` longer than expected.

@@ -12,8 +12,8 @@ Each node is labelled with depth, parent, structural role (root/inner/leaf), a 6
 the path of ancestor names (``ProfilerStep#7`` counts as ``ProfilerStep``), its step (own
 ``args.step`` or ``#N`` suffix, else inherited from the ancestors, else the step whose
 interval contains it on the same worker; a trace without step markers uses the successive
-occurrences of its longest-running root name as steps), its root ancestor (a rank's other workers such as GPU streams use
-its steps too), and its occurrence index among
+occurrences of its longest-running root name as steps), its root ancestor (a rank's other
+workers such as GPU streams use its steps too), and its occurrence index among
 events of the same worker, step and path.
 """
 

@@ -26,9 +26,11 @@ def _trace_input(path: Path, inject_time: float | None) -> tuple[Path, float | N
 @detect_app.command("outpost")
 def outpost_cmd(
     path: Path = typer.Argument(..., help="Trace file, directory of per-rank traces, or a case directory."),
-    worker_key: str = typer.Option("pid", "--worker-key", help="Event field that identifies a worker: pid, tid, cat, file."),
+    worker_key: str = typer.Option("pid", "--worker-key",
+                                   help="Event field that identifies a worker: pid, tid, cat, file."),
     lam: float = typer.Option(4.0, "--lambda", help="Anomaly threshold on the robust z-score."),
-    inject_time: float = typer.Option(None, "--inject-time", help="Unix s; events before it are each worker's healthy history."),
+    inject_time: float = typer.Option(None, "--inject-time",
+                                      help="Unix s; events before it are each worker's healthy history."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     top: int = typer.Option(10, "--top", help="Rows of ranking and events to print (text output)."),
 ) -> None:
@@ -94,8 +96,10 @@ def sweep_cmd(
                    f"{_fmt(e['fpr'])} | {_fmt(c['precision'])} {_fmt(c['recall'])} {_fmt(c['f1'])} {_fmt(c['fpr'])} "
                    f"| {_fmt(c['ttd_median_s'])}")
         for fault, m in r["per_fault"].items():
-            typer.echo(f"          {fault:<24} n={m['cases']:<3} event P={_fmt(m['event']['precision'])} "
-                       f"R={_fmt(m['event']['recall'])} FPR={_fmt(m['event']['fpr'])}  case R={_fmt(m['case']['recall'])}")
+            ev, ca = m["event"], m["case"]
+            typer.echo(f"          {fault:<24} n={m['cases']:<3} event P={_fmt(ev['precision'])} "
+                       f"R={_fmt(ev['recall'])} FPR={_fmt(ev['fpr'])}  "
+                       f"case R={_fmt(ca['recall'])} FPR={_fmt(ca['fpr'])}")
     if out["skipped"]:
         typer.echo(f"skipped (no traces): {', '.join(out['skipped'])}")
 
