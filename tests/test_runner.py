@@ -1,0 +1,229 @@
+"""The run pipeline: timeline pieces (fast) and end-to-end runs of the local testbed (slow, root)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness import runner
+from harness.backends.local.cleanup import leftovers
+from harness.backends.local.plan import read_plan
+from harness.case import CaseView, find_cases, read_ground_truth
+from harness.errors import PreflightFailed
+from harness.scenario import load_scenario
+
+REPO = Path(__file__).resolve().parents[1]
+SHORT = f"""include: {REPO}/scenarios/_base.yaml
+metadata:
+  name: clean-short
+spec:
+  deployment:
+    topology: {{nodes: 2, tensor_parallel: 2, data_parallel: 1}}
+  workload: {{duration: 40s, warmup: 5s}}
+  nominal_inject: 25s
+  traces: {{enabled: true, ranks: all, baseline: 8s}}
+  faults: []
+"""
+
+
+@pytest.fixture
+def port_base(monkeypatch) -> int:
+    """A free block of host ports (other testbeds may run on this machine); as in tests/backends/conftest.py."""
+    import socket
+
+    def free(port: int) -> bool:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
+    for base in range(43000 + (os.getpid() % 200) * 10, 60000, 10):
+        if all(free(base + i) for i in range(6)):
+            monkeypatch.setenv("CHAOSBENCH_PORT_BASE", str(base))
+            return base
+    pytest.skip("no free port block")
+
+
+@pytest.fixture
+def need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (namespaces, cgroups)")
+
+
+@pytest.fixture
+def short_scenario(tmp_path) -> Path:
+    path = tmp_path / "clean-short.yaml"
+    path.write_text(SHORT)
+    return path
+
+
+# ----------------------------------------------------------------------------- fast
+
+
+def test_trace_windows_default_to_the_nominal_injection(short_scenario):
+    sc = load_scenario(short_scenario)
+    assert runner.trace_windows(sc) == [(17.0, 33.0)]
+    faulty = load_scenario(REPO / "scenarios" / "cpu-throttle.yaml")
+    start, dur = faulty.spec.faults[0].start, faulty.spec.faults[0].duration
+    assert runner.trace_windows(faulty) == [(start - faulty.spec.traces.baseline, start + dur)]
+
+
+def test_with_seed_overrides_only_the_seed(short_scenario):
+    sc = load_scenario(short_scenario)
+    seeded = runner.with_seed(sc, 77)
+    assert seeded.spec.workload.seed == 77 and seeded.spec.workload.duration == sc.spec.workload.duration
+    assert runner.with_seed(sc, None) is sc
+
+
+def test_probes_and_stop_conditions(monkeypatch, short_scenario):
+    sc = load_scenario(short_scenario)
+    values = {"q": [1.0]}
+    monkeypatch.setattr(runner, "promql", lambda url, q: values["q"])
+    assert runner.probes_hold("u", sc.spec.steady_state) is None
+    values["q"] = [0.0]
+    assert "engine-serves-requests" in runner.probes_hold("u", sc.spec.steady_state)
+    values["q"] = []
+    assert "no data" in runner.probes_hold("u", sc.spec.steady_state)
+    cond = type("C", (), {"name": "c", "query": "q", "for_": 0.2})()
+    watch = runner.StopWatch("u", [cond])
+    values["q"] = [1.0]
+    assert watch.check() is None  # starts holding
+    time.sleep(0.25)
+    assert "stop condition c held" in watch.check()
+    values["q"] = [0.0]
+    assert watch.check() is None and not watch.since
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def _run_dirs(out: Path) -> list[Path]:
+    return sorted(p.parent for p in out.rglob("testbed.json"))
+
+
+def _assert_nothing_left(out: Path) -> None:
+    dirs = _run_dirs(out)
+    assert dirs, "the run recorded its testbed"
+    for d in dirs:
+        plan = read_plan(d)
+        left = leftovers(plan)
+        assert left.empty(), left.describe()
+        assert not Path(plan.ray_tmp_root).exists()
+        ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert plan.run_id not in ns
+
+
+def _nested_pairs(trace: Path) -> int:
+    with gzip.open(trace, "rt") as fh:
+        doc = json.load(fh)
+    events = doc["traceEvents"] if isinstance(doc, dict) else doc
+    spans = sorted(((e["pid"], e["tid"], float(e["ts"]), float(e.get("dur", 0)), e["name"]) for e in events
+                    if e.get("ph") == "X"), key=lambda s: (s[0], s[1], s[2], -s[3]))
+    nested, stack = 0, []
+    for pid, tid, ts, dur, _ in spans:
+        while stack and (stack[-1][0], stack[-1][1]) == (pid, tid) and stack[-1][2] + stack[-1][3] < ts + dur:
+            stack.pop()
+        if stack and (stack[-1][0], stack[-1][1]) == (pid, tid):
+            nested += 1
+        elif stack and (stack[-1][0], stack[-1][1]) != (pid, tid):
+            stack = []
+        stack.append((pid, tid, ts, dur))
+    return nested
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from harness.cli import main; main()", *args]
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_clean_run_end_to_end(tmp_path, short_scenario, port_base, need_root):
+    out = tmp_path / "results"
+    res = subprocess.run(_cli("run", str(short_scenario), "--out", str(out)), cwd=REPO, capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    cases = list(find_cases(out))
+    assert len(cases) == 1
+    case = cases[0]
+    manifest = json.loads((case / "manifest.json").read_text())
+    assert manifest["status"] == "completed", manifest.get("reason")
+    assert manifest["versions"]["ray"] and manifest["chaosbench"]["git_sha"]
+    for f in ("scenario.resolved.yaml", "topology.json", "events.jsonl", "ground_truth.json", "inject_time.txt",
+              "data.csv", "logs.csv", "load/requests.jsonl", "load/summary.json", "load/locust_stats.csv"):
+        assert (case / f).is_file(), f
+    view = CaseView(case)
+    truth = read_ground_truth(case)
+    assert truth["fault_id"] is None and truth["verified"] is False
+    assert view.inject_time == pytest.approx(manifest["load_start"] + 25.0, abs=0.5)
+
+    df = view.metrics()
+    assert df["time"].diff().dropna().eq(1).all() and not df.isna().any().any()
+    assert len(df) >= 38, "one row per second of load"
+    comps = {c.split("_", 1)[0] for c in df.columns if c != "time"}
+    assert {"ingress", "node-0", "node-1", "rank-0", "rank-1"} <= comps
+    assert {"ingress_latency", "ingress_error_rate", "rank-0_DCGM_FI_DEV_SM_CLOCK",
+            "node-1_chaosbench_node_cpu_usage_seconds:rate"} <= set(df.columns)
+    assert df["node-0_chaosbench_node_cpu_usage_seconds:rate"].max() > 0
+    assert df["ingress_latency"].max() > 0
+
+    reqs = view.requests()
+    ok = reqs[reqs["status"] == "ok"]
+    assert len(ok) >= 10 and (ok["ttft"] > 0).all() and (ok["e2e"] >= ok["ttft"]).all()
+    assert view.load_summary()["ttft_s"]["p50"] > 0
+
+    traces = view.trace_files()
+    assert [t.name for t in traces] == ["rank-0.json.gz", "rank-1.json.gz"]
+    assert all(_nested_pairs(t) > 10 for t in traces)
+    stages = {(e["stage"], e["event"]) for e in view.events()}
+    assert {("deploy", "end"), ("load.start", "end"), ("baseline.gate", "end"), ("collect", "end"),
+            ("teardown", "end")} <= stages
+    assert isinstance(pd.read_csv(case / "logs.csv"), pd.DataFrame)
+    _assert_nothing_left(out)
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_engine_failing_at_start_is_torn_down(tmp_path, short_scenario, port_base, need_root):
+    from harness.backends.local.testbed import deploy_local
+
+    def crashing_engine(*args, **kwargs):
+        raise RuntimeError("rank-1 exited during start (exit code 1)")
+
+    with pytest.raises(PreflightFailed, match="engine 'mini' failed to start: RuntimeError: rank-1 exited"):
+        deploy_local(load_scenario(short_scenario), tmp_path / "run", engine_deploy=crashing_engine)
+    _assert_nothing_left(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_ctrl_c_during_the_load_tears_everything_down(tmp_path, short_scenario, port_base, need_root):
+    out = tmp_path / "results"
+    proc = subprocess.Popen(_cli("run", str(short_scenario), "--out", str(out)), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.time() + 400
+    journal = None
+    while time.time() < deadline and proc.poll() is None:
+        journal = next(out.rglob("events.jsonl"), None) if out.exists() else None
+        if journal and '"stage": "load.start", "event": "end"' in journal.read_text():
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the run ended before the load started"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    assert not list(find_cases(out)), "an interrupted case is left as .partial"
+    assert journal is not None and journal.parent.name.endswith(".partial")
+    _assert_nothing_left(out)
