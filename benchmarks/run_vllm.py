@@ -150,14 +150,35 @@ def _case_summary(case: Path) -> dict[str, object]:
         out["columns"] = len(header)
     if (case / "traces").is_dir():
         out["traces"] = sorted(p.name for p in (case / "traces").iterdir())
-    if (case / "load" / "summary.json").is_file():
-        out["load"] = json.loads((case / "load" / "summary.json").read_text())
+    if (case / "load" / "requests.jsonl").is_file():
+        out["windows"] = window_stats(case)
     return out
+
+
+def window_stats(case: Path, nominal_s: float = 25.0) -> dict[str, dict[str, float | int | None]]:
+    """Client TTFT/TPOT before, during and after the fault (clean: the nominal window from inject_time.txt)."""
+    import statistics
+
+    gt = json.loads((case / "ground_truth.json").read_text()) if (case / "ground_truth.json").is_file() else {}
+    start = gt.get("start") or float((case / "inject_time.txt").read_text().strip())
+    end = gt.get("end") or start + nominal_s
+    reqs = [json.loads(ln) for ln in (case / "load" / "requests.jsonl").read_text().splitlines() if ln.strip()]
+
+    def stats(rs: list[dict]) -> dict[str, float | int | None]:
+        ttft = [r["ttft"] for r in rs if r.get("ttft") is not None]
+        tpot = [(r["e2e"] - r["ttft"]) / (r["tokens"] - 1) for r in rs if r.get("ttft") and r["tokens"] > 1]
+        mean = lambda xs: round(statistics.mean(xs), 3) if xs else None  # noqa: E731
+        return {"requests": len(rs), "ttft_mean_s": mean(ttft), "tpot_mean_s": mean(tpot),
+                "errors": sum(r.get("status") != "ok" for r in rs)}
+
+    return {"before": stats([r for r in reqs if r["start"] < start]),
+            "during": stats([r for r in reqs if start <= r["start"] < end]),
+            "after": stats([r for r in reqs if r["start"] >= end])}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("install", "bench", "run", "all"))
+    ap.add_argument("what", choices=("install", "bench", "run", "summary", "all"))
     ap.add_argument("names", nargs="*", default=list(SCENARIOS), help="scenarios/vllm/<name>.yaml to run")
     ap.add_argument("--venv", type=Path, default=REPO / ".venv-vllm")
     ap.add_argument("--tp", type=int, default=2, help="tensor parallel size for bench")
@@ -173,6 +194,9 @@ def main() -> int:
         bench(args.out / "bench", args.tp, args.streams, args.seconds)
     if args.what in ("run", "all"):
         run_cases(list(args.names), args.out)
+    if args.what == "summary":  # names are case directories here
+        for case in args.names:
+            emit(step="summary", case=case, **_case_summary(Path(case)))
     return 0
 
 
