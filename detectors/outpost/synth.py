@@ -55,6 +55,7 @@ class SynthSpec:
     inject_step: int | None = None  # clean runs: nominal split; default = first slowed step or steps//2
     pid_base: int = 4000
     events_per_file: bool = True  # one file per rank (else one file with every rank)
+    fault_id: str = "synthetic-slowdown"  # the truth's fault id (per-kind breakdowns in the sweep)
     extra: dict = field(default_factory=dict)
 
     def split_step(self) -> int:
@@ -166,7 +167,7 @@ def truth_for(spec: SynthSpec, windows: list[tuple[float, float]]) -> dict:
     comps = sorted({f"rank-{r}" for s in spec.slowdowns for r in s.ranks})
     wins = [[windows[s.first][0], windows[s.last][1]] for s in spec.slowdowns]
     first = min(s.ranks[0] for s in spec.slowdowns)
-    return {"fault_id": "synthetic-slowdown", "fault_class": "compute", "component": f"rank-{first}",
+    return {"fault_id": spec.fault_id, "fault_class": "compute", "component": f"rank-{first}",
             "node": None, "rank": first, "start": min(w[0] for w in wins), "end": max(w[1] for w in wins),
             "mechanism": "generated", "realism": "emulated", "verified": True,
             "components": comps, "windows": wins, "inject_time": split}
