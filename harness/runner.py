@@ -186,11 +186,15 @@ class Timeline:
         self.run_due()
 
 
-def _profile_actions(api_url: str, windows: list[tuple[float, float]]) -> list[tuple[float, str, Callable[[], None]]]:
+def _profile_actions(testbed: Any, windows: list[tuple[float, float]]) -> list[tuple[float, str, Callable[[], None]]]:
+    """The engine's /start_profile and /stop_profile, or the backend's own (``testbed.start_profile``)."""
     import httpx
 
     def call(path: str) -> Callable[[], None]:
-        return lambda: httpx.post(f"{api_url}{path}", timeout=120).raise_for_status()
+        hook = getattr(testbed, path.strip("/"), None)
+        if callable(hook):
+            return lambda: hook()
+        return lambda: httpx.post(f"{testbed.api_url}{path}", timeout=300).raise_for_status()
 
     acts = [(s, "traces.start", call("/start_profile")) for s, _ in windows]
     acts += [(e, "traces.stop", call("/stop_profile")) for _, e in windows]
@@ -259,6 +263,10 @@ def _collect(scenario: Any, testbed: Any, writer: CaseWriter, load_dir: Path, t0
     for f in sorted(load_dir.glob("*")):
         if f.name in ("requests.jsonl", "summary.json") or f.name.startswith("locust_"):
             shutil.copy2(f, writer.path / "load" / f.name)
+    if callable(getattr(testbed, "collect_case", None)):  # a backend with its own collectors (k8s)
+        counts = testbed.collect_case(writer.path, scenario, t0, t_end, read_requests(load_dir / "requests.jsonl"))
+        writer.event("collect.backend", "point", detail=dict(counts))
+        return
     extra = [Column(m.name, f"sum({m.query})", "gauge", component=m.component)
              for m in scenario.spec.telemetry.extra_metrics]
     report = export_data_csv(testbed.prometheus_url, t0, t_end, writer.path / "data.csv",
@@ -273,8 +281,8 @@ def _collect(scenario: Any, testbed: Any, writer: CaseWriter, load_dir: Path, t0
     except Exception:  # noqa: BLE001 - a dead engine still leaves its logs
         pass
     plan = testbed.plan
-    ray_dirs = {n.name: Path(n.ray_temp) / "session_latest" / "logs" for n in plan.nodes if plan.isolated} or \
-        {plan.nodes[0].name: Path(plan.nodes[0].ray_temp) / "session_latest" / "logs"}
+    ray_nodes = plan.nodes if plan.isolated else plan.nodes[:1]  # without namespaces one Ray node holds all
+    ray_dirs = {n.name: Path(n.ray_temp) / "session_latest" / "logs" for n in ray_nodes}
     n = export_logs_csv(writer.path / "logs.csv", engine_log=testbed.run_dir / "logs" / "engine.jsonl",
                         ray_log_dirs=ray_dirs, pid_rank=pid_rank, start=t0 - 60, end=time.time())
     writer.event("collect.logs", "point", detail={"lines": n})
@@ -342,8 +350,9 @@ def _load_phase(scenario: Any, testbed: Any, writer: CaseWriter, rec: Recorder, 
 
     spec = scenario.spec
     duration = spec.workload.duration
+    starter = getattr(testbed, "start_load", None) or start_load  # a backend may run its own Locust (k8s Job)
     with rec.stage("load.start"):
-        load = start_load(LoadConfig.from_scenario(scenario, testbed.api_url), load_dir)
+        load = starter(LoadConfig.from_scenario(scenario, testbed.api_url), load_dir)
         try:
             t0 = load.wait_started()
         except BaseException:
@@ -351,7 +360,7 @@ def _load_phase(scenario: Any, testbed: Any, writer: CaseWriter, rec: Recorder, 
             raise
     extras: dict[str, Any] = {"load_start": t0}
     try:
-        tl = Timeline(t0, _profile_actions(testbed.api_url, trace_windows(scenario)), rec, duration)
+        tl = Timeline(t0, _profile_actions(testbed, trace_windows(scenario)), rec, duration)
         status, reason = _gate_and_faults(scenario, testbed, writer, tl)
         if status != "failed":
             tl.wait_until(duration - PROBE_SETTLE_S)
@@ -406,7 +415,8 @@ def run_scenario(scenario: Any, out_dir: Path, seed: int | None = None, *, progr
             if testbed is not None:
                 with rec.stage("teardown"):
                     left = testbed.teardown()
-                extras["teardown_leftovers"] = left.describe() if left is not None else "unknown"
+                extras["teardown_leftovers"] = left.describe() if hasattr(left, "describe") else \
+                    ("; ".join(left) or "nothing") if isinstance(left, list) else "unknown"
     if isinstance(error, Interrupted):
         writer.event("run", "point", "failed", error="interrupted")
         raise error
