@@ -31,7 +31,18 @@ class ByteTokenizer:
         return " " + _word(token - _BYTE0 - 256)
 
     def decode(self, tokens: list[int]) -> str:
-        return "".join(self.decode_token(t) for t in tokens)
+        """Runs of byte tokens are decoded together, so multi-byte UTF-8 characters survive."""
+        out: list[str] = []
+        run = bytearray()
+        for t in tokens:
+            if _BYTE0 <= t < _BYTE0 + 256:
+                run.append(t - _BYTE0)
+                continue
+            out.append(run.decode("utf-8", errors="replace"))
+            run.clear()
+            out.append(self.decode_token(t))
+        out.append(run.decode("utf-8", errors="replace"))
+        return "".join(out)
 
 
 def _word(n: int) -> str:

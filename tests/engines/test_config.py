@@ -1,0 +1,75 @@
+"""Engine config from real scenarios, the engine registry, the tokenizer and the OpenAI request models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from harness.engines import ENGINES
+from harness.engines.mini.config import engine_config
+from harness.engines.mini.protocol import ChatRequest, CompletionRequest
+from harness.engines.mini.tokenizer import EOS, ByteTokenizer
+from harness.errors import InputInvalid
+from harness.scenario import load_scenario
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cfg(scenario, **kw):
+    return engine_config(scenario, run_dir=Path("/r"), trace_dir=Path("/t"), control_dir=Path("/c"),
+                         node_ips={"node-0": "10.232.0.2", "node-1": "10.232.0.3"}, gloo_ifname="eth0", **kw)
+
+
+def test_config_from_shipped_scenario() -> None:
+    cfg = _cfg(load_scenario(REPO / "scenarios" / "gpu-power-cap.yaml"))
+    assert cfg.tensor_parallel == 4 and cfg.nodes == 2
+    assert [cfg.rank_node(r) for r in range(4)] == ["node-0", "node-0", "node-1", "node-1"]
+    assert cfg.model.hidden == 256 and cfg.model.head_dim == 64
+    assert cfg.node_ip("node-1") == "10.232.0.3" and cfg.gloo_ifname == "eth0"
+
+
+def _fake(tp: int = 2, dp: int = 1, heads: int = 4, vocab: int = 2048) -> SimpleNamespace:
+    model = SimpleNamespace(name="m", layers=1, hidden=64, heads=heads, vocab=vocab, max_seq_len=64)
+    topo = SimpleNamespace(nodes=1, tensor_parallel=tp, data_parallel=dp)
+    return SimpleNamespace(spec=SimpleNamespace(deployment=SimpleNamespace(topology=topo, model=model)))
+
+
+@pytest.mark.parametrize(("kw", "msg"), [({"dp": 2}, "data_parallel"), ({"tp": 3}, "tensor_parallel"),
+                                         ({"vocab": 100}, "vocab")])
+def test_config_rejects_what_mini_cannot_run(kw: dict, msg: str) -> None:
+    with pytest.raises(InputInvalid, match=msg):
+        _cfg(_fake(**kw))
+
+
+def test_registry_lists_engines_lazily() -> None:
+    assert {"mini", "vllm"} <= set(ENGINES.names())
+    from harness.engines.mini import deploy
+
+    assert ENGINES.get("mini") is deploy
+
+
+def test_tokenizer_round_trip_and_vocab() -> None:
+    tok = ByteTokenizer(512)
+    ids = tok.encode("héllo")
+    assert ids[0] == tok.bos and len(ids) == 1 + len("héllo".encode())
+    assert tok.decode(ids) == "héllo"
+    assert tok.decode([EOS]) == ""
+    words = [tok.decode_token(t) for t in range(259, 512)]
+    assert all(w.startswith(" ") and w[1:].isalpha() for w in words)
+    assert tok.decode_token(300) == ByteTokenizer(512).decode_token(300)
+    with pytest.raises(ValueError):
+        ByteTokenizer(100)
+
+
+def test_request_models() -> None:
+    req = CompletionRequest.model_validate({"prompt": ["hi"], "max_tokens": 4, "stream": True,
+                                            "stream_options": {"include_usage": True}, "extra": 1})
+    assert req.prompt_text() == "hi" and req.include_usage()
+    with pytest.raises(ValueError):
+        CompletionRequest.model_validate({"prompt": ["a", "b"]}).prompt_text()
+    chat = ChatRequest.model_validate({"messages": [{"role": "user", "content": "x"}]})
+    assert chat.prompt_text() == "<|user|>x\n<|assistant|>"
+    with pytest.raises(ValueError):
+        ChatRequest.model_validate({"messages": []})
