@@ -95,18 +95,53 @@ def measured(h, *phase_args) -> dict:
     return result
 
 
+def compare(h, args: argparse.Namespace) -> dict:
+    """Alternate tracing off and on ``--rounds`` times (the machine's load drifts); mean of each mode."""
+    prompt = "x" * (args.prompt_tokens - 1)  # + BOS
+    phase = (args.streams, args.seconds, prompt, args.max_tokens)
+    run_phase(h.api_url, args.streams, 3.0, prompt, args.max_tokens)  # warm-up
+    rows: dict[str, list[dict]] = {"off": [], "on": []}
+    stop_s, traces = [], []
+    for _ in range(args.rounds):
+        rows["off"].append(measured(h, *phase))
+        httpx.post(f"{h.api_url}/start_profile", timeout=120)
+        rows["on"].append(measured(h, *phase))
+        t1 = time.perf_counter()
+        traces = httpx.post(f"{h.api_url}/stop_profile", timeout=600).json()["traces"]
+        stop_s.append(time.perf_counter() - t1)
+    rows["off"].append(measured(h, *phase))
+    for mode, rs in rows.items():
+        for r in rs:
+            print(f"{mode:4s} " + " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in r.items()), flush=True)
+    mean = {m: {k: statistics.fmean(r[k] for r in rs) for k in rs[0]} for m, rs in rows.items()}
+    overhead = 1 - mean["on"]["tokens_per_s"] / mean["off"]["tokens_per_s"]
+    cpu_overhead = mean["on"]["rank_cpu_ms_per_step"] / mean["off"]["rank_cpu_ms_per_step"] - 1
+    size = sum(Path(p).stat().st_size for p in traces)
+    print(f"mean off: {mean['off']['tokens_per_s']:.1f} tok/s, TTFT p50 {mean['off']['ttft_p50_ms']:.0f} ms "
+          f"p99 {mean['off']['ttft_p99_ms']:.0f} ms, ITL p50 {mean['off']['itl_p50_ms']:.0f} ms")
+    print(f"mean on:  {mean['on']['tokens_per_s']:.1f} tok/s, TTFT p50 {mean['on']['ttft_p50_ms']:.0f} ms "
+          f"p99 {mean['on']['ttft_p99_ms']:.0f} ms, ITL p50 {mean['on']['itl_p50_ms']:.0f} ms")
+    print(f"profiling overhead: {100 * overhead:.1f}% throughput, {100 * cpu_overhead:.1f}% rank CPU per step; "
+          f"stop_profile {statistics.fmean(stop_s):.1f}s (engine keeps serving); "
+          f"{len(traces)} traces, {size / 1e6:.1f} MB gz")
+    return {"rows": rows, "mean": mean, "overhead": overhead, "cpu_overhead": cpu_overhead, "stop_profile_s": stop_s}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ranks", type=int, default=4)
     ap.add_argument("--nodes", type=int, default=2)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--streams", type=int, default=4)
-    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
+    ap.add_argument("--rounds", type=int, default=2, help="off/on pairs (plus a final off)")
     ap.add_argument("--prompt-tokens", type=int, default=48)
     ap.add_argument("--max-tokens", type=int, default=32)
     args = ap.parse_args()
     os.environ.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
                       PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    import psutil
     import ray
     from ray import serve
 
@@ -124,32 +159,10 @@ def main() -> None:
         h = deploy("local", _scenario(args), tmp / "run", trace_dir=tmp / "traces", control_dir=tmp / "ctl",
                    node_ips={n: "127.0.0.1" for n in nodes}, http_host="127.0.0.1", http_port=port, gloo_ifname=None)
         print(f"deploy: {time.perf_counter() - t0:.1f}s, {args.ranks} ranks on {args.nodes} node(s)", flush=True)
-        prompt = "x" * (args.prompt_tokens - 1)  # + BOS
-        run_phase(h.api_url, args.streams, 3.0, prompt, args.max_tokens)  # warm-up
-        phase = (args.streams, args.seconds, prompt, args.max_tokens)
-        results = {"off1": measured(h, *phase)}
-        httpx.post(f"{h.api_url}/start_profile", timeout=120)
-        results["on"] = measured(h, *phase)
-        t1 = time.perf_counter()
-        traces = httpx.post(f"{h.api_url}/stop_profile", timeout=600).json()["traces"]
-        stop_s = time.perf_counter() - t1
-        results["off2"] = measured(h, *phase)
-        for name, r in results.items():
-            print(f"{name:5s} " + " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
-                                          for k, v in r.items()), flush=True)
-        off = (results["off1"]["tokens_per_s"] + results["off2"]["tokens_per_s"]) / 2
-        overhead = 1 - results["on"]["tokens_per_s"] / off
-        size = sum(Path(p).stat().st_size for p in traces)
-        cpu_off = (results["off1"]["rank_cpu_ms_per_step"] + results["off2"]["rank_cpu_ms_per_step"]) / 2
-        cpu_overhead = results["on"]["rank_cpu_ms_per_step"] / cpu_off - 1
-        print(f"profiling overhead: {100 * overhead:.1f}% throughput, {100 * cpu_overhead:.1f}% rank CPU per step; "
-              f"stop_profile {stop_s:.1f}s; "
-              f"{len(traces)} traces, {size / 1e6:.1f} MB gz")
-        import psutil
-
+        report = compare(h, args)
         rss = {r: psutil.Process(pid).memory_info().rss / 2**20 for r, pid in h.rank_pids().items()}
         print("rank RSS MiB: " + ", ".join(f"{r}={v:.0f}" for r, v in rss.items()))
-        print(json.dumps({"results": results, "overhead": overhead, "cpu_overhead": cpu_overhead, "stop_profile_s": stop_s}))
+        print(json.dumps({**report, "rank_rss_mib": rss}))
         h.shutdown()
     finally:
         if ray.is_initialized():
