@@ -69,7 +69,7 @@ class Ports:
             ports.update(ray_driver_metrics=self.driver_metrics, ray_driver_agent=self.driver_agent)
         else:  # everything shares loopback
             ports.update(ray_gcs=self.ray_gcs, ray_client=self.ray_client, ray_metrics=self.ray_metrics,
-                         serve_http=self.serve_http)
+                         ray_agent=self.driver_agent, serve_http=self.serve_http)
         return ports
 
 

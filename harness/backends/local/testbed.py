@@ -75,8 +75,8 @@ def ray_nodes(plan: TestbedPlan) -> list[dict[str, Any]]:
                 "cgroup_dirs": sorted(set(node.cgroups.values())), "resources": {n: 1000 for n in names},
                 "num_cpus": cpus, "metrics_port": metrics, "extra_args": extra}
 
-    if not plan.isolated:
-        return [entry(plan.nodes[0], [n.name for n in plan.nodes])]
+    if not plan.isolated:  # everything on this machine's loopback: no Ray default port that others may hold
+        return [entry(plan.nodes[0], [n.name for n in plan.nodes], extra=f"--dashboard-agent-listen-port={p.driver_agent}")]
     nodes = [entry(n, [n.name]) for n in plan.nodes]
     if plan.driver:  # on the host's loopback/bridge: fixed ports of its own, none of Ray's defaults
         nodes.append(entry(plan.driver, [], 0, p.driver_metrics, f"--dashboard-agent-listen-port={p.driver_agent}"))
