@@ -1,11 +1,25 @@
 """The ``mini`` engine: a small tensor-parallel transformer served behind Ray Serve.
 
 ``deploy(...)`` starts it on a running Ray cluster whose nodes carry the custom resources
-``node-0``, ``node-1``, ...; rank r goes to ``topology.rank_node(r)``, the ingress to node-0.
-It returns an ``EngineHandle`` with the API URL and the Prometheus scrape targets:
-``("ingress", ip:port)`` serves the vllm:* metrics, ``("rank-N", ip:port)`` the emulated
-device (DCGM_* names) and the rank's step/all-reduce histograms. Engine log lines (XID,
-restarts) go to ``<run_dir>/logs/engine.jsonl``; traces to ``<trace_dir>/rank-<i>.json.gz``.
+``node-0``, ``node-1``, ... (``ray start --resources '{"node-0": 1000}'``); rank r goes to
+``topology.rank_node(r)``, the Serve ingress and the engine core to node-0. Ray workers must be
+able to import ``harness`` (start Ray with the repository on PYTHONPATH, or install the package).
+The HTTP proxy binds ``http_host:http_port``: the head node's IP (HeadOnly proxy) or 0.0.0.0.
+
+What it gives the rest of the testbed:
+- ``EngineHandle.api_url``: OpenAI-compatible API (/v1/completions, /v1/chat/completions, /v1/models,
+  /health, /start_profile, /stop_profile, /ranks, /metrics).
+- ``EngineHandle.metrics_targets``: ``("ingress", ip:port)`` serves the vllm:* metrics; ``("rank-N",
+  ip:port)`` the rank's emulated device (DCGM_* names, labels gpu/rank/emulated="true") and its
+  ``chaosbench_rank_{step,allreduce}_seconds`` histograms and ``chaosbench_rank_restarts_total``.
+  Exporters bind the node's IP from ``node_ips`` (0.0.0.0 when absent); ports are ephemeral unless
+  ``metrics_port=N`` (ingress N, rank i N+1+i), and a restarted rank keeps its port.
+- Device control: ``<control_dir>/rank-N.json`` (harness.backends.base.DeviceControl), polled each step.
+- Logs: ``<run_dir>/logs/engine.jsonl`` (time, component, level, message), e.g. the emulated
+  ``NVRM: Xid (PCI:0000:0N:00): 79, ...`` line of a failed rank and its restart.
+- Traces: each /start_profile../stop_profile window is merged into ``<trace_dir>/rank-<i>.json.gz``
+  (Kineto Chrome JSON, ts in unix-epoch microseconds, process_name ``rank-<i>``, args.step on
+  every event inside an ``engine.step``; windows listed under ``chaosbench.windows``).
 """
 
 from __future__ import annotations
