@@ -40,6 +40,42 @@ class Windows:
     guard_s: float = 2.0  # skipped just before the injection (clock skew between collectors)
     z_min: float = 3.0  # a series is "changed" from this |z| on
     z_weak: float = 1.5  # weaker changes only break ties between candidate components
+    min_before_s: float = 8.0  # the timeline may shorten the before window down to this
+    min_after_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class Span:
+    """The compared stretches of the timeline, unix seconds: [before_start, before_end) and
+    [after_start, after_end]."""
+
+    before_start: float
+    before_end: float
+    after_start: float
+    after_end: float
+
+    def describe(self, t0: float) -> str:
+        return (f"before [{self.before_start - t0:+.0f} s, {self.before_end - t0:+.0f} s), "
+                f"after [{self.after_start - t0:+.0f} s, {self.after_end - t0:+.0f} s] of the injection")
+
+
+def compare_span(t0: float, w: Windows, timeline: list[dict]) -> tuple[Span, str]:
+    """The windows, trimmed by the run's timeline (CaseView.events(), fault stages excluded): the before
+    window starts once the profiler runs, so both sides carry its overhead; the after window stops when the
+    traces are flushed (seconds of busy ranks) or the load ends."""
+    before_start, after_end, notes = t0 - w.before_s, t0 + w.after_s, []
+    started = [r["t"] for r in timeline if r.get("stage") == "traces.start" and r.get("event") == "end"
+               and _as_float(r.get("t")) is not None and r["t"] < t0]
+    if started and t0 - max(started) >= w.min_before_s and max(started) > before_start:
+        before_start = max(started)
+        notes.append("before window starts with the profiler")
+    for stage in ("traces.stop", "load.end"):
+        ts = [r["t"] for r in timeline if r.get("stage") == stage and r.get("event") in ("start", "point")
+              and _as_float(r.get("t")) is not None and r["t"] > t0]
+        if ts and min(ts) < after_end:
+            after_end = max(min(ts), t0 + w.min_after_s)
+            notes.append(f"after window ends at {stage}")
+    return Span(before_start, t0 - w.guard_s, t0, after_end), "; ".join(notes)
 
 
 @dataclass(frozen=True)
@@ -88,6 +124,8 @@ class AnalysisContext:
     gaps: tuple[MetricGap, ...]
     logs: tuple[LogLine, ...]
     windows: Windows = field(default_factory=Windows)
+    span: Span | None = None  # the compared windows (None: no metrics)
+    span_note: str = ""
 
 
 def _fmt(x: float) -> str:
@@ -151,12 +189,12 @@ def _rate(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return times[1:], r
 
 
-def _deviation(times: np.ndarray, values: np.ndarray, t0: float, w: Windows,
+def _deviation(times: np.ndarray, values: np.ndarray, span: Span, w: Windows,
                kind: SeriesKind) -> tuple[float, float, float] | None:
     if kind == "counter":
         times, values = _rate(times, values)
-    b = values[(times >= t0 - w.before_s) & (times < t0 - w.guard_s)]
-    a = values[(times >= t0) & (times <= t0 + w.after_s)]
+    b = values[(times >= span.before_start) & (times < span.before_end)]
+    a = values[(times >= span.after_start) & (times <= span.after_end)]
     b, a = b[~np.isnan(b)], a[~np.isnan(a)]
     if len(b) < 3 or len(a) < 1:
         return None
@@ -203,7 +241,7 @@ def _frozen_share(b: np.ndarray, a: np.ndarray) -> float | None:
     return 0.0
 
 
-def metric_deviations(df, t0: float, w: Windows) -> tuple[list[MetricDeviation], list[MetricGap]]:
+def metric_deviations(df, span: Span, w: Windows) -> tuple[list[MetricDeviation], list[MetricGap]]:
     """All series whose |z| >= w.z_weak (largest first), and the components that stopped reporting."""
     import pandas as pd
 
@@ -212,8 +250,8 @@ def metric_deviations(df, t0: float, w: Windows) -> tuple[list[MetricDeviation],
     devs: list[MetricDeviation] = []
     fills: dict[str, list[tuple[float, float]]] = {}
     frozen: dict[str, list[float]] = {}
-    before_mask = (times >= t0 - w.before_s) & (times < t0 - w.guard_s)
-    after_mask = (times >= t0) & (times <= t0 + w.after_s)
+    before_mask = (times >= span.before_start) & (times < span.before_end)
+    after_mask = (times >= span.after_start) & (times <= span.after_end)
     for col in df.columns:
         parts = split_column(col) if col != "time" else None
         values = _numeric(df[col]) if parts else None
@@ -223,11 +261,11 @@ def metric_deviations(df, t0: float, w: Windows) -> tuple[list[MetricDeviation],
         if before_mask.any() and after_mask.any():
             nan = np.isnan(values)
             fills.setdefault(parts[0], []).append((1 - nan[before_mask].mean(), 1 - nan[after_mask].mean()))
-            pre = (times >= t0 - w.before_s) & (times < t0)
+            pre = (times >= span.before_start) & (times < span.after_start)
             share = _frozen_share(values[pre], values[after_mask]) if kind == "gauge" else None
             if share is not None:
                 frozen.setdefault(parts[0], []).append(share)
-        dev = _deviation(times, values, t0, w, kind)
+        dev = _deviation(times, values, span, w, kind)
         if dev and abs(dev[2]) >= w.z_weak and math.isfinite(dev[2]):
             devs.append(MetricDeviation(parts[0], parts[1], dev[0], dev[1], dev[2], kind))
     devs.sort(key=lambda d: (-abs(d.z), d.component, d.metric))
@@ -310,7 +348,8 @@ def build_context(case: CaseView, windows: Windows | None = None, outpost: Resul
     except CaseInvalid as exc:  # traces and logs may still tell the story
         df = None
         note = "; ".join(filter(None, [note, f"no metrics ({exc})"]))
-    devs, gaps = metric_deviations(df, t0, w) if df is not None else ([], [])
+    span, span_note = compare_span(t0, w, list(case.events()))
+    devs, gaps = metric_deviations(df, span, w) if df is not None else ([], [])
     try:
         logs = relevant_logs(case.logs(), t0, w)
     except (ValueError, OSError) as exc:  # pandas' parser errors are ValueErrors
@@ -333,4 +372,6 @@ def build_context(case: CaseView, windows: Windows | None = None, outpost: Resul
         gaps=tuple(gaps),
         logs=tuple(logs),
         windows=w,
+        span=span,
+        span_note=span_note,
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detectors.analyzer.context import AnalysisContext
+from detectors.analyzer.context import AnalysisContext, MetricDeviation
 from detectors.analyzer.knowledge import KnowledgeBase, Scope
 from detectors.api import AnomalousEvent
 
@@ -56,6 +56,17 @@ def _new_bit(before: float, after: float, bit: int) -> bool:
     return bool(int(round(after)) & bit) and not bool(int(round(before)) & bit)
 
 
+def _explained(dev: MetricDeviation, pattern: str, ctx: AnalysisContext) -> bool:
+    """A node's increase that its ranks' matching series account for (at least half of it)."""
+    ranks = {r for r, n in ctx.topology.rank_node.items() if n == dev.component}
+    if not ranks:
+        return False
+    rx = re.compile(pattern, re.I)
+    theirs = sum(d.after - d.before for d in (*ctx.deviations, *ctx.weak_deviations)
+                 if d.component in ranks and rx.search(d.metric))
+    return theirs >= 0.5 * (dev.after - dev.before)
+
+
 def metric_findings(ctx: AnalysisContext, kb: KnowledgeBase, hard_only: bool) -> list[Finding]:
     out = []
     for dev in (*ctx.deviations, *ctx.weak_deviations):
@@ -65,6 +76,8 @@ def metric_findings(ctx: AnalysisContext, kb: KnowledgeBase, hard_only: bool) ->
             continue
         fam = kb.families[name]
         if hard_only and not fam.hard:
+            continue
+        if fam.explained_by and dev.component in ctx.topology.nodes and _explained(dev, fam.explained_by, ctx):
             continue
         if fam.bit is not None and not _new_bit(dev.before, dev.after, fam.bit):
             continue

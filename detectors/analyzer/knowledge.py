@@ -49,6 +49,7 @@ class Family(_Model):
     hard: bool
     finding: str | None = None  # the finding it produces (default: the family name)
     bit: int | None = None  # bitmask gauges: only a newly set bit counts
+    explained_by: str | None = None  # a node's change matched by its ranks' metric (regex) is theirs, not the node's
 
     def finding_key(self, name: str) -> str:
         return self.finding or name

@@ -56,9 +56,11 @@ def _deployment(ctx: AnalysisContext) -> str:
         f"nodes: {', '.join(topo.nodes)}",
         f"ranks (tensor-parallel workers): {placement}",
         f"components: {', '.join(ctx.components)}",
-        f"injection time: {ctx.inject_time:.3f} (unix s); windows: {ctx.windows.before_s:g} s before, "
-        f"{ctx.windows.after_s:g} s after",
+        f"injection time: {ctx.inject_time:.3f} (unix s)",
     ]
+    if ctx.span is not None:
+        lines.append(f"metric windows: {ctx.span.describe(ctx.inject_time)}"
+                     + (f" ({ctx.span_note})" if ctx.span_note else ""))
     if ctx.outpost == "unavailable":
         lines.append(f"note: {ctx.outpost_note or 'Outpost unavailable'}; reason from metrics and logs only")
     elif ctx.outpost_note:

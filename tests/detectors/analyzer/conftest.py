@@ -11,6 +11,7 @@ Outpost's answer is a stub outpost.json.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -242,8 +243,9 @@ def fault_frame(fault: str | None, seed: int = 0,
 
 def write_case(path: Path, fault: str | None, *, seed: int = 0, outpost: str = "stub",
                events: list[AnomalousEvent] | None = None, frame: pd.DataFrame | None = None,
-               logs: list[dict] | None = None, noise: float = 1.0) -> Path:
-    """A case for ``fault`` (None: clean run). outpost: "stub" (writes outpost.json) or "none"."""
+               logs: list[dict] | None = None, noise: float = 1.0, timeline: list[dict] | None = None) -> Path:
+    """A case for ``fault`` (None: clean run). outpost: "stub" (writes outpost.json) or "none".
+    ``timeline``: events.jsonl records (with their own ``t``)."""
     df, fault_logs, evs = fault_frame(fault, seed, noise)
     df = frame if frame is not None else df
     logs = fault_logs if logs is None else logs
@@ -257,6 +259,8 @@ def write_case(path: Path, fault: str | None, *, seed: int = 0, outpost: str = "
     w.write_text("logs.csv", pd.DataFrame(logs, columns=["time", "component", "level", "message"]).to_csv(index=False))
     w.write_ground_truth({"fault_id": fault, "fault_class": None, "component": target, "node": None, "rank": None,
                           "start": T0, "end": T0 + HOLD, "mechanism": None, "realism": None, "verified": True})
+    with open(w.path / "events.jsonl", "a") as fh:
+        fh.writelines(json.dumps(rec) + "\n" for rec in timeline or ())
     if outpost == "stub":
         result = Result("outpost", ranking=_ranking(evs), anomalous=bool(evs), events=tuple(evs))
         w.write_json("detectors/outpost.json", result.to_json())

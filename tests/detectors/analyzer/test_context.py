@@ -9,11 +9,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detectors.analyzer.context import Windows, build_context, metric_deviations, series_kind, split_column
+from detectors.analyzer.context import (
+    Span,
+    Windows,
+    build_context,
+    compare_span,
+    metric_deviations,
+    series_kind,
+    split_column,
+)
 from detectors.analyzer.prompt import PROMPT_VERSION, Budget, bounded, build_prompt
 from harness.case import CaseView
 
 from .conftest import RANKS, T0, _ev, fault_frame, write_case
+
+
+def _span() -> Span:
+    return compare_span(T0, Windows(), [])[0]
 
 
 def _frame(**cols: np.ndarray) -> pd.DataFrame:
@@ -43,7 +55,7 @@ def test_deviation_signs_and_counter_rates():
         # cumulative counter whose rate goes 1/s -> 9/s after the injection
         "node-0_throttled_total": lambda t: np.cumsum(np.where(t >= T0, 9.0, 1.0)),
     })
-    devs, gaps = metric_deviations(df, T0, Windows())
+    devs, gaps = metric_deviations(df, _span(), Windows())
     by = {(d.component, d.metric): d for d in devs}
     assert by[("rank-1", "clock")].z < -10
     thr = by[("node-0", "throttled_total")]
@@ -63,7 +75,7 @@ def test_gaps_missing_and_forward_filled():
     cols["rank-0_a"] = lambda t: np.where(t >= T0, 0.0, rng.normal(5, 1, len(t)))  # idle at a new level
     cols["rank-0_b"] = lambda t: np.where(t >= T0, 0.0, rng.normal(5, 1, len(t)))
     cols["rank-0_c"] = lambda t: np.where(t >= T0, 0.0, rng.normal(5, 1, len(t)))
-    _, gaps = metric_deviations(_frame(**cols), T0, Windows())
+    _, gaps = metric_deviations(_frame(**cols), _span(), Windows())
     assert [g.component for g in gaps] == ["rank-1", "rank-2"]
     assert all(g.after_fill < 0.1 and g.share == 1.0 for g in gaps)
 
@@ -132,7 +144,36 @@ def test_a_short_fault_is_not_averaged_away_and_one_spike_is_ignored():
         "rank-1_short": lambda t: np.where((t >= T0) & (t < T0 + 12), 500.0, 1980.0) + rng.normal(0, 5, len(t)),
         "rank-2_spike": lambda t: np.where(t == T0 + 5, 5000.0, 1980.0) + rng.normal(0, 5, len(t)),
     })
-    devs, _ = metric_deviations(df, T0, Windows())
+    devs, _ = metric_deviations(df, _span(), Windows())
     by = {d.component: d for d in devs}
     assert by["rank-1"].after == pytest.approx(500.0, abs=20) and by["rank-1"].z < -10
     assert "rank-2" not in by
+
+
+def _rec(t: float, stage: str, event: str) -> dict:
+    return {"t": t, "stage": stage, "event": event, "status": "ok"}
+
+
+def test_span_follows_the_timeline():
+    w = Windows()
+    assert compare_span(T0, w, []) == (Span(T0 - 300, T0 - 2, T0, T0 + 30), "")
+    timeline = [_rec(T0 - 20, "traces.start", "start"), _rec(T0 - 15, "traces.start", "end"),
+                _rec(T0 + 25, "traces.stop", "start"), _rec(T0 + 40, "load.end", "start")]
+    span, note = compare_span(T0, w, timeline)
+    assert span == Span(T0 - 15, T0 - 2, T0, T0 + 25)
+    assert "profiler" in note and "traces.stop" in note
+    short = [_rec(T0 - 3, "traces.start", "end"), _rec(T0 + 1, "load.end", "start")]
+    assert compare_span(T0, w, short)[0] == Span(T0 - 300, T0 - 2, T0, T0 + 5)  # minimum lengths kept
+
+
+def test_trace_flush_after_the_fault_is_not_read_as_a_fault(tmp_path: Path):
+    df, _, _ = fault_frame(None)
+    flush = df["time"] >= T0 + 12  # ranks busy writing traces: memory and latency jump
+    df.loc[flush, "node-1_chaosbench_node_memory_usage_bytes"] *= 3
+    df.loc[flush, "ingress_latency"] *= 5
+    timeline = [_rec(T0 - 15, "traces.start", "end"), _rec(T0 + 12, "traces.stop", "start")]
+    trimmed = build_context(CaseView(write_case(tmp_path / "a", None, frame=df, events=[], timeline=timeline)))
+    assert trimmed.deviations == () and "traces.stop" in trimmed.span_note
+    untrimmed = build_context(CaseView(write_case(tmp_path / "b", None, frame=df, events=[])))
+    assert {d.component for d in untrimmed.deviations} >= {"node-1", "ingress"}
+    assert "metric windows: before [-15 s, -2 s), after [+0 s, +12 s]" in build_prompt(trimmed)

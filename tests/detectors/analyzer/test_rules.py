@@ -163,3 +163,18 @@ def test_noisy_telemetry_still_localizes(tmp_path: Path, fault: str):
     if fault == "interconnect-degradation":  # the weak traffic drop decided the node but is not cited
         step = next(s for s in result.extra["chain"] if "traffic carried" in s["text"])
         assert step["text"].endswith("(expected, not observed)")
+
+
+def test_node_memory_growth_of_its_own_workers_is_not_host_memory_pressure(tmp_path: Path):
+    """The profiler's buffers grow the ranks' RSS during the trace window; the node's usage follows."""
+    from .conftest import fault_frame
+
+    events = [_ev(r, "aten::empty", 3.0, 0.3) for r in ("rank-0", "rank-1")]
+    for name, workers_grow in (("theirs", True), ("own", False)):
+        df, _, _ = fault_frame(None)
+        after = df["time"] >= T0
+        df.loc[after, "node-0_chaosbench_node_memory_usage_bytes"] += 8e9
+        if workers_grow:
+            df.loc[after, "rank-0_process_resident_memory_bytes"] += 8e9
+        result = detect(CaseView(write_case(tmp_path / name, None, frame=df, events=events)))
+        assert (result.extra["fault_class"] == "host-memory-pressure") is not workers_grow, name
