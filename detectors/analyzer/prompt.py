@@ -73,10 +73,10 @@ def _catalog() -> str:
 
 
 def _events(ctx: AnalysisContext) -> list[str]:
-    return [
-        f"- {e.component} worker={e.worker} thread={e.thread} {e.name} path={e.path or '-'} "
-        f"observed={e.dur / 1000:.3g} ms expected={e.expected_dur / 1000:.3g} ms score={e.score:.3g} "
-        f"t={e.ts / 1e6 - ctx.inject_time:+.1f} s"
+    return [  # the path last: a long one is what the line budget cuts
+        f"- {e.component} {e.name} observed={e.dur / 1000:.3g} ms expected={e.expected_dur / 1000:.3g} ms "
+        f"score={e.score:.3g} t={e.ts / 1e6 - ctx.inject_time:+.1f} s worker={e.worker} thread={e.thread} "
+        f"path={e.path or '-'}"
         for e in ctx.events
     ]
 

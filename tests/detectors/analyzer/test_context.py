@@ -177,3 +177,14 @@ def test_trace_flush_after_the_fault_is_not_read_as_a_fault(tmp_path: Path):
     untrimmed = build_context(CaseView(write_case(tmp_path / "b", None, frame=df, events=[])))
     assert {d.component for d in untrimmed.deviations} >= {"node-1", "ingress"}
     assert "metric windows: before [-15 s, -2 s), after [+0 s, +12 s]" in build_prompt(trimmed)
+
+
+def test_long_paths_are_cut_before_the_durations(tmp_path: Path):
+    from detectors.api import AnomalousEvent
+
+    ev = AnomalousEvent("rank-1", "42", "main", "aten::mm", (T0 + 1) * 1e6, 4000.0, 1000.0, 9.0,
+                        " > ".join(["layer"] * 200))
+    df, _, _ = fault_frame(None)
+    prompt = build_prompt(build_context(CaseView(write_case(tmp_path / "c", None, frame=df, events=[ev]))))
+    line = next(ln for ln in prompt.splitlines() if ln.startswith("- rank-1 aten::mm"))
+    assert "observed=4 ms expected=1 ms" in line and line.endswith("[...truncated]") and len(line) <= 240
