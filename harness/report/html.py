@@ -10,13 +10,12 @@ except the annotated traces under ``traces/``.
 from __future__ import annotations
 
 import html
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from harness.case import atomic_write_text
-from harness.report.scores import _f, leaderboard_rows, load_scores
+from harness.report.scores import fmt, leaderboard_rows, load_scores
 
 MAX_CASE_PLOTS = 300
 MAX_EVENTS = 10
@@ -56,9 +55,9 @@ def _per_fault(doc: dict[str, Any]) -> str:
             if not comp:
                 continue
             ac = comp.get("ac", {})
-            rows.append([m["name"], str(comp.get("n")), _f(ac.get("1")), _f(ac.get("3")), _f(ac.get("5")),
-                         _f(comp.get("avg")), _f(comp.get("chance_avg")), _f(comp.get("lift")),
-                         _f((node.get("ac") or {}).get("1")), _f((met.get("ac") or {}).get("1"))])
+            rows.append([m["name"], str(comp.get("n")), fmt(ac.get("1")), fmt(ac.get("3")), fmt(ac.get("5")),
+                         fmt(comp.get("avg")), fmt(comp.get("chance_avg")), fmt(comp.get("lift")),
+                         fmt((node.get("ac") or {}).get("1")), fmt((met.get("ac") or {}).get("1"))])
         rows.sort(key=lambda r: -(float(r[5]) if r[5] != "–" else -1))
         badges = " ".join(_badge(r) for r in sorted(realism[fault]))
         parts.append(f"<h3>{_e(fault)} {badges}</h3>" + _table(
@@ -75,8 +74,8 @@ def _detection(doc: dict[str, Any]) -> str:
             d = s.get(level)
             if d:
                 ttd = s.get("time_to_detection") or {}
-                rows.append([m["name"], level.split("_")[0], str(d["n_faulty"]), str(d["n_clean"]), _f(d["precision"]),
-                             _f(d["recall"]), _f(d["f1"]), _f(d["fpr"]), _f(ttd.get("median_s"))])
+                rows.append([m["name"], level.split("_")[0], str(d["n_faulty"]), str(d["n_clean"]), fmt(d["precision"]),
+                             fmt(d["recall"]), fmt(d["f1"]), fmt(d["fpr"]), fmt(ttd.get("median_s"))])
     if not rows:
         return "<p>No method returned verdicts or events.</p>"
     return _table(["method", "level", "faulty", "clean", "precision", "recall", "F1", "FPR", "median TTD s"], rows)
@@ -90,7 +89,7 @@ def _explanations(doc: dict[str, Any]) -> str:
         return f"<p class=bad>{_e(table['error'])}</p>"
     keys = ["cases", "valid_format_rate", "first_try_valid_rate", "fault_class_accuracy", "category_accuracy",
             "component_accuracy", "rouge_l"]
-    rows = [[fault, *[str(v[k]) if k == "cases" else _f(v.get(k)) for k in keys]] for fault, v in table.items()]
+    rows = [[fault, *[str(v[k]) if k == "cases" else fmt(v.get(k)) for k in keys]] for fault, v in table.items()]
     return _table(["fault", *keys], rows)
 
 
@@ -140,9 +139,3 @@ def write_report(results_dir: Path) -> Path:
     atomic_write_text(out, page)
     return out
 
-
-def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None

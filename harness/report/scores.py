@@ -76,7 +76,8 @@ def build(dataset_dir: Path, refs: Sequence[CaseRef], methods: Sequence[Method],
     }
 
 
-def _f(x: float | None) -> str:
+def fmt(x: float | None) -> str:
+    """Two decimals, or an en dash for 'not applicable'."""
     return "–" if x is None else f"{x:.2f}"
 
 
@@ -95,16 +96,16 @@ def leaderboard_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         s = m["scores"]
         comp, node, met = _level(s, "component"), _level(s, "node"), _level(s, "metric")
         ac = (comp or {}).get("ac", {})
-        per = [_f(((s or {}).get("per_fault", {}).get(f, {}).get("component") or {}).get("ac", {}).get("1"))
+        per = [fmt(((s or {}).get("per_fault", {}).get(f, {}).get("component") or {}).get("ac", {}).get("1"))
                for f in faults]
         det, ev = (s or {}).get("case_detection") or {}, (s or {}).get("event_detection") or {}
         status = "ok" if m["available"] else "unavailable"
         rows.append([m["name"], m["kind"], status, str((comp or {}).get("n", 0)), str((s or {}).get("n_failed", 0)),
-                     _f(ac.get("1")), _f(ac.get("3")), _f(ac.get("5")), _f((comp or {}).get("avg")),
-                     _f((comp or {}).get("chance_avg")), _f((comp or {}).get("lift")),
-                     _f((node or {}).get("ac", {}).get("1")), _f((node or {}).get("avg")),
-                     _f((met or {}).get("ac", {}).get("1")), *per, _f(det.get("f1")), _f(det.get("fpr")),
-                     _f(ev.get("f1")), _f(((s or {}).get("runtime") or {}).get("mean_s"))])
+                     fmt(ac.get("1")), fmt(ac.get("3")), fmt(ac.get("5")), fmt((comp or {}).get("avg")),
+                     fmt((comp or {}).get("chance_avg")), fmt((comp or {}).get("lift")),
+                     fmt((node or {}).get("ac", {}).get("1")), fmt((node or {}).get("avg")),
+                     fmt((met or {}).get("ac", {}).get("1")), *per, fmt(det.get("f1")), fmt(det.get("fpr")),
+                     fmt(ev.get("f1")), fmt(((s or {}).get("runtime") or {}).get("mean_s"))])
     rows.sort(key=lambda r: (r[2] != "ok", -(float(r[8]) if r[8] != "–" else -1.0), r[0]))
     return header, rows
 
