@@ -28,6 +28,7 @@ case "$*" in
   *"label node"*) echo "node/$3 labeled" ;;
   "create namespace"*) echo "namespace/$3 created" ;;
   *"allocatable.nvidia"*) echo "8 8" ;;
+  *"chaosbench\.io/node}}="*) printf 'node-0=gpu-a-17\nnode-1=gpu-b-03\n' ;;
   "get nodes -l"*) echo "gpu-b-03" ;;
   "get pods"*) echo "chaosbench-fault-agent-8h3vn" ;;
   exec*verify*) echo '{{"verified": true, "power_limit_w": 150.0}}' ;;
@@ -69,8 +70,7 @@ def _play(tmp_path: Path, playbook: str, k8s_dir: Path, *extra: str) -> list[str
 
 def test_site_installs_services_labels_nodes_and_deploys(rendered, tmp_path):
     k8s_dir = rendered["gpu-power-cap"]
-    node_map = json.dumps({"cb_node_map": {"node-0": "gpu-a-17", "node-1": "gpu-b-03"}})
-    calls = _play(tmp_path, "site.yml", k8s_dir, "-e", node_map)
+    calls = _play(tmp_path, "site.yml", k8s_dir)  # no cb_node_map, no inventory: the labels on the cluster
     assert "kubectl label node gpu-b-03 chaosbench.io/node=node-1 --overwrite" in calls
     helm = [shlex.split(c) for c in calls if c.startswith("helm upgrade --install")]
     charts = {c[3]: c for c in helm}
