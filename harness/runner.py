@@ -428,14 +428,20 @@ def run_scenario(scenario: Any, out_dir: Path, seed: int | None = None, *, progr
     return out_dir
 
 
-def run_suite(suite: Any, out_root: Path, *, suite_path: Path, progress: Progress | None = None,
+def run_suite(suite: Any, out_root: Path, *, suite_path: Path | None = None, progress: Progress | None = None,
               on_case: Callable[[int, int, str], None] | None = None) -> list[Path]:
     """Run every (scenario x repetition x seed) of a suite into ``<out_root>/<run-id>/cases/<scenario>-r<rep>/``.
 
+    ``suite``: a suite file, or a loaded Suite plus its ``suite_path`` (scenario entries are relative to it).
     A failed case is recorded (status failed) and the suite goes on; Ctrl-C stops the suite.
     """
-    from harness.scenario import expand_suite
+    from harness.errors import InputInvalid
+    from harness.scenario import expand_suite, load_suite
 
+    if isinstance(suite, (str, Path)):
+        suite_path, suite = Path(suite), load_suite(suite)
+    if suite_path is None:
+        raise InputInvalid("run_suite: give the suite file (its scenario entries are relative to it)")
     runs = expand_suite(suite, Path(suite_path))
     run_root = Path(out_root) / f"{time.strftime('%Y%m%d-%H%M%S')}-{suite.metadata.name}" / "cases"
     run_root.mkdir(parents=True, exist_ok=True)

@@ -219,7 +219,8 @@ def test_ctrl_c_during_the_load_tears_everything_down(tmp_path, short_scenario, 
         if journal and '"stage": "load.start", "event": "end"' in journal.read_text():
             break
         time.sleep(0.5)
-    assert proc.poll() is None, "the run ended before the load started"
+    if proc.poll() is not None:
+        pytest.fail(f"the run ended (rc {proc.returncode}) before the load started: {proc.communicate()[1][-2000:]}")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err[-2000:]
@@ -227,3 +228,23 @@ def test_ctrl_c_during_the_load_tears_everything_down(tmp_path, short_scenario, 
     assert not list(find_cases(out)), "an interrupted case is left as .partial"
     assert journal is not None and journal.parent.name.endswith(".partial")
     _assert_nothing_left(out)
+
+
+def test_run_suite_lays_out_cases_and_goes_on_after_a_failed_one(tmp_path, short_scenario, monkeypatch):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("apiVersion: chaosbench/v1alpha1\nkind: Suite\nmetadata: {name: tiny}\n"
+                     "spec: {scenarios: [clean-short.yaml], repetitions: 3, seeds: [5, 6, 7]}\n")
+    calls = []
+
+    def fake_run(scenario, out_dir, seed, progress=None):
+        calls.append((out_dir, seed))
+        out_dir.mkdir(parents=True)
+        if seed == 6:
+            raise PreflightFailed("rank crashed")
+        return out_dir
+
+    monkeypatch.setattr(runner, "run_scenario", fake_run)
+    cases = runner.run_suite(suite, tmp_path / "results")
+    assert [seed for _, seed in calls] == [5, 6, 7]
+    assert [c.name for c in cases] == ["clean-short-r0", "clean-short-r1", "clean-short-r2"]
+    assert all(c.parent.name == "cases" and c.parent.parent.name.endswith("-tiny") for c in cases)

@@ -100,7 +100,7 @@ def _wait_ray(plan: TestbedPlan, timeout_s: float = 180.0) -> None:
         time.sleep(0.3)
 
 
-def _wait_targets(prom_url: str, components: set[str], timeout_s: float = 45.0) -> None:
+def _wait_targets(prom_url: str, components: set[str], timeout_s: float = 90.0) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout_s
