@@ -39,9 +39,13 @@ def test_gpu_memory_pressure(gpu_bed: FaultBed, mode: str) -> None:
     step = make_step("gpu-memory-pressure", rank=1, params={"fraction": 0.8, "mode": mode}, duration="4s")
     before = fresh_query(gpu_bed.prometheus_url, series("DCGM_FI_DEV_FB_FREE", "rank-1"))
 
-    def free_after(h):
-        time.sleep(3.0 if mode == "growing" else 0.0)
-        return metric(gpu_bed, "DCGM_FI_DEV_FB_FREE")
+    def free_after(h):  # growing: the ramp reaches 80% by the end of the 4 s window
+        deadline = time.monotonic() + 10
+        while (free := metric(gpu_bed, "DCGM_FI_DEV_FB_FREE")) is not None and free >= before * 0.5:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        return free
 
     ev, free = run_fault(gpu_bed, step, free_after)
     assert ev.value > ev.extra["fb_used_before"]
