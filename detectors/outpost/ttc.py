@@ -88,11 +88,18 @@ def _nest_thread(t: np.ndarray, dur: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return depth.astype(np.int32), parent, rounds
 
 
+def _by_depth(depth: np.ndarray) -> np.ndarray:
+    """Rows ordered by depth, stable (a radix sort when depths fit in 16 bits)."""
+    small = depth.max(initial=0) < 65536
+    return np.argsort(depth.astype(np.uint16) if small else depth, kind="stable")
+
+
 def _parents(depth: np.ndarray) -> np.ndarray:
     """Parent = the last earlier event whose depth is one less."""
     n = depth.shape[0]
     idx = np.arange(n, dtype=np.int64)
-    keys = np.sort(depth.astype(np.int64) * n + idx)
+    order = _by_depth(depth)
+    keys = depth[order].astype(np.int64) * n + order  # sorted without a comparison sort
     q = (depth.astype(np.int64) - 1) * n + idx
     pos = np.searchsorted(keys, q) - 1
     parent = np.full(n, -1, dtype=np.int64)
@@ -138,7 +145,7 @@ def _base_names(names: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...], np
 
 
 def _levels(depth: np.ndarray) -> list[np.ndarray]:
-    order = np.argsort(depth, kind="stable")
+    order = _by_depth(depth)
     bounds = np.searchsorted(depth[order], np.arange(int(depth.max()) + 2))
     return [order[bounds[d] : bounds[d + 1]] for d in range(len(bounds) - 1)]
 
@@ -202,7 +209,7 @@ def _steps_by_time(table: EventTable, step: np.ndarray, parent: np.ndarray) -> N
 def _occurrence(worker: np.ndarray, step: np.ndarray, path: np.ndarray) -> np.ndarray:
     key = _mix(_mix(path, worker.astype(np.uint64)), (step + 1).astype(np.uint64))
     codes = pd.factorize(key)[0]
-    order = np.argsort(codes, kind="stable")  # rows are already in (thread, ts) order
+    order = np.argsort(codes.astype(np.int32), kind="stable")  # rows are already in (thread, ts) order
     sc = codes[order]
     starts = np.r_[0, np.flatnonzero(sc[1:] != sc[:-1]) + 1]
     first = np.repeat(starts, np.diff(np.r_[starts, sc.shape[0]]))
