@@ -49,6 +49,17 @@ def _one_line(exc: Exception) -> str:
 
 
 
+async def _finalize(raw: str) -> tuple[bool, str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PKG_ROOT, os.environ.get("PYTHONPATH")]))}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "harness.engines.mini.profiling", raw,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                env=env)
+    out, err = await proc.communicate()
+    if proc.returncode:
+        return False, err.decode(errors="replace").strip().splitlines()[-1:][0] if err.strip() else "no output"
+    return True, out.decode().strip()
+
+
 @serve.deployment(num_replicas=1, max_ongoing_requests=1024, health_check_period_s=5,
                   ray_actor_options={"num_cpus": 0, "resources": {"node-0": 0.001}})
 @serve.ingress(app)
@@ -103,15 +114,12 @@ class MiniServer:
     @app.post("/stop_profile")
     async def stop_profile(self) -> dict:
         raws = await asyncio.wrap_future(self.core.stop_profile())
-        # the slow JSON rewrite runs in a child process: the ranks keep serving meanwhile
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PKG_ROOT, os.environ.get("PYTHONPATH")]))}
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "harness.engines.mini.profiling", *raws,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                                                    env=env)
-        out, err = await proc.communicate()
-        if proc.returncode:
-            return JSONResponse(error_body(f"trace finalize failed: {err.decode()[-500:]}", 500), status_code=500)
-        return {"status": "stopped", "traces": out.decode().split()}
+        # the slow JSON rewrite runs in child processes (one per rank): the ranks keep serving meanwhile
+        results = await asyncio.gather(*(_finalize(raw) for raw in raws))
+        failed = [err for ok, err in results if not ok]
+        if failed:
+            return JSONResponse(error_body(f"trace finalize failed: {failed[0]}", 500), status_code=500)
+        return {"status": "stopped", "traces": [path for _, path in results]}
 
     @app.post("/v1/completions")
     async def completions(self, request: Request) -> Response:
