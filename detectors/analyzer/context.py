@@ -168,16 +168,12 @@ def load_outpost(case: CaseView) -> tuple[str, str, Result | None]:
 
 
 def series_kind(metric: str, values: np.ndarray) -> SeriesKind:
-    """rate: already per second (the collector's ``:rate`` columns); counter: cumulative, turned into a rate."""
+    """rate: already per second (the collector's ``:rate`` columns); counter: cumulative by its name, turned
+    into a rate. Never guessed from the values: a growing gauge (a process's RSS) is not a counter."""
     if metric.endswith(":rate"):
         return "rate"
     if _COUNTER_NAME.search(metric):
         return "counter"
-    v = values[~np.isnan(values)]
-    if len(v) >= 6:
-        d = np.diff(v)
-        if np.all(d >= 0) and np.count_nonzero(d) >= 3:
-            return "counter"
     return "gauge"
 
 

@@ -79,6 +79,10 @@ def metric_findings(ctx: AnalysisContext, kb: KnowledgeBase, hard_only: bool) ->
             continue
         if fam.explained_by and dev.component in ctx.topology.nodes and _explained(dev, fam.explained_by, ctx):
             continue
+        change = abs(dev.after - dev.before)
+        if (fam.min_change is not None and change < fam.min_change) or \
+                (fam.min_rel is not None and change < fam.min_rel * abs(dev.before)):
+            continue
         if fam.bit is not None and not _new_bit(dev.before, dev.after, fam.bit):
             continue
         if fam.bit is None and (dev.z > 0) != (fam.direction == "up"):

@@ -50,6 +50,8 @@ class Family(_Model):
     finding: str | None = None  # the finding it produces (default: the family name)
     bit: int | None = None  # bitmask gauges: only a newly set bit counts
     explained_by: str | None = None  # a node's change matched by its ranks' metric (regex) is theirs, not the node's
+    min_change: float | None = None  # smallest absolute change that counts (a zero baseline makes any z huge)
+    min_rel: float | None = None  # smallest relative change that counts (load-driven wobble is smaller)
 
     def finding_key(self, name: str) -> str:
         return self.finding or name

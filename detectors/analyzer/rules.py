@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from detectors.analyzer.context import AnalysisContext
 from detectors.analyzer.findings import Finding, FindingIndex, all_findings
-from detectors.analyzer.knowledge import KnowledgeBase, Scope, Signature, StepTemplate, default_kb
+from detectors.analyzer.knowledge import TRACE_FINDINGS, KnowledgeBase, Scope, Signature, StepTemplate, default_kb
 from detectors.analyzer.output import Analysis, ChainStep, category_of, no_anomaly
 
 
@@ -23,15 +23,13 @@ class Hypothesis:
     matched: tuple[Finding, ...]
 
 
-def _scope_of(sig: Signature, key: str) -> Scope:
-    for ev in sig.evidence:
-        if ev.finding == key:
-            return ev.scope
-    return "self"
+def _scopes_of(sig: Signature, key: str) -> list[Scope]:
+    """Where a required finding may be: the scopes its evidence entries give it (self if none)."""
+    return [ev.scope for ev in sig.evidence if ev.finding == key] or ["self"]
 
 
 def _score(fid: str, sig: Signature, cand: str, index: FindingIndex) -> Hypothesis | None:
-    if not any(index.best(req, cand, _scope_of(sig, req), strong=True) for req in sig.requires):
+    if not any(index.best(req, cand, scope, strong=True) for req in sig.requires for scope in _scopes_of(sig, req)):
         return None
     matched: list[Finding] = []
     score = covered = 0.0
@@ -104,8 +102,8 @@ class _ChainWriter:
         cand = self.node if step.at == "node_ranks" and self.node else self.target
         f = self.index.best(step.finding, cand, scope, strong=True)
         strong_matched = [m for m in self.best.matched if not m.weak]
-        if f is None and step.kind == "cause" and strong_matched:
-            f = max(strong_matched, key=lambda m: m.strength)
+        if f is None and step.kind == "cause" and strong_matched:  # cite a signal, traces only if nothing else
+            f = max(strong_matched, key=lambda m: (m.key not in TRACE_FINDINGS, m.strength))
         return f" (observed: {f.detail})" if f else " (expected, not observed)"
 
     def step(self, step: StepTemplate) -> ChainStep:

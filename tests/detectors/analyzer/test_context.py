@@ -43,7 +43,8 @@ def test_series_kinds():
     ramp = np.arange(20.0)
     assert series_kind("x:rate", ramp) == "rate"
     assert series_kind("node_cpu_seconds_total", np.zeros(20)) == "counter"
-    assert series_kind("anything", ramp) == "counter"  # monotone with increases
+    assert series_kind("process_resident_memory_bytes", ramp) == "gauge"  # growing, but not a counter
+    assert series_kind("http_request_size_bytes_count", ramp) == "counter"
     assert series_kind("DCGM_FI_DEV_XID_ERRORS", np.r_[np.zeros(10), np.full(10, 79.0)]) == "gauge"
 
 

@@ -44,7 +44,10 @@ def test_every_catalog_fault_has_a_signature_of_the_right_target():
         ("latency", "latency"),
         ("chaosbench_rank_restarts:rate", "restarts"),
         ("up", "scrape_up"),
-        ("chaosbench_node_processes", None),
+        ("chaosbench_node_processes", "new_processes"),
+        ("chaosbench_node_memory_major_faults:rate", "mem_majfault"),
+        ("load1", "host_load"),
+        ("chaosbench_node_network_transmit_packets:rate", None),
     ],
 )
 def test_metric_families_match_testbed_names(metric: str, family: str | None):

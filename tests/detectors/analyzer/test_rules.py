@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from detectors.analyzer import detect, explain
@@ -178,3 +179,22 @@ def test_node_memory_growth_of_its_own_workers_is_not_host_memory_pressure(tmp_p
             df.loc[after, "rank-0_process_resident_memory_bytes"] += 8e9
         result = detect(CaseView(write_case(tmp_path / name, None, frame=df, events=events)))
         assert (result.extra["fault_class"] == "host-memory-pressure") is not workers_grow, name
+
+
+def test_cpu_contention_on_saturated_cores(tmp_path: Path):
+    """As seen on a real vLLM case: the cores were already busy, so the node's CPU usage cannot rise; the
+    stressor shows as new processes in the node, a doubled machine load and a few page-ins at its start."""
+    from .conftest import RANK_NODE, fault_frame
+
+    df, _, _ = fault_frame(None)
+    after = (df["time"] >= T0) & (df["time"] < T0 + 25)
+    for node in ("node-0", "node-1"):
+        df[f"{node}_chaosbench_node_processes"] = 13.0
+    df.loc[after, "node-0_chaosbench_node_processes"] = 16.0
+    df["host_load1"] = 40.0 + np.random.default_rng(0).normal(0, 2, len(df))
+    df.loc[after, "host_load1"] = 90.0
+    df.loc[after, "node-0_chaosbench_node_memory_major_faults:rate"] = 1.4  # binary page-in, not reclaim
+    events = [_ev(r, "aten::fill_", 600.0, 0.006) for r in RANKS if RANK_NODE[r] == "node-0"]
+    result = detect(CaseView(write_case(tmp_path / "c", None, frame=df, events=events)))
+    assert (result.extra["fault_class"], result.ranking[0].component) == ("cpu-contention", "node-0")
+    assert "chaosbench_node_processes 13 -> 16" in result.extra["chain"][-1]["text"]
