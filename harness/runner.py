@@ -292,7 +292,8 @@ def _collect(scenario: Any, testbed: Any, writer: CaseWriter, load_dir: Path, t0
 
 @contextmanager
 def _signals() -> Iterator[None]:
-    """SIGTERM raises like Ctrl-C while the run is live (main thread only)."""
+    """SIGTERM raises like Ctrl-C while the run is live, and Ctrl-C raises even where the parent left SIGINT
+    ignored (a background job): either way the testbed is torn down (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -300,11 +301,12 @@ def _signals() -> Iterator[None]:
     def term(signum: int, frame: Any) -> None:
         raise _Terminated(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, term)
+    previous = signal.signal(signal.SIGTERM, term), signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
 
 
 @contextmanager

@@ -210,8 +210,10 @@ def test_engine_failing_at_start_is_torn_down(tmp_path, short_scenario, port_bas
 @pytest.mark.root
 def test_ctrl_c_during_the_load_tears_everything_down(tmp_path, short_scenario, port_base, need_root):
     out = tmp_path / "results"
-    proc = subprocess.Popen(_cli("run", str(short_scenario), "--out", str(out)), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    log = tmp_path / "run.log"
+    with log.open("w") as fh:  # a file, not a pipe: a full pipe would block the run
+        proc = subprocess.Popen(_cli("run", str(short_scenario), "--out", str(out)), cwd=REPO, stdout=fh,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
     deadline = time.time() + 400
     journal = None
     while time.time() < deadline and proc.poll() is None:
@@ -220,9 +222,10 @@ def test_ctrl_c_during_the_load_tears_everything_down(tmp_path, short_scenario, 
             break
         time.sleep(0.5)
     if proc.poll() is not None:
-        pytest.fail(f"the run ended (rc {proc.returncode}) before the load started: {proc.communicate()[1][-2000:]}")
+        pytest.fail(f"the run ended (rc {proc.returncode}) before the load started: {log.read_text()[-2000:]}")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=180)
+    proc.wait(timeout=180)
+    err = log.read_text()
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err
     assert not list(find_cases(out)), "an interrupted case is left as .partial"
