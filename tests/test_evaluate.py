@@ -13,8 +13,8 @@ from harness.eval.methods import select
 from harness.eval.synthetic import make_case
 from harness.evaluate import evaluate
 
-METHODS = ["random", "constant", "baro", "boom=eval_fixtures:raising", "stuck=eval_fixtures:hanging",
-           "flags=eval_fixtures:flags_everything"]
+METHODS = ["random", "constant", "baro", "boom=eval_fixtures:raising", "flags=eval_fixtures:flags_everything"]
+TIMEOUT_S = 300  # generous: the CI machine may be loaded; the hung method has its own short-limit test
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def evaluated(dataset, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("out")
-    evaluate(dataset, out, METHODS, workers=2, timeout_s=4)
+    evaluate(dataset, out, METHODS, workers=2, timeout_s=TIMEOUT_S)
     return out, json.loads((out / "scores.json").read_text())
 
 
@@ -50,8 +50,6 @@ def test_scores_and_failures(evaluated):
     boom = _method(doc, "boom")["scores"]
     assert boom["n_failed"] == 4 and boom["component"]["ac"]["5"] == 0.0
     assert any("fixture detector exploded" in e for e in boom["errors"])
-    stuck = _method(doc, "stuck")["scores"]
-    assert list(stuck["errors"]) == ["timeout: timed out after 4 s (killed)"]
     flags = _method(doc, "flags")["scores"]
     assert flags["case_detection"]["fpr"] == 1.0 and flags["case_detection"]["recall"] == 1.0
     # its one event is on rank-0 inside the window: a hit only for the node-0 fault (rank-0 lives on node-0)
@@ -72,9 +70,20 @@ def test_invalid_and_unverified_cases_are_reported(evaluated):
 def test_rerun_resumes(dataset, evaluated, tmp_path):
     out, _ = evaluated
     (dataset / "c0" / "detectors" / "baro.json").unlink()
-    evaluate(dataset, out, METHODS, workers=2, timeout_s=4)
+    evaluate(dataset, out, METHODS, workers=2, timeout_s=TIMEOUT_S)
     run = json.loads((out / "scores.json").read_text())["run"]
     assert run["computed"] == 1 and run["reused"] == run["tasks"] - 1
+
+
+def test_hung_method_is_killed_and_the_rest_goes_on(tmp_path):
+    make_case(tmp_path / "ds", "c0", "cpu-contention", "node-1", seed=1)
+    out = evaluate(tmp_path / "ds", tmp_path / "out", ["constant", "stuck=eval_fixtures:hanging"], workers=2,
+                   timeout_s=3)
+    doc = json.loads((out / "scores.json").read_text())
+    assert list(_method(doc, "stuck")["scores"]["errors"]) == ["timeout: timed out after 3 s (killed)"]
+    assert _method(doc, "constant")["scores"]["n_failed"] == 0
+    result = json.loads((tmp_path / "ds" / "c0" / "detectors" / "stuck.json").read_text())
+    assert result["status"] == "timeout"
 
 
 def test_leaderboard_lists_every_method(evaluated):
@@ -124,8 +133,8 @@ def test_ray_fanout_cancels_a_hung_method(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent))  # eval_fixtures, in Ray's workers
     make_case(tmp_path / "ds", "c0", "cpu-contention", "node-1", seed=1)
     out = evaluate(tmp_path / "ds", tmp_path / "out", ["constant", "stuck=eval_fixtures:hanging"], workers=2,
-                   ray_address="local", timeout_s=5)
+                   ray_address="local", timeout_s=20)
     doc = json.loads((out / "scores.json").read_text())
     assert doc["run"]["ray"] == "local"
-    assert list(_method(doc, "stuck")["scores"]["errors"]) == ["timeout: timed out after 5 s (cancelled)"]
+    assert list(_method(doc, "stuck")["scores"]["errors"]) == ["timeout: timed out after 20 s (cancelled)"]
     assert _method(doc, "constant")["scores"]["n_failed"] == 0
