@@ -24,6 +24,7 @@ from harness.case import CaseView, Topology
 from harness.errors import CaseInvalid
 
 Z_CLIP = 1000.0
+FROZEN_MIN = 6  # samples stuck in a row, beyond the collector's 5 s forward-fill of a short scrape gap
 REL_FLOOR = 0.02  # the robust scale is at least 2 % of the level: near-constant series need a real shift
 _COUNTER_NAME = re.compile(r"(_total|_count|_sum|nr_throttled|nr_periods|throttled_time|throttled_usec|failcnt)$", re.I)
 SeriesKind = Literal["gauge", "counter", "rate"]
@@ -228,11 +229,11 @@ def _frozen_share(b: np.ndarray, a: np.ndarray) -> float | None:
     target it cannot scrape): the share of the after window it is stuck for. None: not a moving gauge.
     ``b``: every sample before the injection (guard included: the last one is what gets repeated)."""
     b, a = b[~np.isnan(b)], a[~np.isnan(a)]
-    if len(np.unique(b)) < 5 or len(a) < 10:
+    if len(np.unique(b)) < 5 or len(a) < FROZEN_MIN:
         return None
     run_b, _ = _longest_run(b)
     run_a, value = _longest_run(a)
-    if run_a >= max(10, 3 * run_b) and b.min() <= value <= b.max():
+    if run_a >= max(FROZEN_MIN, 3 * run_b) and b.min() <= value <= b.max():
         return run_a / len(a)
     return 0.0
 

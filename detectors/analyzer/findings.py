@@ -215,11 +215,13 @@ def trace_findings(ctx: AnalysisContext, kb: KnowledgeBase, metric_coll: list[Fi
     waiting = _strongest(coll + [f for f in metric_coll if f.component in ctx.topology.ranks])
     out = coll + comp + _stalls(events, rx) + _straggler(ctx, waiting, comp) + _isolation(ctx, comp)
     out += _shape(events, rx)
-    for gap in ctx.gaps:
-        if gap.component in ctx.topology.ranks:
-            detail = (f"{gap.share:.0%} of {gap.component} series went missing: "
-                      f"{gap.before_fill:.0%} -> {gap.after_fill:.0%} of samples")
-            out.append(Finding("rank_gap", gap.component, gap.share * (1.0 - gap.after_fill / gap.before_fill), detail))
+    rank_gaps = [g for g in ctx.gaps if g.component in ctx.topology.ranks]
+    if len(rank_gaps) == len(ctx.topology.ranks) > 1:
+        rank_gaps = []  # every rank at once: a scrape outage or an idle stretch, not one rank's hang
+    for gap in rank_gaps:
+        detail = (f"{gap.share:.0%} of {gap.component} series stopped (missing or stuck): "
+                  f"{gap.before_fill:.0%} -> {gap.after_fill:.0%} of samples live")
+        out.append(Finding("rank_gap", gap.component, gap.share * (1.0 - gap.after_fill / gap.before_fill), detail))
     return out
 
 

@@ -198,3 +198,21 @@ def test_cpu_contention_on_saturated_cores(tmp_path: Path):
     result = detect(CaseView(write_case(tmp_path / "c", None, frame=df, events=events)))
     assert (result.extra["fault_class"], result.ranking[0].component) == ("cpu-contention", "node-0")
     assert "chaosbench_node_processes 13 -> 16" in result.extra["chain"][-1]["text"]
+
+
+def test_hung_rank_in_a_short_window_with_a_quiet_outpost(tmp_path: Path):
+    """As in a real 10 s SIGSTOP: the after window ends at the trace flush (+9 s), Outpost saw nothing at
+    case level, and only the rank's stuck (forward-filled) telemetry tells."""
+    timeline = [{"t": T0 + 9, "stage": "traces.stop", "event": "start", "status": "ok"}]
+    result = detect(CaseView(write_case(tmp_path / "c", "nccl-hang", events=[], timeline=timeline)))
+    assert (result.extra["fault_class"], result.ranking[0].component) == ("nccl-hang", "rank-1")
+
+
+def test_every_rank_stuck_is_not_a_hang(tmp_path: Path):
+    from .conftest import _freeze, fault_frame
+
+    df, _, _ = fault_frame(None)
+    for r in RANKS:  # a scrape outage: the collector forward-fills everyone
+        _freeze(df, r, T0, T0 + 25)
+    ctx_result = detect(CaseView(write_case(tmp_path / "c", None, frame=df, events=[])))
+    assert ctx_result.extra["fault_class"] != "nccl-hang"
