@@ -143,6 +143,12 @@ def analyze(ctx: AnalysisContext, kb: KnowledgeBase | None = None) -> tuple[Anal
         return no_anomaly(reason), []
     hyps = rank_hypotheses(ctx, index, kb)
     if not hyps:
+        # no signature fits: only a metric or log signal beyond the symptom makes it an anomaly of its own
+        backing = [f for f in strong if f.key not in TRACE_FINDINGS and f.key != "latency"]
+        if not backing:
+            n = len(ctx.events)
+            return no_anomaly(f"Outpost flagged {n} trace events, but no metric or log signal backs them "
+                              "and no fault signature fits"), []
         return _unknown(ctx, strong), []
     best = hyps[0]
     sig = kb.signatures[best.fault_id]

@@ -111,11 +111,23 @@ def test_anomaly_without_a_signature_is_unknown(tmp_path: Path):
     from .conftest import fault_frame
 
     df, _, _ = fault_frame(None)
-    events = [_ev(r, "aten::softmax", 3.0, 1.0) for r in RANKS]  # everyone slower, no metric moved
+    df.loc[df["time"] >= T0, "rank-2_DCGM_FI_DEV_GPU_UTIL"] = 99.0  # a signal, but no signature needs it alone
+    events = [_ev(r, "aten::softmax", 3.0, 1.0) for r in RANKS]  # everyone slower
     case = write_case(tmp_path / "c", None, frame=df, events=events)
     analysis = parse(detect(CaseView(case)).explanation)
     assert analysis.fault_class == "unknown" and analysis.category == "unknown"
     assert analysis.root_cause in RANKS and "matches no known fault signature" in analysis.chain[-1].text
+
+
+def test_trace_events_nothing_backs_are_no_anomaly(tmp_path: Path):
+    """As on real clean runs where Outpost flagged scheduling jitter: no metric or log backs the events."""
+    from .conftest import fault_frame
+
+    df, _, _ = fault_frame(None)
+    df.loc[df["time"] >= T0, "ingress_latency"] *= 3  # a symptom alone
+    events = [_ev(r, "aten::empty", 6.0, 0.001) for r in RANKS]
+    analysis = parse(detect(CaseView(write_case(tmp_path / "c", None, frame=df, events=events))).explanation)
+    assert analysis.fault_class == "none" and "Outpost flagged 4 trace events" in analysis.chain[0].text
 
 
 def test_ground_truth_is_never_read(cases: dict[str, Path], tmp_path: Path):
