@@ -147,8 +147,6 @@ def call(spec: RCAEvalMethod, case: CaseView) -> tuple[list[str], str]:
     if marker in stderr:
         line = next(ln for ln in stderr.splitlines() if marker in ln)
         raise RCAEvalFailed(f"RCAEval fallback: {line.strip()}")
-    if not ranks:
-        raise RCAEvalFailed("empty ranking")
     if len(order) >= 4 and ranks == [c for c in order if c in set(ranks)] and len(ranks) == len(order):
         raise RCAEvalFailed("degenerate answer: the input column order (empty causal graph)")
     return ranks, stderr
@@ -168,7 +166,9 @@ def make_detector(name: str):
         if spec.broken:
             return Result.failure(name, spec.broken, status="unavailable")
         ranks, stderr = call(spec, case)
-        extra = {"stderr_tail": stderr[-500:]} if stderr.strip() else {}
+        extra: dict[str, object] = {"stderr_tail": stderr[-500:]} if stderr.strip() else {}
+        if not ranks:
+            extra["note"] = "empty ranking: the method found nothing to blame (a miss on a faulty case)"
         return Result(method=name, ranking=to_ranking(ranks), extra=extra)
 
     detect.__name__ = f"rcaeval_{name}"

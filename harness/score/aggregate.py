@@ -7,6 +7,7 @@ counted in ``n_failed``.
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
@@ -129,6 +130,11 @@ def _detection(outcomes: Sequence[CaseOutcome]) -> tuple[DetectionScores | None,
     return case, events
 
 
+def _error_key(o: CaseOutcome) -> str:
+    """One line per kind of failure: paths (which name the case) are folded so that like errors add up."""
+    return re.sub(r"(?<![\w.*])/[^\s:;,()]+", "<path>", f"{o['status']}: {o['error'] or ''}").strip()
+
+
 def score_method(method: str, outcomes: Sequence[CaseOutcome]) -> MethodScores:
     levels = _levels(outcomes)
     by_fault: dict[str, list[CaseOutcome]] = defaultdict(list)
@@ -138,7 +144,7 @@ def score_method(method: str, outcomes: Sequence[CaseOutcome]) -> MethodScores:
     errors: dict[str, int] = defaultdict(int)
     for o in outcomes:
         if o["status"] != "ok":
-            errors[f"{o['status']}: {o['error'] or ''}".strip()] += 1
+            errors[_error_key(o)] += 1
     case_det, event_det = _detection(outcomes)
     faulty = [o for o in outcomes if o["scored"] and o["fault_id"]]
     return MethodScores(

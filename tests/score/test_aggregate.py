@@ -55,3 +55,11 @@ def test_per_fault_and_metric_level():
 def test_methods_are_kept_apart():
     s = score_methods([_o("a", "x", ["node-1"]), _o("a", "y", ["node-0"])])
     assert s["x"].component.ac[1] == 1.0 and s["y"].component.ac[1] == 0.0
+
+
+def test_like_errors_add_up_across_cases():
+    a = _o("a", "m", [], status="failed")
+    b = _o("b", "m", [], status="failed")
+    a["error"] = "CaseInvalid: /data/a: no traces (traces/*.json[.gz])"
+    b["error"] = "CaseInvalid: /data/b: no traces (traces/*.json[.gz])"
+    assert score_methods([a, b])["m"].errors == {"failed: CaseInvalid: <path>: no traces (traces/*.json[.gz])": 2}
