@@ -194,15 +194,24 @@ def test_clean_run_end_to_end(tmp_path, short_scenario, port_base, need_root):
 
 
 @pytest.mark.slow
-@pytest.mark.root
-def test_engine_failing_at_start_is_torn_down(tmp_path, short_scenario, port_base, need_root):
+def test_engine_failing_at_start_is_torn_down_in_loopback_mode(tmp_path, short_scenario, port_base):
+    """Also covers the no-root layout: one Ray node on loopback holding every node's resource."""
+    from harness.backends.local.plan import Ports
+    from harness.backends.local.preflight import port_in_use
     from harness.backends.local.testbed import deploy_local
 
+    busy = [p for p in Ports.from_env().host_ports(isolated=False).values() if port_in_use(p)]
+    if busy:
+        pytest.skip(f"loopback ports in use by something else on this machine: {busy}")
+
     def crashing_engine(*args, **kwargs):
+        import ray
+
+        assert ray.cluster_resources().get("node-1") == 1000, "every node's resource on the one Ray node"
         raise RuntimeError("rank-1 exited during start (exit code 1)")
 
     with pytest.raises(PreflightFailed, match="engine 'mini' failed to start: RuntimeError: rank-1 exited"):
-        deploy_local(load_scenario(short_scenario), tmp_path / "run", engine_deploy=crashing_engine)
+        deploy_local(load_scenario(short_scenario), tmp_path / "run", engine_deploy=crashing_engine, isolated=False)
     _assert_nothing_left(tmp_path)
 
 

@@ -149,13 +149,14 @@ def cgroup_version() -> int:
 
 
 def free_subnet_index() -> int:
-    """The first 10.232.<k>.0/24 that no interface of this machine uses."""
+    """A random 10.232.<k>.0/24 that no interface of this machine uses (random: testbeds started at the same
+    moment by other runs must not pick the same one; the deploy playbook also checks the route is unique)."""
     out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=False).stdout
     used = {int(m) for m in re.findall(rf"inet {re.escape(SUBNET_PREFIX)}\.(\d+)\.", out)}
-    for k in range(1, 255):
-        if k not in used:
-            return k
-    raise InputInvalid(f"no free {SUBNET_PREFIX}.<k>.0/24 subnet left on this machine")
+    free = [k for k in range(1, 255) if k not in used]
+    if not free:
+        raise InputInvalid(f"no free {SUBNET_PREFIX}.<k>.0/24 subnet left on this machine")
+    return secrets.choice(free)
 
 
 def _node_cgroups(version: int, run_id: str, node: str) -> dict[str, str]:
