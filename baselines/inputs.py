@@ -2,7 +2,8 @@
 
 - metrics: data.csv as is (``time`` + ``<component>_<metric>``), numeric columns only, gaps filled.
 - multi-source: ``{"metric": metrics, "logts": log counts per component per 15 s, "tracets_err": empty,
-  "tracets_lat": empty}``. RCAEval uses trace time series only for its own RE2 datasets.
+  "tracets_lat": empty}``. RCAEval uses trace time series only for its own RE2 datasets. RCAEval-layout cases
+  bring their own logts.csv / traces.csv (span table), used as they are.
 - spans: one trace per request from load/requests.jsonl. What the load driver measures is the request as the
   ingress serves it, so each trace has a root span ``ingress/request`` (E2E latency) and two children
   ``ingress/prefill`` (time to first token) and ``ingress/decode`` (the rest). No per-rank span exists in the
@@ -96,18 +97,27 @@ def log_series(case: CaseView, start: float, end: float) -> pd.DataFrame:
 
 
 def multi_source(case: CaseView) -> dict[str, pd.DataFrame]:
+    """RCAEval's multi-source dict; an RCAEval-layout case's own logts.csv is used when present."""
     import pandas as pd
 
     metric = metrics_frame(case)
-    logts = log_series(case, float(metric["time"].iloc[0]), float(metric["time"].iloc[-1]))
+    own = case.path / "logts.csv"
+    if own.is_file():
+        logts = pd.read_csv(own)
+    else:
+        logts = log_series(case, float(metric["time"].iloc[0]), float(metric["time"].iloc[-1]))
     empty = pd.DataFrame({"time": logts["time"]})
     return {"metric": metric, "logts": logts, "tracets_err": empty, "tracets_lat": empty}
 
 
 def span_table(case: CaseView) -> pd.DataFrame:
-    """RCAEval's span columns (times in microseconds) from the per-request load records."""
+    """RCAEval's span columns (times in microseconds): an RCAEval-layout case's traces.csv as is, else one trace
+    per request from the load records."""
     import pandas as pd
 
+    own = case.path / "traces.csv"
+    if own.is_file():
+        return pd.read_csv(own)
     req = case.requests()
     if req.empty or not {"start", "e2e"} <= set(req.columns):
         raise CaseInvalid(f"{case.name}: no load/requests.jsonl with start and e2e")

@@ -70,3 +70,19 @@ def test_inject_time_outside_the_data(tmp_path):
     (path / "inject_time.txt").write_text("1\n")
     with pytest.raises(CaseInvalid, match="outside the data"):
         metrics_frame(CaseView(path))
+
+
+def test_rcaeval_layout_brings_its_own_spans_and_logts(cpu_case, tmp_path):
+    import shutil
+
+    from harness.eval.discover import RCAEvalCaseView
+
+    run = tmp_path / "cartservice_delay" / "1"
+    run.mkdir(parents=True)
+    shutil.copy(cpu_case.path / "data.csv", run / "data.csv")
+    spans = span_table(cpu_case)
+    spans.to_csv(run / "traces.csv", index=False)
+    (run / "logts.csv").write_text("time,cartservice\n1,3\n2,4\n")
+    view = RCAEvalCaseView(run)
+    assert len(span_table(view)) == len(spans)
+    assert list(multi_source(view)["logts"].columns) == ["time", "cartservice"]
