@@ -80,6 +80,7 @@ def test_rcaeval_layout_brings_its_own_spans_and_logts(cpu_case, tmp_path):
     run = tmp_path / "cartservice_delay" / "1"
     run.mkdir(parents=True)
     shutil.copy(cpu_case.path / "data.csv", run / "data.csv")
+    shutil.copy(cpu_case.path / "inject_time.txt", run / "inject_time.txt")
     spans = span_table(cpu_case)
     spans.to_csv(run / "traces.csv", index=False)
     (run / "logts.csv").write_text("time,cartservice\n1,3\n2,4\n")
