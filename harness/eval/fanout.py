@@ -96,7 +96,7 @@ def run_local(tasks: Sequence[Task], workers: int, timeout_s: float, on_done: On
         while pending or running:
             while pending and len(running) < max(1, workers):
                 task = pending.popleft()
-                proc = ctx.Process(target=_child, args=(task,), daemon=True)
+                proc = ctx.Process(target=_child, args=(task,))  # not daemon: methods may start pools
                 proc.start()
                 running[proc.sentinel] = (proc, task, time.monotonic())
             for sentinel in wait(list(running), timeout=0.2):

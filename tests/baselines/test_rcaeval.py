@@ -87,3 +87,9 @@ def test_rcaeval_layout_brings_its_own_spans_and_logts(cpu_case, tmp_path):
     view = RCAEvalCaseView(run)
     assert len(span_table(view)) == len(spans)
     assert list(multi_source(view)["logts"].columns) == ["time", "cartservice"]
+
+
+def test_unsorted_score_pairs_are_sorted():
+    # ges_pagerank returns (name, score) pairs in input order
+    assert rcaeval._names([("a_x", 0.1), ("b_y", 0.9), ("c_z", 0.5)]) == ["b_y", "c_z", "a_x"]
+    assert rcaeval._names(["b_y", "a_x"]) == ["b_y", "a_x"]
