@@ -25,8 +25,12 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        from harness.eval.discover import discover
+        from harness.eval.methods import select
         from harness.evaluate import evaluate
 
+        select(methods)  # bad names and plugins fail here, in one line, before any display
+        discover(dataset_dir)
         console = Console(stderr=True)
         progress = Progress(TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), console=console)
