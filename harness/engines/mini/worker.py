@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -75,6 +76,9 @@ class RankWorker:
         self._server = _serve_metrics(state.metrics_port, bind, self.registry)
         self.metrics_port = self._server.server_port
         self.prof = None
+        # Kineto's first start costs seconds: pay it now, off the serving path, not at the first trace window
+        self._warm = threading.Thread(target=_warm_profiler, name="profiler-warmup", daemon=True)
+        self._warm.start()
         self.window_steps: list[int] = []
         self.window_start = 0.0
         self.pid = os.getpid()
@@ -125,6 +129,7 @@ class RankWorker:
             self.ar_hist.observe(time.perf_counter() - t0)
 
     def start_profile(self) -> bool:
+        self._warm.join()
         if self.prof is None:
             self.prof = profiling.start_profiler()
             self.window_start = time.time()
@@ -150,6 +155,13 @@ class RankWorker:
         if dist.is_initialized():
             dist.destroy_process_group()
         self._server.shutdown()
+
+
+def _warm_profiler() -> None:
+    try:
+        profiling.start_profiler().stop()
+    except Exception:  # noqa: BLE001 - only a warm-up; the real start reports errors
+        pass
 
 
 def _serve_metrics(port: int, addr: str, registry: CollectorRegistry):
