@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 BASELINE_S = 15.0
+LAG_S = 5.0  # rate/histogram columns are 5 s windows: the fault shows until 5 s after its end
 
 # fault id -> (data.csv column, what it is): "{r}" target rank (node faults: a rank on the node), "{n}" target node
 # index, "{peer}" another rank than {r}
@@ -34,7 +35,7 @@ SYMPTOMS: dict[str, tuple[str, str]] = {
     "cpu-contention": ("rank-{r}_chaosbench_rank_step_seconds:mean", "step time of a rank on the node"),
     "cpu-throttle": ("node-{n}_chaosbench_node_cpu_throttled_periods:rate", "node's throttled periods"),
     "host-memory-pressure": ("node-{n}_chaosbench_node_memory_usage_bytes", "node's memory usage"),
-    "network-delay": ("ingress_latency", "client E2E latency"),
+    "network-delay": ("rank-{r}_chaosbench_rank_allreduce_seconds:mean", "all-reduce time on the node"),
 }
 
 
@@ -71,7 +72,7 @@ def symptom(case: Path, fault: str) -> str:
         return f"no column for {SYMPTOMS[fault][1]}"
     start, end = truth["start"], truth["end"] or truth["start"] + 10
     base = df[(df.time >= start - BASELINE_S) & (df.time < start)][col].mean()
-    during = df[(df.time >= start) & (df.time <= end)][col].mean()
+    during = df[(df.time >= start) & (df.time <= end + LAG_S)][col].mean()
     ratio = f"x{during / base:.2f}" if base else "from zero"
     return f"{col}: {base:.4g} -> {during:.4g} ({ratio})"
 
