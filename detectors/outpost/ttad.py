@@ -39,6 +39,7 @@ class TTADConfig:
     min_excess_us: float = 5.0  # ignore slowdowns shorter than this (timer noise)
     min_dur_us: float = 1.0  # durations are floored here before the log
     min_history: int = 5  # history samples needed for the intra-worker test
+    history_cap: int = 512  # history samples per (worker, path) used to fit median and scale
     min_group: int = 2  # workers needed for the cross-worker test
     tail_q: float = 0.99  # intra-worker: upper quantile of the history that also bounds the scale
     cross_tail_q: float = 0.5  # the same for cross-worker residuals: 0.5 = MAD only (persistence handles spikes)
@@ -145,8 +146,9 @@ def intra_worker(forest: Forest, logd: np.ndarray, hist: np.ndarray | None, cfg:
     codes = pd.factorize(key)[0]
     counts = np.bincount(codes[hist], minlength=int(codes.max()) + 1)
     enough = counts[codes] >= cfg.min_history
-    ref = _group_median(codes, logd, hist)
-    scale = _robust_scale(codes, logd, hist, np.log1p(cfg.min_rel_scale), cfg.tail_q)
+    fit = _thin(codes, hist, cfg.history_cap)
+    ref = _group_median(codes, logd, fit)
+    scale = _robust_scale(codes, logd, fit, np.log1p(cfg.min_rel_scale), cfg.tail_q)
     z = np.where(enough, (logd - ref) / scale, np.nan)  # history too, in-sample: the background rate
     return z, ref
 
