@@ -113,7 +113,7 @@ def test_server_argv_serves_the_scenario_model_with_tp_and_profiler():
     assert opts["--distributed-executor-backend"] == "mp"
     prof = json.loads(opts["--profiler-config"])
     assert prof["profiler"] == "torch" and prof["torch_profiler_dir"] == "/run/vllm-profiles"
-    assert prof["ignore_frontend"] is True
+    assert prof["ignore_frontend"] is True and prof["max_iterations"] > 0  # bounds the export stall
     assert "--enforce-eager" in argv
     assert "--enforce-eager" not in server_argv(_cfg(enforce_eager=False))
 
@@ -232,6 +232,7 @@ def test_worker_traces_become_epoch_rank_files(tmp_path):
     done: set[str] = set()
     written = convert_new(prof, out, done)
     assert [p.name for p in written] == ["rank-1.json.gz"]
+    assert [p.name for p in out.iterdir()] == ["rank-1.json.gz"]  # no temporary file where collectors look
     doc = json.loads(gzip.decompress((out / "rank-1.json.gz").read_bytes()))
     mm = next(e for e in doc["traceEvents"] if e["name"] == "aten::mm")
     assert mm["ts"] == pytest.approx(base / 1000 + 110.0)

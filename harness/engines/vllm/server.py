@@ -53,11 +53,18 @@ class ServerConfig:
     enforce_eager: bool = True  # torch.compile on 2 shared cores takes minutes; eager serves in ~30 s
 
 
-def profiler_config(profile_dir: str) -> dict[str, object]:
-    """vLLM >= 0.13 ``--profiler-config``: torch profiler, CPU activities, no stacks (they overlap ranges)."""
+PROFILE_MAX_ITERS = 600  # engine steps per trace window at most: bounds the stall while the workers export
+
+
+def profiler_config(profile_dir: str, max_iterations: int = PROFILE_MAX_ITERS) -> dict[str, object]:
+    """vLLM >= 0.13 ``--profiler-config``: torch profiler, CPU activities, no stacks (they overlap ranges).
+
+    The workers export synchronously on /stop_profile (or after ``max_iterations`` steps) and the engine
+    does not step meanwhile, so the window is capped; a later /stop_profile is then a no-op.
+    """
     return {"profiler": "torch", "torch_profiler_dir": str(profile_dir), "torch_profiler_activities": ["CPU"],
             "torch_profiler_with_stack": False, "torch_profiler_use_gzip": False,
-            "torch_profiler_record_shapes": False, "ignore_frontend": True}
+            "torch_profiler_record_shapes": False, "ignore_frontend": True, "max_iterations": max_iterations}
 
 
 def server_argv(cfg: ServerConfig) -> list[str]:

@@ -38,10 +38,27 @@ def is_trace_file(path: Path) -> bool:
 
 
 def load_kineto(path: Path) -> dict[str, Any]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt") as fh:  # type: ignore[operator]
-        doc = json.load(fh)
+    raw = path.read_bytes()
+    doc = _loads(gzip.decompress(raw) if path.name.endswith(".gz") else raw)
     return doc if isinstance(doc, dict) else {"traceEvents": doc}
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        import orjson  # 5-10x faster on 100k-event traces; conversion competes with the engine for CPU
+
+        return orjson.loads(data)
+    except ImportError:
+        return json.loads(data)
+
+
+def _dumps(obj: Any) -> bytes:
+    try:
+        import orjson
+
+        return orjson.dumps(obj)
+    except ImportError:
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def to_epoch_events(doc: dict[str, Any], rank: str) -> tuple[list[dict[str, Any]], tuple[float, float]]:
@@ -68,20 +85,20 @@ def to_epoch_events(doc: dict[str, Any], rank: str) -> tuple[list[dict[str, Any]
 
 
 def merge_into(path: Path, rank: str, events: list[dict[str, Any]], window: tuple[float, float],
-               source: str) -> None:
-    """Append one window to the rank's gzip Chrome trace, atomically."""
+               source: str, tmp_dir: Path) -> None:
+    """Append one window to the rank's gzip Chrome trace, atomically (the temporary file lives in ``tmp_dir``,
+    outside the trace directory, so a collector copying it never sees a partial file)."""
     doc: dict[str, Any] = {"traceEvents": [], "displayTimeUnit": "ms",
                            "chaosbench": {"rank": rank, "ts_unit": "unix epoch microseconds", "engine": "vllm",
                                           "device": "cpu", "windows": [], "sources": []}}
     if path.exists():
-        with gzip.open(path, "rt") as fh:
-            doc = json.load(fh)
+        doc = _loads(gzip.decompress(path.read_bytes()))
     doc["traceEvents"].extend(events)
     doc["chaosbench"]["windows"].append([window[0], window[1]])
     doc["chaosbench"].setdefault("sources", []).append(source)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with gzip.open(tmp, "wt", compresslevel=3) as fh:
-        json.dump(doc, fh, separators=(",", ":"))
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f"{path.name}.tmp{os.getpid()}"
+    tmp.write_bytes(gzip.compress(_dumps(doc), compresslevel=3))
     os.replace(tmp, path)
 
 
@@ -101,7 +118,7 @@ def convert_new(profile_dir: Path, trace_dir: Path, done: set[str]) -> list[Path
         events, window = to_epoch_events(doc, rank)
         trace_dir.mkdir(parents=True, exist_ok=True)
         dest = trace_dir / f"{rank}.json.gz"
-        merge_into(dest, rank, events, window, f.name)
+        merge_into(dest, rank, events, window, f.name, tmp_dir=profile_dir / ".merge")
         done.add(f.name)
         written.append(dest)
     return written
