@@ -207,9 +207,10 @@ def test_cpu_contention_on_saturated_cores(tmp_path: Path):
     df.loc[after, "host_load1"] = 90.0
     df.loc[after, "node-0_chaosbench_node_memory_major_faults:rate"] = 1.4  # binary page-in, not reclaim
     events = [_ev(r, "aten::fill_", 600.0, 0.006) for r in RANKS if RANK_NODE[r] == "node-0"]
-    result = detect(CaseView(write_case(tmp_path / "c", None, frame=df, events=events)))
-    assert (result.extra["fault_class"], result.ranking[0].component) == ("cpu-contention", "node-0")
-    assert "chaosbench_node_processes 13 -> 16" in result.extra["chain"][-1]["text"]
+    for name, evs in (("flagged", events), ("outpost-silent", [])):
+        result = detect(CaseView(write_case(tmp_path / name, None, frame=df, events=evs)))
+        assert (result.extra["fault_class"], result.ranking[0].component) == ("cpu-contention", "node-0"), name
+        assert "chaosbench_node_processes 13 -> 16" in result.extra["chain"][-1]["text"]
 
 
 def test_hung_rank_in_a_short_window_with_a_quiet_outpost(tmp_path: Path):
