@@ -54,8 +54,7 @@ class RankExporter:
 
     def start(self) -> RankExporter:
         for rank, pid in self.pids.items():
-            server = ThreadingHTTPServer((self.host, 0), _handler(pid))
-            server.daemon_threads = True
+            server = _QuietServer((self.host, 0), _handler(pid))
             threading.Thread(target=server.serve_forever, name=f"rank-exporter-{rank}", daemon=True).start()
             self._servers[rank] = server
         return self
@@ -70,6 +69,13 @@ class RankExporter:
         self._servers.clear()
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a scrape cut short must not print a traceback into the run's output
+
+
 def _handler(pid: int) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
@@ -77,11 +83,14 @@ def _handler(pid: int) -> type[BaseHTTPRequestHandler]:
                 self.send_error(404)
                 return
             body = render(sample(pid)).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # Prometheus gave up on a slow scrape (1 s timeout): it records the miss itself
 
         def log_message(self, *args: object) -> None:  # scrapes every second: keep stderr quiet
             pass
