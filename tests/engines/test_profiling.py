@@ -60,3 +60,16 @@ def test_windows_merge_into_one_file(tmp_path: Path) -> None:
     assert [e["ts"] for e in doc["traceEvents"]] == [1, 5]
     assert doc["chaosbench"]["windows"] == [[1.0, 2.0], [5.0, 6.0]]
     assert doc["chaosbench"]["device"] == "emulated"
+
+
+def test_default_window_keeps_role_ranges_only(tmp_path: Path) -> None:
+    names = {}
+    for ops in (False, True):
+        prof = profiling.start_profiler(ops=ops)
+        with record_function("attention"):
+            torch.mm(torch.ones(4, 4), torch.ones(4, 4))
+        profiling.stop_profiler(prof, tmp_path / f"{ops}.json")
+        events = json.loads((tmp_path / f"{ops}.json").read_text())["traceEvents"]
+        names[ops] = {e["name"] for e in events if e.get("ph") == "X"}
+    assert "attention" in names[False] and not any(n.startswith("aten::") for n in names[False])
+    assert {"attention", "aten::mm"} <= names[True]

@@ -70,10 +70,11 @@ class EngineHandle:
 
 def deploy(ray_address: str, scenario: Any, run_dir: Path, *, trace_dir: Path, control_dir: Path,
            node_ips: dict[str, str], http_host: str, http_port: int, gloo_ifname: str | None,
-           metrics_port: int = 0, kv_blocks: int | None = None) -> EngineHandle:
+           metrics_port: int = 0, kv_blocks: int | None = None, trace_ops: bool = False) -> EngineHandle:
     """Start the mini engine on the Ray cluster at ``ray_address`` and wait until it serves.
 
     ``metrics_port``: 0 picks ephemeral exporter ports; N puts the ingress on N and rank i on N+1+i.
+    ``trace_ops``: traces also hold every aten:: op (default: only the role ranges, much cheaper).
     """
     import ray
     from ray import serve
@@ -81,7 +82,7 @@ def deploy(ray_address: str, scenario: Any, run_dir: Path, *, trace_dir: Path, c
     from harness.engines.mini.config import engine_config
     from harness.engines.mini.server import MiniServer
 
-    overrides: dict[str, Any] = {"metrics_port": metrics_port}
+    overrides: dict[str, Any] = {"metrics_port": metrics_port, "trace_ops": trace_ops}
     if kv_blocks is not None:
         overrides["kv_blocks"] = kv_blocks
     cfg = engine_config(scenario, run_dir=Path(run_dir), trace_dir=Path(trace_dir), control_dir=Path(control_dir),

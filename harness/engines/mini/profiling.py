@@ -20,11 +20,27 @@ if TYPE_CHECKING:  # torch is imported lazily: ``finalize`` runs in a light chil
     from torch.profiler import profile
 
 
-def start_profiler() -> profile:
+def start_profiler(ops: bool = False) -> profile:
+    """Start a CPU profiler window. ``ops=False`` records only the ``record_function`` ranges (engine.step,
+    model.forward, layer.<i>, attention, mlp, allreduce, sampler): far fewer events, so tracing stays cheap.
+    ``ops=True`` also records every aten:: op, as a stock torch.profiler trace has."""
+    import torch.autograd.profiler as autograd_profiler
     from torch.profiler import ProfilerActivity, profile
 
     prof = profile(activities=[ProfilerActivity.CPU], record_shapes=False, with_stack=False, profile_memory=False)
-    prof.start()
+    if ops:
+        prof.start()
+        return prof
+    enable = autograd_profiler._enable_profiler
+    try:
+        from torch._C._profiler import RecordScope
+
+        user_only = {RecordScope.USER_SCOPE}
+        autograd_profiler._enable_profiler = lambda config, activities, scopes=None: enable(config, activities,
+                                                                                            user_only)
+        prof.start()
+    finally:
+        autograd_profiler._enable_profiler = enable
     return prof
 
 

@@ -131,7 +131,7 @@ class RankWorker:
     def start_profile(self) -> bool:
         self._warm.join()
         if self.prof is None:
-            self.prof = profiling.start_profiler()
+            self.prof = profiling.start_profiler(ops=self.cfg.trace_ops)
             self.window_start = time.time()
             self._anchor_us = time.time_ns() / 1000.0
             profiling.anchor_event()
