@@ -29,7 +29,7 @@ SYMPTOMS: dict[str, tuple[str, str]] = {
     "gpu-clock-lock": ("rank-{r}_chaosbench_rank_step_seconds:mean", "target rank's step time"),
     "gpu-compute-contention": ("rank-{r}_chaosbench_rank_step_seconds:mean", "target rank's step time"),
     "gpu-memory-pressure": ("rank-{r}_DCGM_FI_DEV_FB_USED", "target rank's device memory used"),
-    "gpu-xid-error": ("rank-{r}_chaosbench_rank_restarts:rate", "target rank's restarts"),
+    "gpu-xid-error": ("rank-{r}_DCGM_FI_DEV_XID_ERRORS", "target rank's last XID"),
     "nccl-hang": ("rank-{peer}_chaosbench_rank_allreduce_seconds:mean", "a peer's all-reduce time"),
     "interconnect-degradation": ("rank-{r}_chaosbench_rank_allreduce_seconds:mean", "all-reduce time on the node"),
     "cpu-contention": ("rank-{r}_chaosbench_rank_step_seconds:mean", "step time of a rank on the node"),
