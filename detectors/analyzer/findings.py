@@ -39,8 +39,13 @@ def _grade_z(z: float) -> float:
     return min(1.0, abs(z) / 10.0)
 
 
-def _grade_ratio(ratio: float) -> float:
-    return float(np.clip((ratio - 1.0) / 2.0, 0.3, 1.0))
+def _grade_event(ev: AnomalousEvent) -> float:
+    """By how many times and by how much time the op overran: 3x and 10 ms or more are full strength; a
+    microsecond op that took 60 us (scheduling jitter on a busy box) stays weak however large its ratio."""
+    by_ratio = (_ratio(ev) - 1.0) / 2.0
+    excess_us = max(ev.dur - ev.expected_dur, 1.0)
+    by_time = np.log10(excess_us) / 4.0  # 10 us -> 0.25, 1 ms -> 0.75, 10 ms -> 1
+    return float(np.clip(min(by_ratio, by_time), 0.1, 1.0))
 
 
 def family_of(metric: str, kb: KnowledgeBase) -> str | None:
@@ -122,7 +127,7 @@ def _per_rank(events: list[AnomalousEvent], key: str, rx: re.Pattern[str], want_
     for ev in events:
         if _is_collective(ev, rx) != want_coll:
             continue
-        f = Finding(key, ev.component, _grade_ratio(_ratio(ev)), _event_detail(ev))
+        f = Finding(key, ev.component, _grade_event(ev), _event_detail(ev))
         if ev.component not in best or f.strength > best[ev.component].strength:
             best[ev.component] = f
     return list(best.values())
@@ -137,6 +142,9 @@ def _stalls(events: list[AnomalousEvent], rx: re.Pattern[str]) -> list[Finding]:
         f = Finding("rank_stall", ev.component, strength, f"{_event_detail(ev)} (stalled)")
         if ev.component not in best or f.strength > best[ev.component].strength:
             best[ev.component] = f
+    if sum(f.strength == 1.0 for f in best.values()) > 1:  # one stopped rank stalls the others: several
+        # ranks stalled outside a collective are waiting (inside an enclosing range), not stopped
+        return [Finding("collective_slow", f.component, 1.0, f"{f.detail}: waiting") for f in best.values()]
     return list(best.values())
 
 
@@ -213,7 +221,9 @@ def trace_findings(ctx: AnalysisContext, kb: KnowledgeBase, metric_coll: list[Fi
     coll = _per_rank(events, "collective_slow", rx, True)
     comp = _per_rank(events, "compute_slow", rx, False)
     waiting = _strongest(coll + [f for f in metric_coll if f.component in ctx.topology.ranks])
-    out = coll + comp + _stalls(events, rx) + _straggler(ctx, waiting, comp) + _isolation(ctx, comp)
+    stalls = _stalls(events, rx)
+    waiting = _strongest(waiting + [f for f in stalls if f.key == "collective_slow"])
+    out = coll + comp + stalls + _straggler(ctx, waiting, comp) + _isolation(ctx, comp)
     out += _shape(events, rx)
     rank_gaps = [g for g in ctx.gaps if g.component in ctx.topology.ranks]
     if len(rank_gaps) == len(ctx.topology.ranks) > 1:

@@ -229,3 +229,15 @@ def test_every_rank_stuck_is_not_a_hang(tmp_path: Path):
         _freeze(df, r, T0, T0 + 25)
     ctx_result = detect(CaseView(write_case(tmp_path / "c", None, frame=df, events=[])))
     assert ctx_result.extra["fault_class"] != "nccl-hang"
+
+
+def test_several_stalled_ranks_are_waiting_not_hung(tmp_path: Path):
+    """As in a real GEMM-hog case: two peers sat 1-2 s in a layer range (their all-reduce inside it) while
+    the hog's rank ran slow ops; nobody's telemetry stopped. That is waiting, not a hang."""
+    from .conftest import fault_frame
+
+    df, _, _ = fault_frame(None)
+    events = [_ev("rank-1", "layer.0", 1810.0, 29.7), _ev("rank-2", "layer.0", 1350.0, 31.2),
+              _ev("rank-3", "aten::slice", 19.5, 0.001), _ev("rank-0", "aten::slice", 0.06, 0.001)]
+    result = detect(CaseView(write_case(tmp_path / "c", None, frame=df, events=events)))
+    assert result.extra["fault_class"] != "nccl-hang"
