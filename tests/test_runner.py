@@ -200,7 +200,9 @@ def test_engine_failing_at_start_is_torn_down_in_loopback_mode(tmp_path, short_s
     from harness.backends.local.preflight import port_in_use
     from harness.backends.local.testbed import deploy_local
 
-    busy = [p for p in Ports.from_env().host_ports(isolated=False).values() if port_in_use(p)]
+    ports = Ports.from_env().on_loopback()
+    busy = [p for p in ports.host_ports(isolated=False).values() if port_in_use(p)]
+    busy += [p for p in ports.node_ports(isolated=False).values() if port_in_use(p, "127.0.0.2")]
     if busy:
         pytest.skip(f"loopback ports in use by something else on this machine: {busy}")
 

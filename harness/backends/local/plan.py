@@ -27,6 +27,9 @@ STATE_FILE = "testbed.json"
 SUBNET_PREFIX = "10.232"  # 10.232.<k>.0/24, one free <k> per testbed
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_V1_CONTROLLERS = ("cpu", "cpuacct", "memory")
+# Without namespaces the nodes live on this loopback address: Ray rewrites 127.0.0.1 (not 127.0.0.2) to the
+# machine's external address, and a second loopback address keeps clear of services on 127.0.0.1.
+LOOPBACK_IP = "127.0.0.2"
 
 
 @dataclass(frozen=True)
@@ -57,20 +60,31 @@ class Ports:
             b = int(base)
         except ValueError:
             raise InputInvalid(f"CHAOSBENCH_PORT_BASE={base!r}: not a port number") from None
-        if not 1024 <= b <= 65000 or (10002 <= b + 5 and b <= 19999):
+        if not 1024 <= b <= 65000 or (10002 <= b + 9 and b <= 19999):
             raise InputInvalid(f"CHAOSBENCH_PORT_BASE={b}: use 1024-10000 or 20000-65000 (Ray owns 10002-19999)")
         return cls(prometheus=b, node_exporter=b + 1, exporter=b + 2, ray_metrics=b + 3, driver_metrics=b + 4,
                    driver_agent=b + 5)
 
     def host_ports(self, isolated: bool) -> dict[str, int]:
-        """Ports that must be free on this machine's loopback before deploying."""
+        """Ports that must be free on 127.0.0.1 before deploying."""
         ports = {"prometheus": self.prometheus, "node-exporter": self.node_exporter, "exporter": self.exporter}
         if isolated:
             ports.update(ray_driver_metrics=self.driver_metrics, ray_driver_agent=self.driver_agent)
-        else:  # everything shares loopback
-            ports.update(ray_gcs=self.ray_gcs, ray_client=self.ray_client, ray_metrics=self.ray_metrics,
-                         ray_agent=self.driver_agent, serve_http=self.serve_http)
         return ports
+
+    def on_loopback(self) -> Ports:
+        """Without namespaces Ray shares this machine with other Rays: no default Ray port (6379, 10001, 8000)."""
+        from dataclasses import replace
+
+        return replace(self, ray_gcs=self.prometheus + 6, ray_client=self.prometheus + 7,
+                       serve_http=self.prometheus + 8)
+
+    def node_ports(self, isolated: bool) -> dict[str, int]:
+        """Ports that must be free on the nodes' address (only shared with this machine without namespaces)."""
+        if isolated:
+            return {}
+        return {"ray_gcs": self.ray_gcs, "ray_client": self.ray_client, "ray_metrics": self.ray_metrics,
+                "ray_agent": self.driver_agent, "serve_http": self.serve_http}
 
 
 @dataclass(frozen=True)
@@ -172,6 +186,8 @@ def make_plan(run_dir: Path, n_nodes: int, *, isolated: bool, ports: Ports | Non
               run_id: str | None = None) -> TestbedPlan:
     rid = run_id or secrets.token_hex(3)
     ports = ports or Ports.from_env()
+    if not isolated:
+        ports = ports.on_loopback()
     version = cgroup_version() if isolated else 0
     ray_tmp = f"/tmp/cbtb-{rid}"  # short: Ray's unix socket paths must stay under 107 bytes
     nodes: list[NodePlan] = []
@@ -191,7 +207,7 @@ def make_plan(run_dir: Path, n_nodes: int, *, isolated: bool, ports: Ports | Non
     else:
         driver = None
         subnet = bridge = bridge_ip = None
-        nodes = [NodePlan(name=f"node-{i}", ip="127.0.0.1", netns=None, veth_host=None, veth_node=None,
+        nodes = [NodePlan(name=f"node-{i}", ip=LOOPBACK_IP, netns=None, veth_host=None, veth_node=None,
                           ray_temp=f"{ray_tmp}/n0") for i in range(n_nodes)]
     if version == 1:
         run_dirs = tuple(str(CGROUP_ROOT / c / "chaosbench" / rid) for c in CGROUP_V1_CONTROLLERS)

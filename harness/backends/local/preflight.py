@@ -53,8 +53,10 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def check_ports(ports: Ports, isolated: bool) -> None:
+def check_ports(ports: Ports, isolated: bool, node_ip: str = "127.0.0.2") -> None:
     busy = [f"{name} {port}" for name, port in ports.host_ports(isolated).items() if port_in_use(port)]
+    busy += [f"{name} {port} (on {node_ip})" for name, port in ports.node_ports(isolated).items()
+             if port_in_use(port, node_ip)]
     if busy:
         raise PreflightFailed(
             f"port already in use on 127.0.0.1: {', '.join(busy)} (another testbed running? "

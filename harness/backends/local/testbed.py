@@ -60,8 +60,6 @@ def ray_env(plan: TestbedPlan) -> dict[str, str]:
         "PYTHONPATH": str(REPO),  # Ray workers import the engine from this checkout
         "CHAOSBENCH_RUN_ID": plan.run_id,
     }
-    if not plan.isolated:
-        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # keep Ray on loopback
     return env
 
 
@@ -76,7 +74,8 @@ def ray_nodes(plan: TestbedPlan) -> list[dict[str, Any]]:
                 "num_cpus": cpus, "metrics_port": metrics, "extra_args": extra}
 
     if not plan.isolated:  # everything on this machine's loopback: no Ray default port that others may hold
-        return [entry(plan.nodes[0], [n.name for n in plan.nodes], extra=f"--dashboard-agent-listen-port={p.driver_agent}")]
+        extra = f"--dashboard-agent-listen-port={p.driver_agent} --dashboard-port={p.prometheus + 9}"
+        return [entry(plan.nodes[0], [n.name for n in plan.nodes], extra=extra)]
     nodes = [entry(n, [n.name]) for n in plan.nodes]
     if plan.driver:  # on the host's loopback/bridge: fixed ports of its own, none of Ray's defaults
         nodes.append(entry(plan.driver, [], 0, p.driver_metrics, f"--dashboard-agent-listen-port={p.driver_agent}"))
@@ -223,7 +222,7 @@ def start_infra(run_dir: Path, n_nodes: int, *, isolated: bool | None = None, fa
     preflight.check_binaries(isolated)
     preflight.check_faults(list(fault_ids or []), isolated)
     plan = make_plan(run_dir, n_nodes, isolated=isolated, run_id=run_id)
-    preflight.check_ports(plan.ports, isolated)
+    preflight.check_ports(plan.ports, isolated, plan.head.ip)
     Path(plan.run_dir).mkdir(parents=True, exist_ok=True)
     plan.write()  # before anything starts: `chaosbench cleanup` works from here on
     cgroup_dirs = sorted({d for n in (*plan.nodes, *([plan.driver] if plan.driver else [])) for d in n.cgroups.values()})
@@ -250,11 +249,9 @@ def connect_ray(plan: TestbedPlan) -> None:
     """Connect this process to the testbed's Ray cluster through the host-side driver node."""
     import os
 
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     import ray
 
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    if not plan.isolated:
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     if ray.is_initialized():
         ray.shutdown()
     node_ip = plan.driver.ip if plan.driver else plan.head.ip
