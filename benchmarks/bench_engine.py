@@ -1,6 +1,7 @@
 """Throughput and latency of the mini engine on a local Ray, with tracing off and on.
 
-    .venv/bin/python benchmarks/bench_engine.py [--ranks 4] [--nodes 2] [--streams 4] [--seconds 20]
+    .venv/bin/python benchmarks/bench_engine.py [--ranks 4] [--nodes 2] [--streams 4] [--seconds 10]
+        [--rounds 2] [--trace-ops]
 
 Prints tokens/s, p50/p99 TTFT and inter-token latency per phase (tracing off, on, off again)
 and the profiling overhead (throughput with tracing on vs the mean of the two off phases).
@@ -138,6 +139,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="off/on pairs (plus a final off)")
     ap.add_argument("--prompt-tokens", type=int, default=48)
     ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--trace-ops", action="store_true", help="traces also record every aten:: op")
     args = ap.parse_args()
     os.environ.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
                       PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
@@ -157,7 +159,8 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         h = deploy("local", _scenario(args), tmp / "run", trace_dir=tmp / "traces", control_dir=tmp / "ctl",
-                   node_ips={n: "127.0.0.1" for n in nodes}, http_host="127.0.0.1", http_port=port, gloo_ifname=None)
+                   node_ips={n: "127.0.0.1" for n in nodes}, http_host="127.0.0.1", http_port=port, gloo_ifname=None,
+                   trace_ops=args.trace_ops)
         print(f"deploy: {time.perf_counter() - t0:.1f}s, {args.ranks} ranks on {args.nodes} node(s)", flush=True)
         report = compare(h, args)
         rss = {r: psutil.Process(pid).memory_info().rss / 2**20 for r, pid in h.rank_pids().items()}
