@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,17 @@ def _first_failure(runner: Any) -> str:
     return f"status {runner.status}, rc {runner.rc}"
 
 
+def _handlers() -> dict[int, Any] | None:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore(saved: dict[int, Any] | None) -> None:
+    for sig, handler in (saved or {}).items():
+        signal.signal(sig, handler)
+
+
 def run_playbook(name: str, extravars: dict[str, Any], private_dir: Path) -> None:
     """Run ``playbooks/local/<name>``; raise PreflightFailed naming the first failed task."""
     import ansible_runner
@@ -36,14 +49,20 @@ def run_playbook(name: str, extravars: dict[str, Any], private_dir: Path) -> Non
         "ANSIBLE_LOCALHOST_WARNING": "False",
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
     }
-    runner = ansible_runner.run(
-        private_data_dir=str(private_dir),
-        playbook=str(PLAYBOOKS / "local" / name),
-        inventory=f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}",
-        extravars={"chaosbench_root": str(REPO), **extravars},
-        envvars=envvars,
-        quiet=True,
-        rotate_artifacts=2,
-    )
+    saved = _handlers()  # ansible-runner replaces the SIGINT/SIGTERM handlers for good: give ours back
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(private_dir),
+            playbook=str(PLAYBOOKS / "local" / name),
+            inventory=f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}",
+            extravars={"chaosbench_root": str(REPO), **extravars},
+            envvars=envvars,
+            quiet=True,
+            rotate_artifacts=2,
+        )
+    finally:
+        _restore(saved)
+    if runner.status == "canceled":  # Ctrl-C/SIGTERM while the playbook ran
+        raise KeyboardInterrupt(f"playbook {name} interrupted")
     if runner.rc != 0 or runner.status != "successful":
         raise PreflightFailed(f"playbook {name} failed: {_first_failure(runner)} (log: {private_dir}/artifacts)")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -255,8 +257,11 @@ def connect_ray(plan: TestbedPlan) -> None:
     if ray.is_initialized():
         ray.shutdown()
     node_ip = plan.driver.ip if plan.driver else plan.head.ip
+    saved = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     ray.init(address=ray_address(plan), _node_ip_address=node_ip, log_to_driver=False,
              logging_level="WARNING", configure_logging=False)
+    if saved is not None:  # ray.init installs a SIGTERM handler that exits without our teardown
+        signal.signal(signal.SIGTERM, saved)
 
 
 def disconnect_ray() -> None:
