@@ -36,6 +36,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _start(ray, deploy, tmp: Path):
+    """Ray + the engine; one retry: other Ray clusters on this machine can take a port Ray picked."""
+    for attempt in (1, 2):
+        try:
+            ray.init(address="local", include_dashboard=False, _temp_dir=str(tmp / f"ray{attempt}"), num_cpus=2,
+                     resources={"node-0": 1000}, log_to_driver=False)
+            return deploy("local", _scenario(), tmp / "run", trace_dir=tmp / "traces", control_dir=tmp / "ctl",
+                          node_ips={"node-0": "127.0.0.1"}, http_host="127.0.0.1", http_port=_free_port(),
+                          gloo_ifname=None, kv_blocks=32)
+        except Exception as exc:
+            if attempt == 2:
+                raise
+            print(f"engine start failed, retrying once: {type(exc).__name__}: {exc}")
+            if ray.is_initialized():
+                from ray import serve
+
+                serve.shutdown()
+                ray.shutdown()
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="module")
 def engine():
     import ray
@@ -47,12 +68,8 @@ def engine():
     os.environ.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
                       PYTHONPATH=os.pathsep.join(p for p in (str(REPO), saved["PYTHONPATH"]) if p))
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    ray.init(address="local", include_dashboard=False, _temp_dir=str(tmp / "ray"), num_cpus=2,
-             resources={"node-0": 1000}, log_to_driver=False)
     try:
-        handle = deploy("local", _scenario(), tmp / "run", trace_dir=tmp / "traces", control_dir=tmp / "ctl",
-                        node_ips={"node-0": "127.0.0.1"}, http_host="127.0.0.1", http_port=_free_port(),
-                        gloo_ifname=None, kv_blocks=32)
+        handle = _start(ray, deploy, tmp)
         yield SimpleNamespace(handle=handle, tmp=tmp, before=before, ray=ray)
     finally:
         if ray.is_initialized():
