@@ -76,8 +76,11 @@ class RankWorker:
         self._server = _serve_metrics(state.metrics_port, bind, self.registry)
         self.metrics_port = self._server.server_port
         self.prof = None
-        # Kineto's first start costs seconds: pay it now, off the serving path, not at the first trace window
-        self._warm = threading.Thread(target=_warm_profiler, name="profiler-warmup", daemon=True)
+        # Kineto's first start costs seconds: pay it once the group is formed, off the serving path,
+        # not at the first trace window
+        self._grouped = threading.Event()
+        self._warm = threading.Thread(target=_warm_profiler, args=(self._grouped,), name="profiler-warmup",
+                                      daemon=True)
         self._warm.start()
         self.window_steps: list[int] = []
         self.window_start = 0.0
@@ -96,6 +99,7 @@ class RankWorker:
         dist.init_process_group("gloo", init_method=f"tcp://{master_ip}:{port}", rank=self.index,
                                 world_size=self.cfg.tensor_parallel,
                                 timeout=timedelta(seconds=self.cfg.gloo_timeout_s))
+        self._grouped.set()
         return True
 
     def execute(self, batch: StepBatch) -> StepResult:
@@ -129,6 +133,7 @@ class RankWorker:
             self.ar_hist.observe(time.perf_counter() - t0)
 
     def start_profile(self) -> bool:
+        self._grouped.set()
         self._warm.join()
         if self.prof is None:
             self.prof = profiling.start_profiler(ops=self.cfg.trace_ops)
@@ -157,7 +162,8 @@ class RankWorker:
         self._server.shutdown()
 
 
-def _warm_profiler() -> None:
+def _warm_profiler(after: threading.Event) -> None:
+    after.wait()
     try:
         profiling.start_profiler().stop()
     except Exception:  # noqa: BLE001 - only a warm-up; the real start reports errors
