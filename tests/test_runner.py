@@ -129,8 +129,8 @@ def _nested_pairs(trace: Path) -> int:
     with gzip.open(trace, "rt") as fh:
         doc = json.load(fh)
     events = doc["traceEvents"] if isinstance(doc, dict) else doc
-    spans = sorted(((e["pid"], e["tid"], float(e["ts"]), float(e.get("dur", 0)), e["name"]) for e in events
-                    if e.get("ph") == "X"), key=lambda s: (s[0], s[1], s[2], -s[3]))
+    spans = sorted(((str(e["pid"]), str(e["tid"]), float(e["ts"]), float(e.get("dur", 0)), e["name"])
+                    for e in events if e.get("ph") == "X"), key=lambda s: (s[0], s[1], s[2], -s[3]))
     nested, stack = 0, []
     for pid, tid, ts, dur, _ in spans:
         while stack and (stack[-1][0], stack[-1][1]) == (pid, tid) and stack[-1][2] + stack[-1][3] < ts + dur:
