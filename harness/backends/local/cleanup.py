@@ -132,18 +132,21 @@ def kill_all(plan: TestbedPlan, grace_s: float = 8.0) -> None:
         time.sleep(0.5)
 
 
-def _remove_cgroup_tree(root: Path) -> None:
-    if not root.is_dir():
-        return
-    for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+def _remove_cgroup_tree(root: Path, timeout_s: float = 5.0) -> None:
+    """rmdir leaves first; retried, since a cgroup stays busy until its last (exiting) task is reaped."""
+    deadline = time.monotonic() + timeout_s
+    while root.is_dir():
+        for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
         try:
-            d.rmdir()
+            root.rmdir()
         except OSError:
-            pass
-    try:
-        root.rmdir()
-    except OSError:
-        pass
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.2)
 
 
 def remove_network(plan: TestbedPlan) -> None:
