@@ -254,7 +254,8 @@ def snapshot(bed: FaultBed) -> dict[str, object]:
     """Everything a fault may change on the bed: compare before and after a fault."""
     from harness.faults.mech import cgroups
 
-    snap: dict[str, object] = {"netns": sorted(sh("ip", "netns", "list").stdout.split("\n"))}
+    own = [ln.split()[0] for ln in sh("ip", "netns", "list").stdout.splitlines() if ln.startswith(bed.bridge)]
+    snap: dict[str, object] = {"netns": sorted(own)}  # only this bed's: other testbeds come and go
     for node in bed.nodes.values():
         for dev, ns in ((node.veth_node, node.netns), (node.veth_host, None)):
             cmd = (["ip", "netns", "exec", ns] if ns else []) + ["tc", "qdisc", "show", "dev", dev]
