@@ -38,7 +38,7 @@ PARTIAL_SUFFIX = ".partial"
 CaseStatus = Literal["completed", "not-verified", "failed", "aborted"]
 
 # Files a detector must never be handed, directly or through CaseView.
-GROUND_TRUTH_FILES = frozenset({"ground_truth.json", "scenario.resolved.yaml"})
+GROUND_TRUTH_FILES = frozenset({"ground_truth.json", "scenario.resolved.yaml", "fault-journal.jsonl"})
 
 
 class GroundTruth(TypedDict):

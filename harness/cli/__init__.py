@@ -69,10 +69,24 @@ def report_error(exc: ChaosbenchError) -> None:
         err_console.print(f"[bold red]error:[/] {line}", markup=True, highlight=False)
 
 
+def recover_leftover_faults() -> None:
+    """Roll back faults that a crashed harness left injected (its recovery journal), before anything else runs."""
+    from harness.faults.journal import replay_fault_journals
+
+    try:
+        recovered = replay_fault_journals()
+    except Exception as exc:  # noqa: BLE001 - never block the CLI; `chaosbench cleanup` reports it in full
+        err_console.print(f"[yellow]warning:[/] could not replay fault recovery journals: {exc}")
+        return
+    if recovered:
+        err_console.print(f"[yellow]recovered {recovered} fault(s) left injected by an earlier, crashed run[/]")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns (and exits with) the process exit code."""
     code = 0
     try:
+        recover_leftover_faults()
         result = app(args=argv, standalone_mode=False)
         code = result if isinstance(result, int) else 0
     except ChaosbenchError as exc:
