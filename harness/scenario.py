@@ -274,6 +274,12 @@ class Scenario(Strict):
             if step.start + step.duration > load.duration:
                 end = step.start + step.duration
                 out.append((where, f"ends after the load ({end:g}s > workload.duration {load.duration:g}s)"))
+        dep = spec.deployment
+        if dep.engine == "vllm":
+            from harness.engines.vllm import unsupported_faults
+
+            refused = unsupported_faults(dep.engine, dep.backend)
+            out.extend((f"spec.faults[{i}].id", refused[s.id]) for i, s in enumerate(spec.faults) if s.id in refused)
         if not spec.faults and not load.warmup <= spec.nominal_inject < load.duration:
             out.append(("spec.nominal_inject", "must lie after the warm-up and before the end of the load"))
         for i, w in enumerate(spec.traces.windows):

@@ -163,3 +163,9 @@ def test_json_schema_covers_every_fault():
     assert all(f'"{fid}"' in schema for fid in FAULT_IDS)
     assert '"additionalProperties": false' in schema
     assert Scenario.model_json_schema(by_alias=True)["properties"]["apiVersion"]
+
+
+def test_emulated_gpu_faults_are_refused_for_the_local_vllm_engine(tmp_path):
+    text = GOOD.replace("spec:\n", "spec:\n  deployment: {engine: vllm, topology: {nodes: 1, tensor_parallel: 2}}\n")
+    found = problems(write(tmp_path, text))
+    assert any("spec.faults[0].id: gpu-power-cap: emulated GPU fault" in line for line in found), found
