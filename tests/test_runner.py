@@ -49,7 +49,7 @@ def port_base(monkeypatch) -> int:
                 return False
         return True
 
-    for base in range(43000 + (os.getpid() % 200) * 10, 60000, 10):
+    for base in range(21000 + (os.getpid() % 500) * 20, 32000, 10):  # below the ephemeral ports
         if all(free(base + i) for i in range(6)):
             monkeypatch.setenv("CHAOSBENCH_PORT_BASE", str(base))
             return base
@@ -202,7 +202,7 @@ def test_engine_failing_at_start_is_torn_down_in_loopback_mode(tmp_path, short_s
 
     ports = Ports.from_env().on_loopback()
     busy = [p for p in ports.host_ports(isolated=False).values() if port_in_use(p)]
-    busy += [p for p in ports.node_ports(isolated=False).values() if port_in_use(p, "127.0.0.2")]
+    busy += [p for p in ports.node_ports(isolated=False).values() if port_in_use(p, "0.0.0.0")]
     if busy:
         pytest.skip(f"loopback ports in use by something else on this machine: {busy}")
 

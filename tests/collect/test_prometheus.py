@@ -70,7 +70,7 @@ scrape_configs:
                 active = httpx.get(f"{url}/api/v1/targets").json()["data"]["activeTargets"]
                 if len(active) == 2 and all(t["health"] == "up" for t in active):
                     break
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):  # "Service Unavailable" while it starts
                 pass
             time.sleep(0.3)
         start = time.time()

@@ -55,8 +55,9 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 
 def check_ports(ports: Ports, isolated: bool, node_ip: str = "127.0.0.2") -> None:
     busy = [f"{name} {port}" for name, port in ports.host_ports(isolated).items() if port_in_use(port)]
-    busy += [f"{name} {port} (on {node_ip})" for name, port in ports.node_ports(isolated).items()
-             if port_in_use(port, node_ip)]
+    # Ray's GCS binds every address: the nodes' ports must be free on all of them
+    busy += [f"{name} {port}" for name, port in ports.node_ports(isolated).items()
+             if port_in_use(port, node_ip) or port_in_use(port, "0.0.0.0")]
     if busy:
         raise PreflightFailed(
             f"port already in use on 127.0.0.1: {', '.join(busy)} (another testbed running? "
