@@ -1,24 +1,13 @@
-"""The main job: run a suite's cases, evaluate every method on them, write the report.
-
-``chaosbench run SUITE`` calls ``run_benchmark``; each stage is its own module
-(runner, evaluate, report) and this one only chains them.
+"""The main job's last two stages: after ``chaosbench run SUITE`` wrote its cases, evaluate the suite's
+methods on them and write the report. Each stage is its own module (evaluate, report); this one only chains them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import ChaosbenchError
 from harness.scenario import Suite, expand_suite
-
-
-@dataclass(frozen=True)
-class BenchmarkResult:
-    cases: list[Path]
-    eval_dir: Path
-    report: Path
 
 
 def suite_methods(suite: Suite, suite_path: Path) -> list[str]:
@@ -42,15 +31,3 @@ def evaluate_and_report(
 
     eval_dir = evaluate(cases_root, cases_root.parent / "eval", methods, workers, on_start=on_start, on_done=on_done)
     return eval_dir, write_report(eval_dir)
-
-
-def run_benchmark(suite: Suite, suite_path: Path, out_root: Path, *, workers: int = 2,
-                  progress=None, on_case=None, on_start=None, on_done=None) -> BenchmarkResult:
-    from harness.runner import run_suite
-
-    cases = run_suite(suite, out_root, suite_path=suite_path, progress=progress, on_case=on_case)
-    if not cases:
-        raise ChaosbenchError("the suite produced no case")
-    cases_root = cases[0].parent
-    eval_dir, report = evaluate_and_report(cases_root, suite_methods(suite, suite_path), workers, on_start, on_done)
-    return BenchmarkResult(cases, eval_dir, report)
