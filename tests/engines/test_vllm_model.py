@@ -20,7 +20,7 @@ from harness.engines.vllm import check_scenario, metrics_targets_for, unsupporte
 from harness.engines.vllm.server import (NODE_EXEC, ServerConfig, node_command, parse_log_line, server_argv,
                                          server_env, threads_bind, worker_pids)
 from harness.engines.vllm.traces import convert_new, rank_of
-from harness.errors import InputInvalid, PreflightFailed
+from harness.errors import InputInvalid, PreflightFailed, ScenarioInvalid
 from harness.faults.catalog import CATALOG, FAULT_IDS
 from harness.scenario import load_scenario
 
@@ -198,10 +198,10 @@ def test_shipped_vllm_scenarios_pass_the_engine_check():
 
 
 def test_scenario_with_an_emulated_fault_or_two_nodes_is_refused():
-    sc = load_scenario(REPO / "scenarios" / "gpu-power-cap.yaml",
-                       overrides={"deployment": {"engine": "vllm", "topology": {"nodes": 1}}})
-    with pytest.raises(PreflightFailed, match="gpu-power-cap: emulated GPU fault"):
-        check_scenario(sc)
+    # an emulated GPU fault is refused as early as validation; two nodes only at preflight
+    with pytest.raises(ScenarioInvalid, match="gpu-power-cap: emulated GPU fault"):
+        load_scenario(REPO / "scenarios" / "gpu-power-cap.yaml",
+                      overrides={"deployment": {"engine": "vllm", "topology": {"nodes": 1}}})
     sc = load_scenario(REPO / "scenarios" / "clean.yaml", overrides={"deployment": {"engine": "vllm"}})
     with pytest.raises(PreflightFailed, match="topology.nodes is 2"):
         check_scenario(sc)
