@@ -128,6 +128,11 @@ def journal_files(root: Path | None) -> list[Path]:
 
 
 def _recover(handle: dict[str, Any]) -> None:
+    if handle.get("backend") == "k8s":
+        from harness.backends.k8s.injectors import recover_from_handle
+
+        recover_from_handle(handle)  # type: ignore[arg-type]
+        return
     from harness.faults.base import injector
 
     injector(handle["fault_id"]).recover(handle)

@@ -177,7 +177,9 @@ def _preflight(mod: Injector, testbed: Testbed, step: Any, writer: CaseWriter) -
 @contextmanager
 def injected(testbed: Testbed, step: Any, writer: CaseWriter, index: int) -> Iterator[Injection]:
     """Inject ``step`` on ``testbed`` for the duration of the block; always recovered (see module doc)."""
-    spec, mod = get_fault(step.id), injector(step.id)
+    # a backend with its own injectors (k8s: Chaos Mesh + fault agent) supplies them; else the local modules
+    backend_injector = getattr(testbed, "injector", None)
+    spec, mod = get_fault(step.id), (backend_injector or injector)(step.id)
     _preflight(mod, testbed, step, writer)
     key = make_key(writer, index, spec.id)
     handle = mod.prepare(testbed, step, key)

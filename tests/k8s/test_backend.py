@@ -223,3 +223,43 @@ def test_start_load_applies_the_job_through_deploy_playbook(tmp_path: Path):
     assert played[-1][0] == "deploy.yml" and played[-1][1]["cb_start_load"] is True
     assert played[-1][1]["cb_node_map"] == NODE_MAP
     assert run.job == "cb-clean-locust" and run.slo == config.slo
+
+
+def test_the_fault_lifecycle_uses_the_backends_injectors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from harness.case import CaseWriter
+    from harness.faults.lifecycle import injected
+
+    monkeypatch.setenv("CHAOSBENCH_RECOVERY_DIR", str(tmp_path / "recovery"))
+    cluster = FakeCluster()
+    testbed, _ = _deploy(tmp_path, "network-delay", cluster)
+    step = _scenario("network-delay").spec.faults[0]
+    writer = CaseWriter(tmp_path / "case")
+    with injected(testbed, step, writer, 0) as fault:
+        assert fault.verified and "AllInjected" in fault.evidence.detail
+        assert list(cluster.chaos) and list((tmp_path / "recovery").glob("*.jsonl"))  # journalled while in
+    assert not cluster.chaos  # deleted at recovery
+    truth = json.loads((writer.path / "ground_truth.json").read_text())
+    assert truth["fault_id"] == "network-delay" and truth["verified"] is True
+
+
+def test_a_crashed_runs_k8s_journal_is_replayed_against_the_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from harness.faults.journal import Journal, replay_fault_journals
+
+    monkeypatch.setenv("CHAOSBENCH_RECOVERY_DIR", str(tmp_path / "recovery"))
+    testbed, _ = _deploy(tmp_path, "network-delay", FakeCluster())
+    step = _scenario("network-delay").spec.faults[0]
+    inj = testbed.injector(step.id)
+    handle = inj.inject(inj.prepare(testbed, step, "k7"), testbed)
+    journal = Journal("k7", tmp_path / "case")
+    journal.begin(dict(handle))  # ... and the harness dies here
+    fresh = FakeCluster()
+    made = []
+
+    def client(namespace, kubeconfig=None):
+        made.append(namespace)
+        return fresh
+
+    monkeypatch.setattr("harness.backends.k8s.client.K8sClient", client)
+    assert replay_fault_journals(tmp_path, include_live=True) == 1
+    assert made == ["chaosbench"] and [c[1] for c in fresh.calls if c[0] == "delete"] == ["NetworkChaos"]
+    assert replay_fault_journals(tmp_path, include_live=True) == 0  # done is journalled

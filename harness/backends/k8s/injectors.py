@@ -18,6 +18,7 @@ from harness.faults.catalog import FAULTS
 
 
 class K8sHandle(Handle):
+    backend: str  # "k8s": the journal replays it with recover_from_handle
     step: int
     namespace: str
     kubeconfig: str | None
@@ -60,7 +61,7 @@ class K8sInjector:
     def prepare(self, testbed: Any, step: Any, key: str) -> K8sHandle:
         action = self._action(step)
         doc = {**action.to_json(), "chaos_objects": [dict(o) for o in action.chaos_objects]}
-        return K8sHandle(fault_id=step.id, key=key, component=action.component, step=action.step,
+        return K8sHandle(fault_id=step.id, key=key, component=action.component, backend="k8s", step=action.step,
                          namespace=self.client.namespace, kubeconfig=self.kubeconfig, action=doc)
 
     def inject(self, handle: K8sHandle, testbed: Any) -> K8sHandle:
