@@ -82,7 +82,8 @@ class ModelSpec(Strict):
 class K8sSpec(Strict):
     namespace: str = "chaosbench"
     kubeconfig: str | None = None
-    image: str = "vllm/vllm-openai:latest"
+    # Ray Serve LLM (ray.serve.llm:build_openai_app) with its matching vLLM; a plain vLLM image has no Ray Serve
+    image: str = "rayproject/ray-llm:2.60.0-py311-cu128"
     gpu_type: str | None = None
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
 
