@@ -1,6 +1,7 @@
 """Turn a case into the inputs RCAEval's methods expect, and their answers back into components.
 
-- metrics: data.csv as is (``time`` + ``<component>_<metric>``), numeric columns only, gaps filled.
+- metrics: data.csv (``time`` + ``<component>_<metric>``), numeric columns only, gaps filled, constant
+  columns dropped (they carry nothing and make the correlation matrices of circa and the PC methods singular).
 - multi-source: ``{"metric": metrics, "logts": log counts per component per 15 s, "tracets_err": empty,
   "tracets_lat": empty}``. RCAEval uses trace time series only for its own RE2 datasets. RCAEval-layout cases
   bring their own logts.csv / traces.csv (span table), used as they are.
@@ -65,7 +66,9 @@ def metrics_frame(case: CaseView) -> pd.DataFrame:
     df = df.dropna(subset=["time"]).sort_values("time").reset_index(drop=True)
     df = df.dropna(axis=1, how="all").ffill().bfill().fillna(0.0)
     check_inject_time(df, case.inject_time, case.path.name)
-    return df
+    # a constant series carries nothing and makes correlation matrices singular (circa, pc_*)
+    constant = [c for c in df.columns if c not in ("time", SLI_COLUMN) and df[c].nunique() <= 1]
+    return df.drop(columns=constant)
 
 
 def check_inject_time(df: pd.DataFrame, inject_time: float, name: str) -> None:

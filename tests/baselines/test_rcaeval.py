@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from baselines import rcaeval
@@ -56,6 +57,7 @@ def test_unavailable_methods_say_why():
 def test_inputs(cpu_case):
     df = metrics_frame(cpu_case)
     assert df.columns[0] == "time" and not df.isna().any().any()
+    assert all(df[c].nunique() > 1 for c in df.columns if c != "ingress_latency")  # constant columns dropped
     ms = multi_source(cpu_case)
     assert set(ms) == {"metric", "logts", "tracets_err", "tracets_lat"}
     assert {"node-0_logs", "rank-1_errors"} <= set(ms["logts"].columns)
@@ -63,6 +65,15 @@ def test_inputs(cpu_case):
     assert {"traceID", "spanID", "parentSpanID", "serviceName", "methodName", "startTime", "duration"} <= set(spans)
     assert len(spans) == 3 * len(cpu_case.requests())
     assert spans["startTime"].min() > 1e15  # microseconds
+
+
+def test_constant_columns_are_dropped(tmp_path):
+    path = make_case(tmp_path, "flat", "cpu-contention", "node-0", seconds=60, inject_at=30)
+    raw = pd.read_csv(path / "data.csv")
+    raw["node-1_flat"] = 7.0
+    raw.to_csv(path / "data.csv", index=False)
+    df = metrics_frame(CaseView(path))
+    assert "node-1_flat" not in df.columns and len(df.columns) == len(raw.columns) - 1
 
 
 def test_inject_time_outside_the_data(tmp_path):
