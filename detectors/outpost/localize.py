@@ -43,6 +43,8 @@ COLLECTIVE = re.compile(
 class LocalizeConfig:
     min_units: int = 3
     persistence_z: float = 3.0  # anomalous units after the split vs the worker's own rate before it
+    min_share: float = 0.1  # ... and in at least this share of the worker's units after the split (sustained)
+    min_time_share: float = 0.25  # or: excess time after the split, as a share of that window, above its own rate
     collective_weight: float = 0.25
     score_cap: float = 50.0
     max_events: int = 500  # localized events reported in detail (all are counted)
@@ -80,30 +82,28 @@ def is_collective(forest: Forest, rows: np.ndarray) -> np.ndarray:
     return coll[forest.base_name[rows]]
 
 
-def waits_inside(forest: Forest) -> np.ndarray:
-    """Events with a collective child: their excess may be the child's wait."""
-    all_rows = np.arange(forest.parent.shape[0])
-    coll = is_collective(forest, all_rows) & (forest.parent >= 0)
-    out = np.zeros(all_rows.shape[0], dtype=bool)
-    out[forest.parent[coll]] = True
-    return out
-
-
-def victims(forest: Forest, rows: np.ndarray, coll: np.ndarray) -> np.ndarray:
-    """Collective anomalies in a step where another worker has a non-collective anomaly: waiting
-    for the slow worker, not a cause. Steps with only collective anomalies keep them (network)."""
+def victims(forest: Forest, rows: np.ndarray, coll: np.ndarray, excess: np.ndarray,
+            cause_share: float = 0.25) -> np.ndarray:
+    """Collective anomalies explained by another worker's slowness: in the same step another worker's
+    non-collective anomalies add up to at least ``cause_share`` of the collective's excess (it waited
+    for that worker). A wait far longer than any peer's extra work (a hang, a slow link) is kept, and
+    so are steps with only collective anomalies (network)."""
     step = forest.step[rows]
-    worker = forest.table.worker[rows]
-    causes = pd.DataFrame({"step": step[~coll & (step >= 0)], "worker": worker[~coll & (step >= 0)]})
-    if causes.empty:
-        return np.zeros(rows.shape[0], dtype=bool)
-    per_step = causes.groupby("step")["worker"].agg(["nunique", "min"])
-    cand = coll & np.isin(step, per_step.index.to_numpy())
+    worker = forest.table.worker[rows].astype(np.int64)
+    cause = ~coll & (step >= 0)
     out = np.zeros(rows.shape[0], dtype=bool)
-    if cand.any():
-        info = per_step.reindex(step[cand])
-        only_self = (info["nunique"].to_numpy() == 1) & (info["min"].to_numpy() == worker[cand])
-        out[cand] = ~only_self
+    if not cause.any() or not coll.any():
+        return out
+    per = pd.DataFrame({"step": step[cause], "worker": worker[cause], "x": excess[cause]})
+    per = per.groupby(["step", "worker"], as_index=False)["x"].sum().sort_values("x", ascending=False, kind="stable")
+    top = per.groupby("step").nth(0).set_index("step")
+    second = per.groupby("step").nth(1).set_index("step")["x"]
+    cand = np.flatnonzero(coll & np.isin(step, top.index.to_numpy()))
+    if cand.size:
+        info = top.reindex(step[cand])
+        other = np.where(info["worker"].to_numpy() == worker[cand],
+                         second.reindex(step[cand]).fillna(0.0).to_numpy(), info["x"].to_numpy())
+        out[cand] = other >= cause_share * excess[cand]
     return out
 
 
@@ -121,20 +121,45 @@ def _unit_totals(forest: Forest, split_us: float | None) -> tuple[np.ndarray, np
         return np.zeros(n_workers), np.zeros(n_workers)
     key = pd.factorize(t.worker[roots].astype(np.int64) * (1 << 40) + units_of(forest, roots))[0]
     first = np.unique(key, return_index=True)[1]  # one root per (worker, unit)
-    post = np.ones(first.shape[0], dtype=bool) if split_us is None else t.ts[roots[first]] >= split_us
+    r = roots[first]
+    post = np.ones(first.shape[0], dtype=bool) if split_us is None else t.ts[r] + t.dur[r] >= split_us
     w = t.worker[roots[first]]
     return (np.bincount(w[~post], minlength=n_workers).astype(float),
             np.bincount(w[post], minlength=n_workers).astype(float))
 
 
-def _paths(df: pd.DataFrame, pre_units: np.ndarray, post_units: np.ndarray, cfg: LocalizeConfig,
-           has_history: bool) -> pd.DataFrame:
+def _windows(forest: Forest, split_us: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per worker: microseconds of trace before and after the split (first start to last end)."""
+    t = forest.table
+    n_workers = len(t.workers)
+    lo = np.full(n_workers, np.inf)
+    hi = np.full(n_workers, -np.inf)
+    np.minimum.at(lo, t.worker, t.ts)
+    np.maximum.at(hi, t.worker, t.ts + t.dur)
+    if split_us is None:
+        return np.zeros(n_workers), np.maximum(hi - lo, 0.0)
+    return np.clip(split_us - lo, 0.0, None), np.clip(hi - split_us, 0.0, None)
+
+
+def _paths(df: pd.DataFrame, pre_units: np.ndarray, post_units: np.ndarray, pre_us: np.ndarray,
+           post_us: np.ndarray, cfg: LocalizeConfig, has_history: bool) -> pd.DataFrame:
     """Per (worker, thread, path): evidence after the split, its own background before it, and
-    whether it persists (anomalous in clearly more units than its background rate allows)."""
+    whether it persists.
+
+    With a history, the null is the path's own rate before the split: it persists when anomalous
+    in clearly more units than that rate allows (binomial margin), in at least ``min_units`` and in
+    at least ``min_share`` of the worker's units after the split (sustained, not a burst of
+    scheduling spikes), or when its excess time covers ``min_time_share`` more of the window after
+    the split than of the window before it (a hang: one event that lasts most of the window).
+    Without a history, the null is the same path on the other workers: it persists when anomalous
+    in clearly more units than its peers' pooled rate allows (noise common to every worker, such
+    as OS scheduling on a shared host, does not single out one worker)."""
     keys = ["worker", "thread", "path"]
-    post = df[df["post"]].groupby(keys).agg(score=("s", "sum"), events=("s", "size"), units=("unit", "nunique"))
-    pre = df[~df["post"]].groupby(keys).agg(bg_score=("s", "sum"), bg_units=("unit", "nunique"))
-    agg = post.join(pre, how="left").fillna({"bg_score": 0.0, "bg_units": 0.0})
+    post = df[df["post"]].groupby(keys).agg(score=("s", "sum"), events=("s", "size"), units=("unit", "nunique"),
+                                            excess_us=("excess", "sum"))
+    pre = df[~df["post"]].groupby(keys).agg(bg_score=("s", "sum"), bg_units=("unit", "nunique"),
+                                            bg_excess_us=("excess", "sum"))
+    agg = post.join(pre, how="left").fillna({"bg_score": 0.0, "bg_units": 0.0, "bg_excess_us": 0.0})
     w = agg.index.get_level_values("worker").to_numpy()
     n1, n0 = post_units[w], pre_units[w]
     k1, k0 = agg["units"].to_numpy(dtype=float), agg["bg_units"].to_numpy()
@@ -143,6 +168,17 @@ def _paths(df: pd.DataFrame, pre_units: np.ndarray, post_units: np.ndarray, cfg:
     if has_history:
         p0 = (k0 + 1.0) / (n0 + 2.0)
         persists &= k1 >= n1 * p0 + cfg.persistence_z * np.sqrt(n1 * p0 * (1 - p0)) + 1
+        persists &= k1 >= cfg.min_share * n1
+        share1 = agg["excess_us"].to_numpy() / np.maximum(post_us[w], 1.0)
+        share0 = agg["bg_excess_us"].to_numpy() / np.maximum(pre_us[w], 1.0)
+        persists |= share1 - share0 >= cfg.min_time_share
+    else:
+        path = agg.index.get_level_values("path").to_numpy()
+        k_path = pd.Series(k1).groupby(path).transform("sum").to_numpy()
+        n_path = pd.Series(n1).groupby(path).transform("sum").to_numpy()
+        peers_k, peers_n = k_path - k1, n_path - n1
+        p0 = (peers_k + 1.0) / (peers_n + 2.0)
+        persists &= (peers_n > 0) & (k1 >= n1 * p0 + cfg.persistence_z * np.sqrt(n1 * p0 * (1 - p0)) + 1)
     agg["persists"] = persists
     return agg
 
@@ -151,15 +187,19 @@ def localize(forest: Forest, scores: Scores, anom: np.ndarray, cfg: LocalizeConf
              split_us: float | None = None) -> Localization:
     rows = deepest(forest, anom)
     coll = is_collective(forest, rows)
-    keep = ~victims(forest, rows, coll | waits_inside(forest)[rows])
+    # scores are on self time: a parent of a collective no longer carries the wait, only collectives are victims
+    keep = ~victims(forest, rows, coll, np.maximum(forest.table.dur[rows] - scores.expected[rows], 0.0))
     rows, coll = rows[keep], coll[keep]
     t = forest.table
     s = np.minimum(scores.score[rows], cfg.score_cap) * np.where(coll, cfg.collective_weight, 1.0)
-    post = np.ones(rows.shape[0], dtype=bool) if split_us is None else t.ts[rows] >= split_us
+    end = t.ts[rows] + t.dur[rows]
+    post = np.ones(rows.shape[0], dtype=bool) if split_us is None else end >= split_us
     df = pd.DataFrame({"worker": t.worker[rows], "thread": t.thread[rows], "path": forest.path[rows], "s": s,
-                       "post": post, "unit": units_of(forest, rows)})
+                       "post": post, "unit": units_of(forest, rows),
+                       "excess": np.maximum(t.dur[rows] - scores.expected[rows], 0.0)})
     pre_u, post_u = _unit_totals(forest, split_us)
-    paths = _paths(df, pre_u, post_u, cfg, split_us is not None)
+    pre_us, post_us = _windows(forest, split_us)
+    paths = _paths(df, pre_u, post_u, pre_us, post_us, cfg, split_us is not None)
     persistent = paths[paths["persists"]]
     per = persistent.groupby(["worker", "thread"]).agg(score=("excess", "sum"), events=("events", "sum"),
                                                       units=("units", "max"))
@@ -167,8 +207,10 @@ def localize(forest: Forest, scores: Scores, anom: np.ndarray, cfg: LocalizeConf
     ranking = tuple(ThreadRank(int(w), int(th), float(r.score), int(r.events), int(r.units))
                     for (w, th), r in per.iterrows())
     flagged = tuple(sorted({int(w) for w in persistent.index.get_level_values("worker")}))
-    rows, s = rows[post], s[post]  # before the split is the healthy history: its anomalies are noise
+    # reported events: after the split (before it is the healthy history), on persistent paths only
+    on_path = pd.MultiIndex.from_arrays([df["worker"], df["thread"], df["path"]]).isin(persistent.index)
+    sel = post & on_path
+    rows, s = rows[sel], s[sel]
     rows = rows[np.argsort(-s, kind="stable")]
-    on_flagged = np.isin(t.worker[rows], flagged)
-    first = float(t.ts[rows[on_flagged]].min()) if on_flagged.any() else None
+    first = float(t.ts[rows].min()) if rows.size else None
     return Localization(bool(flagged), rows, ranking, flagged, first, int(anom.sum()))

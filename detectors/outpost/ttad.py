@@ -1,6 +1,9 @@
 """TTAD: trace-tree anomaly detection, cross-worker and intra-worker, vectorised.
 
-Durations are compared in log space (noise on CPUs and GPUs is multiplicative).
+Durations are compared in log space (noise on CPUs and GPUs is multiplicative). The duration scored
+is an event's self (exclusive) time, its duration minus its children's: in tensor parallelism every
+rank waits for the slowest in each collective, so inclusive durations of ``attention`` or ``layer``
+are the same on every rank, while the slowed rank's own work (outside the collective) is longer.
 
 Cross-worker: events are grouped with their peers on the other workers (same structural role,
 path of ancestor names, step and occurrence). The expected duration of an event is the
@@ -10,7 +13,8 @@ the robust spread (1.4826 * MAD) of these residuals pooled over every step and w
 same path: many samples, and a consistently slow worker stays a minority of them. MAD only by default:
 spikes from preemption are flagged here and discarded by localisation's persistence test.
 
-Intra-worker: each worker against its own history before ``split`` (the injection time) for the
+Intra-worker: each worker against its own history (events that ended before ``split``, the injection
+time) for the
 same (path, occurrence) - median and MAD of the history (history events are scored in-sample, which
 gives localisation the background rate of anomalies before the fault). This sees faults that hit
 every worker at once, and works with two workers.
@@ -153,14 +157,27 @@ def intra_worker(forest: Forest, logd: np.ndarray, hist: np.ndarray | None, cfg:
     return z, ref
 
 
+def own_time(forest: Forest) -> np.ndarray:
+    """What is scored: the self (exclusive) time of each event (its duration when it has no children)."""
+    return forest.table.dur if forest.self_dur is None else forest.self_dur
+
+
+def history(forest: Forest, split_us: float | None) -> np.ndarray | None:
+    """Events that ended before the split: an event still running at the injection may be hit by it."""
+    t = forest.table
+    return None if split_us is None else t.ts + t.dur < split_us
+
+
 def score(forest: Forest, split_us: float | None, cfg: TTADConfig) -> Scores:
-    logd = np.log(np.maximum(forest.table.dur, cfg.min_dur_us))
-    hist = None if split_us is None else forest.table.ts < split_us
+    own = own_time(forest)
+    logd = np.log(np.maximum(own, cfg.min_dur_us))
+    hist = history(forest, split_us)
     zc, refc, size = cross_worker(forest, logd, hist, cfg)
     zi, refi = intra_worker(forest, logd, hist, cfg)
     use_intra = np.nan_to_num(zi, nan=-np.inf) > np.nan_to_num(zc, nan=-np.inf)
     s = np.where(use_intra, zi, zc)
-    expected = np.exp(np.where(use_intra, refi, refc))
+    # expected duration: the event with its own time at the reference (children as recorded)
+    expected = forest.table.dur - own + np.exp(np.where(use_intra, refi, refc))
     return Scores(s, expected, zc, zi, size)
 
 

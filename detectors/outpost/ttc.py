@@ -6,7 +6,7 @@ earlier event one level up. This is exact for properly nested intervals. Partial
 child running past its parent's end, common with ``with_stack`` python frames) are resolved by
 clipping the child's end to the parent's end for tree building only, then recounting; a few
 rounds converge (each round fixes one level of a cascade). Durations used by TTAD stay the
-recorded ones.
+recorded ones. Each node also gets its self (exclusive) time, what TTAD scores.
 
 Each node is labelled with depth, parent, structural role (root/inner/leaf), a 64-bit id of
 the path of ancestor names (``ProfilerStep#7`` counts as ``ProfilerStep``), its step (own
@@ -51,6 +51,7 @@ class Forest:
     root: np.ndarray  # int64 row of the root ancestor
     occ: np.ndarray  # int32 occurrence among (worker, step, path)
     rounds: int  # clipping rounds needed (0 = properly nested input)
+    self_dur: np.ndarray | None = None  # float64 us: duration minus the time covered by children
 
     def path_text(self, row: int) -> str:
         names = []
@@ -244,7 +245,19 @@ def build(table: EventTable) -> Forest:
     role[parent[parent >= 0]] = INNER
     role[parent < 0] = ROOT
     occ = _occurrence(tab.worker, step, path)
-    return Forest(tab, parent, depth, role, path, base, base_names, step, root, occ, rounds)
+    return Forest(tab, parent, depth, role, path, base, base_names, step, root, occ, rounds,
+                  self_time(tab.ts, tab.dur, parent))
+
+
+def self_time(ts: np.ndarray, dur: np.ndarray, parent: np.ndarray) -> np.ndarray:
+    """Exclusive duration: an event's duration minus the part of it its children cover (children are
+    clipped to the parent's interval; never below 0). A parent that only waits for its children
+    (``attention`` around an ``allreduce``) keeps its own work, which is what a slowed worker stretches."""
+    has = parent >= 0
+    c, p = np.flatnonzero(has), parent[has]
+    covered = np.minimum(ts[c] + dur[c], ts[p] + dur[p]) - np.maximum(ts[c], ts[p])
+    child = np.bincount(p, weights=np.maximum(covered, 0.0), minlength=ts.shape[0])
+    return np.maximum(dur - child, 0.0)
 
 
 def _fix_depth(parent: np.ndarray, depth: np.ndarray) -> np.ndarray:

@@ -13,14 +13,19 @@ detect_app = typer.Typer(help="Trace anomaly detection (KAT Outpost).", no_args_
 
 
 def _trace_input(path: Path, inject_time: float | None) -> tuple[Path, float | None]:
-    """A case directory gives its traces/ and its injection time; anything else is used as is."""
+    """A case directory, or the traces/ directory of one, gives its traces and its injection time (the
+    split between each worker's healthy history and the window to test); anything else is used as is."""
+    case = None
     if (path / "manifest.json").is_file() and (path / "traces").is_dir():
-        from harness.case import CaseView
+        case = path
+    elif path.is_dir() and path.name == "traces" and (path.parent / "manifest.json").is_file():
+        case = path.parent
+    if case is None:
+        return path, inject_time
+    from harness.case import CaseView
 
-        view = CaseView(path)
-        split = inject_time if inject_time is not None else view.inject_time
-        return path / "traces", split
-    return path, inject_time
+    split = inject_time if inject_time is not None else CaseView(case).inject_time
+    return case / "traces", split
 
 
 @detect_app.command("outpost")
