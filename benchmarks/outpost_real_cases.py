@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detectors.outpost import DEFAULT_LAMBDA, outpost, to_result  # noqa: E402
+from detectors.outpost import DEFAULT_LAMBDA, outpost, stopped_first, to_result  # noqa: E402
 from harness.case import CaseView, find_cases, read_ground_truth  # noqa: E402
 from harness.score.detection import EventCase, case_detection, event_detection, event_matches  # noqa: E402
 from harness.score.ranking import ac_at_k, rank_of, to_node_level  # noqa: E402
@@ -28,7 +28,7 @@ from harness.score.ranking import ac_at_k, rank_of, to_node_level  # noqa: E402
 def run_case(path: Path, lam: float) -> dict:
     view = CaseView(path)
     t0 = time.perf_counter()
-    rep = outpost(view.trace_files(), "pid", lam, split=view.inject_time)
+    rep = stopped_first(outpost(view.trace_files(), "pid", lam, split=view.inject_time), view)  # = detect(view)
     runtime = time.perf_counter() - t0
     res = to_result(rep)
     truth = read_ground_truth(path)  # scoring only: never given to the detector

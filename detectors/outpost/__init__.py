@@ -145,6 +145,39 @@ def to_result(rep: OutpostReport, method: str = "outpost"):
                   detected_at=rep.detected_at, runtime_s=rep.runtime_s, extra=extra)
 
 
+HANG_SHARE = 0.5  # a localized event whose excess covers this share of the post-injection window is a hang
+CPU_RATE = "process_cpu_seconds:rate"
+
+
+def stopped_first(rep: OutpostReport, case) -> OutpostReport:
+    """A hang stalls every rank in the same collective, so the traces cannot tell which rank stopped;
+    the telemetry can: a stopped (or hung) rank uses no CPU while its peers still poll in the
+    collective. When the evidence is a hang, ranks whose median CPU rate over the hang is below half
+    of every peer's are moved to the front (their order otherwise kept). Any problem: unchanged."""
+    if not rep.anomalous or not rep.events:
+        return rep
+    longest = max(rep.events, key=lambda e: e.dur - e.expected_dur)
+    start, end = case.inject_time, (longest.ts + longest.dur) / 1e6
+    last = max((e.ts + e.dur) / 1e6 for e in rep.events)
+    if last <= start or longest.dur - longest.expected_dur < HANG_SHARE * 1e6 * (last - start):
+        return rep
+    try:
+        df = case.metrics()
+    except Exception:  # noqa: BLE001 - no telemetry: keep the trace ranking
+        return rep
+    ranks = list(dict.fromkeys(r.component for r in rep.ranking))
+    cols = {r: f"{r}_{CPU_RATE}" for r in ranks if f"{r}_{CPU_RATE}" in df.columns}
+    inside = df[(df["time"] >= start) & (df["time"] <= end)]
+    if len(cols) < 2 or len(inside) < 3:
+        return rep
+    med = {r: float(inside[c].median()) for r, c in cols.items()}
+    stopped = {r for r in med if all(med[r] < 0.5 * med[o] for o in med if o != r)}
+    if not stopped:
+        return rep
+    ranking = tuple(sorted(rep.ranking, key=lambda r: r.component not in stopped))
+    return OutpostReport(**{**{f: getattr(rep, f) for f in rep.__dataclass_fields__}, "ranking": ranking})
+
+
 def detect(case) -> "Result":  # noqa: F821 - detectors.api imported lazily
     """The detector contract: traces of the case, history = events before the injection time."""
     from harness.errors import CaseInvalid
@@ -152,5 +185,5 @@ def detect(case) -> "Result":  # noqa: F821 - detectors.api imported lazily
     files = case.trace_files()
     if not files:
         raise CaseInvalid(f"{case.path}: no traces (traces/*.json[.gz])")
-    return to_result(outpost(files, "pid", DEFAULT_LAMBDA, split=case.inject_time))
+    return to_result(stopped_first(outpost(files, "pid", DEFAULT_LAMBDA, split=case.inject_time), case))
 

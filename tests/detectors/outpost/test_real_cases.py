@@ -73,3 +73,19 @@ def test_real_rank_hang_is_detected() -> None:
 @pytest.mark.parametrize("name", ["clean", "cpu-contention", "nccl-hang"])
 def test_real_fixtures_stay_small(name: str) -> None:
     assert sum(p.stat().st_size for p in (REAL / name).rglob("*") if p.is_file()) < 300_000
+
+
+def test_real_rank_hang_blames_the_rank_without_cpu() -> None:
+    """The traces of every rank look the same in a hang; the detector contract adds the telemetry:
+    the SIGSTOPped rank's CPU rate is 0 while its peers poll in the all-reduce."""
+    from detectors.api import run_detector
+    from detectors.outpost import detect
+    from harness.case import CaseView
+
+    result = run_detector("outpost", detect, CaseView(REAL / "nccl-hang"))
+    assert result.status == "ok", result.error
+    assert result.anomalous is True
+    truth = json.loads((REAL / "nccl-hang" / "truth.json").read_text())
+    assert result.components()[0] == truth["component"] == "rank-1"
+    traces_only, _, _ = _run("nccl-hang")
+    assert len({r.component for r in traces_only.ranking}) >= 3  # every rank waited: no blame from traces
