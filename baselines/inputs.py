@@ -9,6 +9,9 @@
   ingress serves it, so each trace has a root span ``ingress/request`` (E2E latency) and two children
   ``ingress/prefill`` (time to first token) and ``ingress/decode`` (the rest). No per-rank span exists in the
   request records, so span methods can only ever blame ``ingress``; that is their honest ceiling here.
+- graph: the metrics for methods that learn a causal graph with Fisher-z tests (circa, pc_*, fci_*): a run of a
+  few minutes at a 1 s step has fewer samples than series, so their correlation matrix is singular; keep a series
+  only if no series kept before it (data.csv order) correlates with it above ``GRAPH_MAX_CORR``.
 - sli: the ``ingress_latency`` column (mean E2E latency at the ingress), never a series of the root cause.
 """
 
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 
 SLI_COLUMN = "ingress_latency"
 LOG_BUCKET_S = 15
+GRAPH_MAX_CORR = 0.95
 
 
 def split_column(column: str) -> tuple[str, str]:
@@ -77,6 +81,19 @@ def check_inject_time(df: pd.DataFrame, inject_time: float, name: str) -> None:
     t0, t1 = float(df["time"].iloc[0]), float(df["time"].iloc[-1])
     if not t0 < inject_time <= t1:
         raise CaseInvalid(f"{name}: inject time {inject_time:.0f} outside the data ({t0:.0f}..{t1:.0f})")
+
+
+def decorrelated(df: pd.DataFrame, max_corr: float = GRAPH_MAX_CORR) -> pd.DataFrame:
+    """``df`` without the series that are near-copies (|r| > max_corr) of an earlier one; ``time`` is kept."""
+    import numpy as np
+
+    series = [c for c in df.columns if c != "time"]
+    corr = np.nan_to_num(np.abs(np.corrcoef(df[series].to_numpy(dtype=float), rowvar=False)))
+    kept: list[int] = []
+    for i in range(len(series)):
+        if not kept or corr[i, kept].max() <= max_corr:
+            kept.append(i)
+    return df[["time", *(series[i] for i in kept)]]
 
 
 def log_series(case: CaseView, start: float, end: float) -> pd.DataFrame:

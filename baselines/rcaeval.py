@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Literal
 from detectors.api import RankedComponent, Result
 from harness.registry import Registry, import_ref
 
-from baselines.inputs import metrics_frame, multi_source, sli_column, span_table, split_column
+from baselines.inputs import decorrelated, metrics_frame, multi_source, sli_column, span_table, split_column
 
 if TYPE_CHECKING:
     from harness.case import CaseView
 
-Need = Literal["metrics", "multi-source", "spans", "sli"]
+Need = Literal["metrics", "multi-source", "spans", "sli", "graph"]
 DATASET = "chaosbench"  # any name outside RCAEval's special cases: generic preprocessing
 
 
@@ -51,16 +51,16 @@ _PYRCA = ("needs Salesforce PyRCA (pip 'sfr-pyrca' 1.0.1, module 'pyrca'), whose
 METHODS: tuple[RCAEvalMethod, ...] = (
     _m("baro", ".baro"),
     _m("nsigma", ""),
-    _m("circa", ".circa"),
+    _m("circa", ".circa", ("metrics", "graph")),
     _m("mmbaro", ".baro", ("multi-source",)),
     _m("mmnsigma", ".baro", ("multi-source",)),
     _m("mmcirca", ".circa", ("multi-source",)),
     _m("tracerca", ".tracerca", ("spans",)),
     _m("microrank", ".microrank", ("spans",)),
-    _m("pc_pagerank", ".pc_pagerank"),
-    _m("pc_randomwalk", ".pc_randomwalk"),
-    _m("fci_pagerank", ".fci_pagerank"),
-    _m("fci_randomwalk", ".pc_randomwalk"),
+    _m("pc_pagerank", ".pc_pagerank", ("metrics", "graph")),
+    _m("pc_randomwalk", ".pc_randomwalk", ("metrics", "graph")),
+    _m("fci_pagerank", ".fci_pagerank", ("metrics", "graph")),
+    _m("fci_randomwalk", ".pc_randomwalk", ("metrics", "graph")),
     _m("lingam_pagerank", ".lingam_pagerank"),
     _m("lingam_randomwalk", ".pc_randomwalk"),
     _m("granger_pagerank", ".granger_pagerank"),
@@ -117,6 +117,8 @@ def _inputs(spec: RCAEvalMethod, case: CaseView) -> tuple[object, float, dict[st
     if "multi-source" in spec.needs:
         return multi_source(case), case.inject_time, {}
     df = metrics_frame(case)
+    if "graph" in spec.needs:
+        df = decorrelated(df)
     extra: dict[str, object] = {"sli": sli_column(df)} if "sli" in spec.needs else {}
     return df, case.inject_time, extra
 

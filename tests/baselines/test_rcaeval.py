@@ -104,3 +104,18 @@ def test_unsorted_score_pairs_are_sorted():
     # ges_pagerank returns (name, score) pairs in input order
     assert rcaeval._names([("a_x", 0.1), ("b_y", 0.9), ("c_z", 0.5)]) == ["b_y", "c_z", "a_x"]
     assert rcaeval._names(["b_y", "a_x"]) == ["b_y", "a_x"]
+
+
+def test_graph_methods_get_fewer_series_than_samples(tmp_path):
+    import numpy as np
+
+    from baselines.inputs import decorrelated
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(40, 30))
+    df = pd.DataFrame(np.hstack([base, base * 2.0 + 0.001 * rng.normal(size=(40, 30))]),
+                      columns=[f"c{i}" for i in range(60)])
+    df.insert(0, "time", np.arange(40.0))
+    out = decorrelated(df)
+    assert list(out.columns) == ["time", *(f"c{i}" for i in range(30))]  # the copies go, the first of each stays
+    assert np.linalg.matrix_rank(np.corrcoef(out.drop(columns="time").to_numpy(), rowvar=False)) == 30
