@@ -99,11 +99,13 @@ def promql(url: str, query: str) -> list[float]:
     return []
 
 
-def probes_hold(url: str, probes: list[Any]) -> str | None:
-    """None if every probe is within tolerance, else the reason of the first that is not."""
+def probes_hold(url: str, probes: list[Any], rewrite: Callable[[str], str] | None = None) -> str | None:
+    """None if every probe is within tolerance, else the reason of the first that is not.
+
+    ``rewrite``: the backend's translation of the scenario's PromQL (``testbed.promql``; k8s metric names)."""
     for p in probes:
         try:
-            values = promql(url, p.query)
+            values = promql(url, rewrite(p.query) if rewrite else p.query)
         except Exception as exc:  # noqa: BLE001 - an unreachable Prometheus fails the gate, it does not crash
             return f"probe {p.name}: query failed ({type(exc).__name__}: {exc})"
         lo, hi = p.tolerance.min, p.tolerance.max
@@ -121,12 +123,13 @@ class StopWatch:
     url: str
     conditions: list[Any]
     since: dict[str, float] = field(default_factory=dict)
+    rewrite: Callable[[str], str] | None = None  # as in probes_hold
 
     def check(self) -> str | None:
         now = time.time()
         for c in self.conditions:
             try:
-                held = any(v != 0 for v in promql(self.url, c.query))
+                held = any(v != 0 for v in promql(self.url, self.rewrite(c.query) if self.rewrite else c.query))
             except Exception:  # noqa: BLE001 - a failing query is not a held condition
                 held = False
             if not held:
@@ -219,13 +222,19 @@ def topology_of(scenario: Any, testbed: Any) -> Topology:
 # ----------------------------------------------------------------------------- stages
 
 
+def _rewrite(testbed: Any) -> Callable[[str], str] | None:
+    """The backend's translation of scenario PromQL to its metric names (k8s: Ray's prefix), if it has one."""
+    hook = getattr(testbed, "promql", None)
+    return hook if callable(hook) else None
+
+
 def _gate_and_faults(scenario: Any, testbed: Any, writer: CaseWriter, tl: Timeline) -> tuple[str, str | None]:
     """Baseline gate, then each fault (or the nominal injection of a clean run). Returns (status, reason)."""
     spec, rec = scenario.spec, tl.rec
     first = spec.faults[0].start if spec.faults else spec.nominal_inject
     tl.wait_until(max(spec.workload.warmup, first - 1.0))
     with rec.stage("baseline.gate"):
-        failed = probes_hold(testbed.prometheus_url, spec.steady_state)
+        failed = probes_hold(testbed.prometheus_url, spec.steady_state, _rewrite(testbed))
     if failed:
         writer.event("baseline.gate", "point", "failed", error=failed)
         return "failed", f"steady state not met before injection: {failed}"
@@ -236,7 +245,7 @@ def _gate_and_faults(scenario: Any, testbed: Any, writer: CaseWriter, tl: Timeli
         return "completed", None
     from harness.faults.lifecycle import injected  # the fault stage; only faulty scenarios need it
 
-    watch = StopWatch(testbed.prometheus_url, spec.stop_conditions)
+    watch = StopWatch(testbed.prometheus_url, spec.stop_conditions, rewrite=_rewrite(testbed))
     status, reason = "completed", None
     for i, step in enumerate(spec.faults):
         tl.wait_until(step.start)
@@ -367,7 +376,8 @@ def _load_phase(scenario: Any, testbed: Any, writer: CaseWriter, rec: Recorder, 
         if status != "failed":
             tl.wait_until(duration - PROBE_SETTLE_S)
             with rec.stage("recovery.probes"):
-                extras["steady_state_after"] = probes_hold(testbed.prometheus_url, spec.steady_state) or "ok"
+                extras["steady_state_after"] = probes_hold(testbed.prometheus_url, spec.steady_state,
+                                                           _rewrite(testbed)) or "ok"
             tl.wait_until(duration)
         tl.drain()
         with rec.stage("load.end"):

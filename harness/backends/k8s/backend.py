@@ -6,7 +6,8 @@ through ansible-runner, waits for the RayService with the Kubernetes client and
 returns a ``K8sTestbed``. Beyond the Testbed protocol it offers what the run pipeline
 needs on a cluster, where nothing runs on this machine: ``injector(fault_id)``,
 ``start_load(load_dir)`` (the Locust Job), ``start_profile()``/``stop_profile()``
-(vLLM's profiler through the Ray head) and ``collect_case(...)``.
+(vLLM's profiler through the Ray head), ``collect_case(...)`` and ``promql(query)``
+(the scenario's PromQL with the cluster's metric names).
 """
 
 from __future__ import annotations
@@ -164,6 +165,10 @@ class K8sTestbed:
         the Job's own copy of the LoadConfig was rendered from the same scenario)."""
         self.playbook("deploy.yml", {**self._vars(), "cb_start_load": True}, self.run_dir / "ansible", self.inventory)
         return K8sLoadRun(self.client, f"{self.settings.name}-locust", Path(load_dir), dict(config.slo))
+
+    def promql(self, query: str) -> str:
+        """The scenario's PromQL (probes, stop conditions) with the cluster's metric names."""
+        return collect.cluster_promql(self.settings, query)
 
     def _profile(self, action: str) -> dict[str, Any]:
         head = [p for p in self.client.pods("chaosbench.io/role=head") if p.phase == "Running"]

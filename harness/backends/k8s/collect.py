@@ -127,9 +127,18 @@ def column_queries(s: K8sSettings, scenario) -> list[ColumnQuery]:
         cols += [ColumnQuery(f"{node}_{m}", node, q, k) for m, q, k in _node(s, node)]
     for r in range(s.world_size):
         cols += [ColumnQuery(f"rank-{r}_{m}", f"rank-{r}", q, k) for m, q, k in _rank(s, r)]
-    cols += [ColumnQuery(f"{e.component}_{e.name}", e.component, f"sum({e.query})")
+    cols += [ColumnQuery(f"{e.component}_{e.name}", e.component, f"sum({cluster_promql(s, e.query)})")
              for e in scenario.spec.telemetry.extra_metrics]
     return cols
+
+
+_VLLM_NAME = re.compile(r"(?<![\w:])vllm:")
+
+
+def cluster_promql(s: K8sSettings, query: str) -> str:
+    """A scenario's PromQL (steady-state probes, stop conditions, extra metrics) as it reads on the cluster:
+    vLLM's metric names (``vllm:...``, as the local engine exports them) carry Ray's re-export prefix."""
+    return _VLLM_NAME.sub(f"{s.vllm_metric_prefix}vllm:", query)
 
 
 def component_node(s: K8sSettings, component: str) -> str | None:
