@@ -209,14 +209,20 @@ def clean_ground_truth() -> GroundTruth:
                        mechanism=None, realism=None, verified=False)
 
 
+def engine_of(scenario: Any, testbed: Any) -> str:
+    """The engine that served: the testbed's (the k8s backend always serves vLLM, whatever the scenario says)."""
+    return getattr(testbed, "engine", None) or scenario.spec.deployment.engine
+
+
 def topology_of(scenario: Any, testbed: Any) -> Topology:
     topo = scenario.spec.deployment.topology
     ranks = topo.rank_names()
-    return Topology(backend=scenario.spec.deployment.backend, engine=scenario.spec.deployment.engine,
+    engine = engine_of(scenario, testbed)
+    return Topology(backend=scenario.spec.deployment.backend, engine=engine,
                     nodes=tuple(topo.node_names()), ranks=tuple(ranks),
                     rank_node={r: topo.rank_node(i) for i, r in enumerate(ranks)},
                     components=("ingress", *topo.node_names(), *ranks, "host"),
-                    emulated_device=scenario.spec.deployment.engine == "mini")
+                    emulated_device=engine == "mini")
 
 
 # ----------------------------------------------------------------------------- stages
@@ -417,7 +423,9 @@ def run_scenario(scenario: Any, out_dir: Path, seed: int | None = None, *, progr
             with rec.stage("deploy", backend=dep.backend, engine=dep.engine):
                 testbed = BACKENDS.get(dep.backend)(scenario, run_dir, **(deploy_kwargs or {}))
             writer.write_json("topology.json", topology_of(scenario, testbed).to_json())
-            status, reason, extras = _load_phase(scenario, testbed, writer, rec, run_dir / "load")
+            extras["engine"] = engine_of(scenario, testbed)
+            status, reason, loaded = _load_phase(scenario, testbed, writer, rec, run_dir / "load")
+            extras.update(loaded)
     except KeyboardInterrupt:
         error = Interrupted(f"interrupted; testbed torn down, partial case left at {writer.path}")
     except Exception as exc:  # noqa: BLE001 - finalize as failed, then re-raise
