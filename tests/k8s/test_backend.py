@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
@@ -10,69 +9,12 @@ import pytest
 
 from harness.backends.k8s.backend import K8sLoadRun, deploy_k8s
 from harness.backends.k8s.injectors import recover_from_handle
-from harness.backends.k8s.client import ExecResult, PodRef
 from harness.errors import FaultNotVerified, PreflightFailed
 from harness.scenario import load_scenario
 
+from .fakes import NODE_MAP, FakeCluster
+
 REPO = Path(__file__).resolve().parents[2]
-NODE_MAP = {"node-0": "gpu-a-17", "node-1": "gpu-b-03"}
-
-
-class FakeCluster:
-    """The K8sClient surface the backend uses, with a scripted cluster state."""
-
-    namespace = "chaosbench"
-
-    def __init__(self, node_map=NODE_MAP, injected_after: int = 1, agent_verified: bool = True):
-        self._node_map = dict(node_map)
-        self.calls: list[tuple] = []
-        self.chaos: dict[str, dict] = {}
-        self.polls = 0
-        self.injected_after = injected_after
-        self.agent_verified = agent_verified
-        self.files: dict[str, str] = {}
-
-    def node_map(self):
-        return dict(self._node_map)
-
-    def wait_rayservice_ready(self, name, timeout_s=0):
-        self.calls.append(("wait_rayservice_ready", name))
-        return {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
-
-    def agent_pod(self, node, node_map=None):
-        if node not in (node_map or self._node_map):
-            raise PreflightFailed(f"no running fault-agent pod on {node}")
-        return f"agent-{node}"
-
-    def run_agent(self, node, argv, node_map=None):
-        self.calls.append(("agent", node, tuple(argv)))
-        verb = argv[2]
-        if verb == "verify":
-            return {"verified": self.agent_verified, "power_limit_w": 150.0}
-        return {verb: argv[3]}
-
-    def create_chaos(self, obj):
-        self.calls.append(("create", obj["kind"], obj["metadata"]["name"]))
-        self.chaos[obj["metadata"]["name"]] = obj
-
-    def chaos_injected(self, obj):
-        self.polls += 1
-        return self.polls > self.injected_after
-
-    def delete_chaos(self, obj):
-        self.calls.append(("delete", obj["kind"], obj["metadata"]["name"]))
-        return self.chaos.pop(obj["metadata"]["name"], None) is not None
-
-    def pods(self, selector):
-        return [PodRef("cb-clean-locust-abcde", "gpu-a-17", "Running", True, {"job-name": "cb-clean-locust"})]
-
-    def exec(self, pod, argv, container=None, timeout_s=120):
-        self.calls.append(("exec", pod, tuple(argv)))
-        cmd = argv[-1]
-        for name, text in self.files.items():
-            if f"/out/{name} " in cmd + " ":
-                return ExecResult(base64.b64encode(text.encode()).decode(), "", 0)
-        return ExecResult("", "", 1)
 
 
 def _scenario(name: str):
