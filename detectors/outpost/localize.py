@@ -13,12 +13,22 @@
   and such spikes hit some step of every worker; a fault hits the same place step after step.
   A unit is a step (``args.step``, ``#N``, or the occurrence of the longest-running root), and
   evidence is kept per (worker, thread, path of names). With a split (the injection time),
-  events before it are the healthy history: a path *persists* when it is anomalous in clearly
-  more units after the split than its own rate before it allows (binomial margin
-  ``persistence_z``) and in at least ``min_units``. The case is anomalous when a path persists;
-  components are ranked by the evidence of their persistent paths (score after the split minus
-  the path's own background, scaled to the same number of units). Without a split: a path
-  persists when anomalous in at least ``min_units`` units.
+  events before it are the healthy history. Each path is a one-sided Fisher exact test
+  (hypergeometric tail) of its rate of anomalous units after the split against the same
+  worker's rate on the same path before it (without a split: against the same path on the
+  peer workers). The family is every path with a localized anomaly in the case.
+- The case verdict is a test of the global null (no path changed): Simes' combination of the
+  family's p-values at level ``alpha`` (valid when the tests are positively dependent, as paths
+  hit in the same steps are), counting only paths anomalous in at least ``min_units`` units whose
+  rate grew by at least ``min_effect`` (a significant but negligible increase is not a fault).
+  A hang is the other way to be anomalous: one event whose excess time covers ``min_time_share``
+  more of the window after the split than before it (no count of units can show it).
+- Given an anomalous case (the error that matters, a false alarm on a healthy run, is controlled
+  by the verdict), the paths reported (events, ranking) are those whose own test has p at most
+  ``report_p`` (with the same minimum units and effect), and the hangs: weaker evidence of the
+  faulty worker counts for localisation (a victim's collectives are often the clearest paths).
+  Components are ranked by the evidence of these paths (score after the split minus the path's
+  own background, scaled to the same number of units).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import hypergeom
 
 from detectors.outpost.ttad import Scores
 from detectors.outpost.ttc import Forest
@@ -42,8 +53,9 @@ COLLECTIVE = re.compile(
 @dataclass(frozen=True)
 class LocalizeConfig:
     min_units: int = 3
-    persistence_z: float = 3.0  # anomalous units after the split vs the worker's own rate before it
-    min_share: float = 0.1  # ... and in at least this share of the worker's units after the split (sustained)
+    alpha: float = 0.01  # case verdict: level of the global test (Simes over the paths' Fisher tests)
+    report_p: float = 0.05  # paths reported in an anomalous case: their own test's p-value at most this
+    min_effect: float = 0.05  # a path counts only if its anomalous-unit rate grew by at least this (share of units)
     min_time_share: float = 0.25  # or: excess time after the split, as a share of that window, above its own rate
     collective_weight: float = 0.25
     score_cap: float = 50.0
@@ -141,46 +153,85 @@ def _windows(forest: Forest, split_us: float | None) -> tuple[np.ndarray, np.nda
     return np.clip(split_us - lo, 0.0, None), np.clip(hi - split_us, 0.0, None)
 
 
-def _paths(df: pd.DataFrame, pre_units: np.ndarray, post_units: np.ndarray, pre_us: np.ndarray,
-           post_us: np.ndarray, cfg: LocalizeConfig, has_history: bool) -> pd.DataFrame:
-    """Per (worker, thread, path): evidence after the split, its own background before it, and
-    whether it persists.
+def fisher_greater(k1: np.ndarray, n1: np.ndarray, k0: np.ndarray, n0: np.ndarray) -> np.ndarray:
+    """One-sided Fisher exact p-values, vectorised: P(K1 >= k1) for the 2x2 tables
+    [[k1, n1 - k1], [k0, n0 - k0]] with fixed margins (hypergeometric upper tail). Counts are
+    clipped into their totals; an empty reference (n0 = 0) gives p = 1."""
+    n1 = np.asarray(n1, dtype=float)
+    n0 = np.asarray(n0, dtype=float)
+    k1 = np.clip(np.asarray(k1, dtype=float), 0.0, n1)
+    k0 = np.clip(np.asarray(k0, dtype=float), 0.0, n0)
+    p = hypergeom.sf(k1 - 1, n1 + n0, k1 + k0, n1)
+    return np.where((n0 > 0) & (k1 > 0), np.clip(p, 0.0, 1.0), 1.0)
 
-    With a history, the null is the path's own rate before the split: it persists when anomalous
-    in clearly more units than that rate allows (binomial margin), in at least ``min_units`` and in
-    at least ``min_share`` of the worker's units after the split (sustained, not a burst of
-    scheduling spikes), or when its excess time covers ``min_time_share`` more of the window after
-    the split than of the window before it (a hang: one event that lasts most of the window).
-    Without a history, the null is the same path on the other workers: it persists when anomalous
-    in clearly more units than its peers' pooled rate allows (noise common to every worker, such
-    as OS scheduling on a shared host, does not single out one worker)."""
+
+def bh_reject(p: np.ndarray, q: float) -> np.ndarray:
+    """Benjamini-Hochberg step-up at false-discovery rate ``q``. It rejects something exactly when
+    Simes' test of the global null (min_i m p_(i) / i <= q) rejects."""
+    p = np.asarray(p, dtype=float)
+    m = p.shape[0]
+    out = np.zeros(m, dtype=bool)
+    if m == 0:
+        return out
+    order = np.argsort(p, kind="stable")
+    below = np.flatnonzero(p[order] <= q * np.arange(1, m + 1) / m)
+    if below.size:
+        out[order[: below[-1] + 1]] = True
+    return out
+
+
+def _paths(df: pd.DataFrame, pre_units: np.ndarray, post_units: np.ndarray, pre_us: np.ndarray,
+           post_us: np.ndarray, cfg: LocalizeConfig, has_history: bool) -> tuple[pd.DataFrame, bool]:
+    """Per (worker, thread, path): evidence after the split, its own background before it, its
+    test, and whether it is reported (``persists``); and the case verdict.
+
+    The test: among the worker's units (steps) after the split, are clearly more anomalous on this
+    path than among its units before it? One-sided Fisher exact test per path. The family is
+    every path with a localized anomaly in the case; paths that fail ``min_units`` or
+    ``min_effect`` (and paths anomalous only before the split) stay in it with p = 1. The case is
+    anomalous when Simes' global test rejects at ``alpha`` (= Benjamini-Hochberg at ``alpha``
+    rejects a path): a clean run is flagged with probability about ``alpha`` however many paths
+    it has. Anomalous units of a healthy run are close to independent from step to step
+    (binomial dispersion ~1 on real clean runs), which the Fisher test assumes. The paths
+    reported in an anomalous case are those with p at most ``report_p``. A hang (excess
+    time covering ``min_time_share`` more of the window after the split than of the window before
+    it: one event that lasts most of the window) is anomalous and reported in any case.
+    Without a history, the reference of a path is the same path on the other workers (their
+    pooled units): noise common to every worker, such as OS scheduling on a shared host, does not
+    single out one worker."""
     keys = ["worker", "thread", "path"]
     post = df[df["post"]].groupby(keys).agg(score=("s", "sum"), events=("s", "size"), units=("unit", "nunique"),
                                             excess_us=("excess", "sum"))
     pre = df[~df["post"]].groupby(keys).agg(bg_score=("s", "sum"), bg_units=("unit", "nunique"),
                                             bg_excess_us=("excess", "sum"))
+    family = len(post.index.union(pre.index))  # every path with a localized anomaly is a test
     agg = post.join(pre, how="left").fillna({"bg_score": 0.0, "bg_units": 0.0, "bg_excess_us": 0.0})
     w = agg.index.get_level_values("worker").to_numpy()
     n1, n0 = post_units[w], pre_units[w]
     k1, k0 = agg["units"].to_numpy(dtype=float), agg["bg_units"].to_numpy()
     agg["excess"] = agg["score"] - agg["bg_score"] * n1 / np.maximum(n0, 1.0)
-    persists = k1 >= cfg.min_units
-    if has_history:
-        p0 = (k0 + 1.0) / (n0 + 2.0)
-        persists &= k1 >= n1 * p0 + cfg.persistence_z * np.sqrt(n1 * p0 * (1 - p0)) + 1
-        persists &= k1 >= cfg.min_share * n1
-        share1 = agg["excess_us"].to_numpy() / np.maximum(post_us[w], 1.0)
-        share0 = agg["bg_excess_us"].to_numpy() / np.maximum(pre_us[w], 1.0)
-        persists |= share1 - share0 >= cfg.min_time_share
-    else:
+    if not has_history:
         path = agg.index.get_level_values("path").to_numpy()
         k_path = pd.Series(k1).groupby(path).transform("sum").to_numpy()
         n_path = pd.Series(n1).groupby(path).transform("sum").to_numpy()
-        peers_k, peers_n = k_path - k1, n_path - n1
-        p0 = (peers_k + 1.0) / (peers_n + 2.0)
-        persists &= (peers_n > 0) & (k1 >= n1 * p0 + cfg.persistence_z * np.sqrt(n1 * p0 * (1 - p0)) + 1)
-    agg["persists"] = persists
-    return agg
+        k0, n0 = k_path - k1, n_path - n1  # the peers' pooled units
+        family = len(agg)
+    effect = k1 / np.maximum(n1, 1.0) - np.minimum(k0, n0) / np.maximum(n0, 1.0)
+    p = fisher_greater(k1, n1, k0, n0)
+    p = np.where((k1 >= cfg.min_units) & (effect >= cfg.min_effect), p, 1.0)
+    # paths anomalous only before the split complete the family with p = 1
+    padded = np.r_[p, np.ones(max(family - p.shape[0], 0))]
+    anomalous = bool(bh_reject(padded, cfg.alpha).any())
+    reported = (p <= cfg.report_p) & anomalous
+    agg["p"], agg["effect"] = p, effect
+    if has_history:
+        share1 = agg["excess_us"].to_numpy() / np.maximum(post_us[w], 1.0)
+        share0 = agg["bg_excess_us"].to_numpy() / np.maximum(pre_us[w], 1.0)
+        hang = share1 - share0 >= cfg.min_time_share
+        anomalous |= bool(hang.any())
+        reported |= hang
+    agg["persists"] = reported
+    return agg, anomalous
 
 
 def localize(forest: Forest, scores: Scores, anom: np.ndarray, cfg: LocalizeConfig,
@@ -199,7 +250,7 @@ def localize(forest: Forest, scores: Scores, anom: np.ndarray, cfg: LocalizeConf
                        "excess": np.maximum(t.dur[rows] - scores.expected[rows], 0.0)})
     pre_u, post_u = _unit_totals(forest, split_us)
     pre_us, post_us = _windows(forest, split_us)
-    paths = _paths(df, pre_u, post_u, pre_us, post_us, cfg, split_us is not None)
+    paths, verdict = _paths(df, pre_u, post_u, pre_us, post_us, cfg, split_us is not None)
     persistent = paths[paths["persists"]]
     per = persistent.groupby(["worker", "thread"]).agg(score=("excess", "sum"), events=("events", "sum"),
                                                       units=("units", "max"))
@@ -213,4 +264,4 @@ def localize(forest: Forest, scores: Scores, anom: np.ndarray, cfg: LocalizeConf
     rows, s = rows[sel], s[sel]
     rows = rows[np.argsort(-s, kind="stable")]
     first = float(t.ts[rows].min()) if rows.size else None
-    return Localization(bool(flagged), rows, ranking, flagged, first, int(anom.sum()))
+    return Localization(verdict and bool(flagged), rows, ranking, flagged, first, int(anom.sum()))

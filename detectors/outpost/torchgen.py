@@ -3,8 +3,10 @@
 Each rank runs a small tensor-parallel-shaped loop under torch.profiler (CPU activity):
 ``engine.step`` > ``model.forward`` > ``layer.<i>`` > ``attention`` / ``mlp`` / ``allreduce``
 (a real ``dist.all_reduce`` over gloo on loopback), and writes ``rank-<i>.json.gz`` (Kineto JSON,
-``process_name`` = ``rank-<i>``). A slowed rank repeats its mlp matmuls ``factor`` times from
-``fault_step`` on (as a throttled device would run them slower). ``meta.txt`` records the
+``process_name`` = ``rank-<i>``). From ``fault_step`` on, a slowed rank runs the same mlp ops
+(same names, same tree, same output shape) on an inner dimension ``factor`` times wider, so each
+matmul and gelu takes about ``factor`` times longer, as on a throttled device. (Repeating the
+ops instead would add events but slow none: Outpost scores each event's self time.) ``meta.txt`` records the
 split (the fault step's start, in the trace's own microseconds) for the intra-worker history.
 
     .venv/bin/python -m detectors.outpost.torchgen OUT_DIR [--ranks 2] [--steps 40]
@@ -39,6 +41,8 @@ def _rank_main(rank: int, world: int, port: int, out: str, args: dict) -> None:
     hidden = args["hidden"]
     w1 = torch.randn(hidden, 2 * hidden, generator=gen)
     w2 = torch.randn(2 * hidden, hidden, generator=gen)
+    w1_slow = torch.randn(hidden, 2 * hidden * args["factor"], generator=gen)  # same ops, factor x the work
+    w2_slow = torch.randn(2 * hidden * args["factor"], hidden, generator=gen)
     wq = torch.randn(hidden, hidden, generator=gen)
     x = torch.randn(8, hidden, generator=gen)
     starts = []
@@ -54,8 +58,8 @@ def _rank_main(rank: int, world: int, port: int, out: str, args: dict) -> None:
                             with record_function("attention"):
                                 a = torch.softmax(h @ wq, dim=-1) @ wq
                             with record_function("mlp"):
-                                for _ in range(args["factor"] if slow else 1):
-                                    m = torch.nn.functional.gelu(a @ w1) @ w2
+                                u, v = (w1_slow, w2_slow) if slow else (w1, w2)
+                                m = torch.nn.functional.gelu(a @ u) @ v
                             with record_function("allreduce"):
                                 dist.all_reduce(m)
                             h = torch.tanh(m / (world * hidden))
