@@ -153,7 +153,9 @@ def stopped_first(rep: OutpostReport, case) -> OutpostReport:
     """A hang stalls every rank in the same collective, so the traces cannot tell which rank stopped;
     the telemetry can: a stopped (or hung) rank uses no CPU while its peers still poll in the
     collective. When the evidence is a hang, ranks whose median CPU rate over the hang is below half
-    of every peer's are moved to the front (their order otherwise kept). Any problem: unchanged."""
+    of every peer's are moved to the front (their order otherwise kept); the peers are every rank of
+    the topology, and a stopped rank without any reported event (it stopped between collectives, so
+    only its peers' waits are in the traces) is put in front too. Any problem: unchanged."""
     if not rep.anomalous or not rep.events:
         return rep
     longest = max(rep.events, key=lambda e: e.dur - e.expected_dur)
@@ -166,6 +168,10 @@ def stopped_first(rep: OutpostReport, case) -> OutpostReport:
     except Exception:  # noqa: BLE001 - no telemetry: keep the trace ranking
         return rep
     ranks = list(dict.fromkeys(r.component for r in rep.ranking))
+    try:  # the stopped rank may have no event in the report (stopped between two collectives)
+        ranks += [r for r in case.topology.ranks if r not in ranks]
+    except Exception:  # noqa: BLE001 - no topology: the ranked ranks only
+        pass
     cols = {r: f"{r}_{CPU_RATE}" for r in ranks if f"{r}_{CPU_RATE}" in df.columns}
     inside = df[(df["time"] >= start) & (df["time"] <= end)]
     if len(cols) < 2 or len(inside) < 3:
@@ -174,7 +180,10 @@ def stopped_first(rep: OutpostReport, case) -> OutpostReport:
     stopped = {r for r in med if all(med[r] < 0.5 * med[o] for o in med if o != r)}
     if not stopped:
         return rep
-    ranking = tuple(sorted(rep.ranking, key=lambda r: r.component not in stopped))
+    top = rep.ranking[0].score if rep.ranking else 0.0
+    missing = tuple(OutpostRank("", r, r, "", top, 0, 0) for r in ranks if r in stopped
+                    and r not in {x.component for x in rep.ranking})
+    ranking = missing + tuple(sorted(rep.ranking, key=lambda r: r.component not in stopped))
     return OutpostReport(**{**{f: getattr(rep, f) for f in rep.__dataclass_fields__}, "ranking": ranking})
 
 

@@ -124,3 +124,32 @@ def test_real_rank_hang_blames_the_rank_without_cpu() -> None:
     assert result.components()[0] == truth["component"] == "rank-1"
     traces_only, _, _ = _run("nccl-hang")
     assert len({r.component for r in traces_only.ranking}) >= 3  # every rank waited: no blame from traces
+
+
+def test_stopped_rank_without_events_is_put_first() -> None:
+    """core nccl-hang-r0: the SIGSTOPped rank-1 stopped between two collectives, so only its peers'
+    ~25 s waits are in the traces and rank-1 is not ranked at all; its CPU rate (0 while the peers
+    poll) still puts it first."""
+    import pandas as pd
+
+    from detectors.outpost import OutpostEvent, OutpostRank, OutpostReport, stopped_first
+
+    t0 = 1000.0
+    wait = [OutpostEvent(str(i), f"rank-{i}", f"rank-{i}", "main", "gloo:all_reduce", "gloo:all_reduce", 1,
+                         (t0 + 0.1) * 1e6, 24.5e6, 5e3, 10.0) for i in (0, 2, 3)]
+    ranking = tuple(OutpostRank(str(i), f"rank-{i}", f"rank-{i}", "main", 10.0 - i, 1, 1) for i in (0, 2, 3))
+    rep = OutpostReport(True, ranking, tuple(wait), 100, 3, 3, t0 + 0.1, 4.0, 0.1)
+    time = [t0 + k for k in range(26)]
+    df = pd.DataFrame({"time": time, **{f"rank-{i}_process_cpu_seconds:rate": [0.0 if i == 1 else 0.008] * 26
+                                        for i in range(4)}})
+
+    class Case:
+        inject_time = t0
+        topology = type("T", (), {"ranks": ("rank-0", "rank-1", "rank-2", "rank-3")})()
+
+        def metrics(self):
+            return df
+
+    out = stopped_first(rep, Case())
+    assert [r.component for r in out.ranking] == ["rank-1", "rank-0", "rank-2", "rank-3"]
+    assert out.ranking[0].score >= out.ranking[1].score
