@@ -55,6 +55,9 @@ def test_scores_and_failures(evaluated):
     # its one event is on rank-0 inside the window: a hit only for the node-0 fault (rank-0 lives on node-0)
     assert flags["event_detection"]["recall"] == pytest.approx(1 / 3)
     assert flags["event_detection"]["precision"] == pytest.approx(1 / 4)
+    per = flags["per_fault_detection"]  # the same, per fault type, over that type's cases only
+    assert sum(p["event"]["tp"] for p in per.values()) == 1 and all(p["event"]["n_clean"] == 0 for p in per.values())
+    assert "| flags | " in (out / "leaderboard.md").read_text().split("Event-level detection per fault type")[1]
 
 
 def test_invalid_and_unverified_cases_are_reported(evaluated):

@@ -8,6 +8,7 @@ scores.json (``schema: chaosbench.scores/1``)::
                   n_runs, n_failed, errors {"<status>: <one line>": count},
                   component | node | metric: {n, ac {"1".."5"}, avg (Avg@5), chance_ac {...}, chance_avg, lift} | null
                   per_fault {fault_id: {component, node, metric}}          (same shape)
+                  per_fault_detection {fault_id: {case, event}}             (detection scores over that fault's cases)
                   case_detection | event_detection: {n_faulty, n_clean, tp, fp, fn, tn, precision, recall, f1, fpr}
                   time_to_detection {n, mean_s, median_s}, runtime {n, mean_s, median_s, max_s, total_s}
     fault_types[]  fault ids with at least one scored case
@@ -121,10 +122,30 @@ def leaderboard_md(doc: dict[str, Any]) -> str:
              "chance = a uniformly random ranking over the same candidates; lift = Avg@5 - chance Avg@5.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+    lines += _detection_per_fault_md(doc)
     missing = [m for m in doc["methods"] if not m["available"]]
     if missing:
         lines += ["", "Unavailable methods:", ""] + [f"- {m['name']}: {m['reason']}" for m in missing]
     return "\n".join(lines) + "\n"
+
+
+def _detection_per_fault_md(doc: dict[str, Any]) -> list[str]:
+    """Event-level precision / recall per fault type, for the methods that report events."""
+    faults = doc["fault_types"]
+    rows = []
+    for m in doc["methods"]:
+        per = ((m["scores"] or {}).get("per_fault_detection") or {})
+        if not any((per.get(f) or {}).get("event") for f in faults):
+            continue
+        cells = []
+        for f in faults:
+            ev = (per.get(f) or {}).get("event") or {}
+            cells.append(f"{fmt(ev.get('precision'))} / {fmt(ev.get('recall'))}")
+        rows.append("| " + " | ".join([m["name"], *cells]) + " |")
+    if not rows:
+        return []
+    return ["", "Event-level detection per fault type: precision / recall", "",
+            "| method | " + " | ".join(faults) + " |", "|" + "---|" * (len(faults) + 1), *rows]
 
 
 def leaderboard_csv(doc: dict[str, Any]) -> str:

@@ -67,6 +67,8 @@ class MethodScores:
     node: RankScores | None
     metric: RankScores | None
     per_fault: dict[str, dict[str, RankScores | None]] = field(default_factory=dict)  # fault -> level -> scores
+    # fault -> {"case": ..., "event": ...} over that fault's cases only (recall and event precision; no FPR)
+    per_fault_detection: dict[str, dict[str, DetectionScores | None]] = field(default_factory=dict)
     case_detection: DetectionScores | None = None
     event_detection: DetectionScores | None = None
     time_to_detection: dict[str, float | None] = field(default_factory=dict)
@@ -156,6 +158,8 @@ def score_method(method: str, outcomes: Sequence[CaseOutcome]) -> MethodScores:
         node=levels["node"],
         metric=levels["metric"],
         per_fault={f: _levels(os_) for f, os_ in sorted(by_fault.items())},
+        per_fault_detection={f: dict(zip(("case", "event"), _detection(os_), strict=True))
+                             for f, os_ in sorted(by_fault.items())},
         case_detection=case_det,
         event_detection=event_det,
         time_to_detection=time_to_detection([o["detected_at"] for o in faulty], [o["start"] for o in faulty]),
