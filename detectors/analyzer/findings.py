@@ -20,6 +20,7 @@ from detectors.api import AnomalousEvent
 
 STALL_US = 1_000_000.0  # an op lasting a second or more, 20x its usual time: the process was stopped
 STALL_RATIO = 20.0
+MANY_STALLS = 3  # stalled collectives per rank beyond which the stall is the link's, not one stopped rank's
 _RANK_IN_TEXT = re.compile(r"\brank[-_ ]?(\d+)\b", re.I)
 
 
@@ -133,11 +134,13 @@ def _per_rank(events: list[AnomalousEvent], key: str, rx: re.Pattern[str], want_
     return list(best.values())
 
 
-def _stalls(events: list[AnomalousEvent], rx: re.Pattern[str]) -> list[Finding]:
+def _stalls(events: list[AnomalousEvent], rx: re.Pattern[str], ranks: list[str]) -> list[Finding]:
     best: dict[str, Finding] = {}
+    n_stalled: dict[str, int] = {}
     for ev in events:
         if ev.dur < STALL_US or _ratio(ev) < STALL_RATIO:
             continue
+        n_stalled[ev.component] = n_stalled.get(ev.component, 0) + 1
         strength = 0.5 if _is_collective(ev, rx) else 1.0  # a stall inside a collective may be a waiting peer
         f = Finding("rank_stall", ev.component, strength, f"{_event_detail(ev)} (stalled)")
         if ev.component not in best or f.strength > best[ev.component].strength:
@@ -145,6 +148,19 @@ def _stalls(events: list[AnomalousEvent], rx: re.Pattern[str]) -> list[Finding]:
     if sum(f.strength == 1.0 for f in best.values()) > 1:  # one stopped rank stalls the others: several
         # ranks stalled outside a collective are waiting (inside an enclosing range), not stopped
         return [Finding("collective_slow", f.component, 1.0, f"{f.detail}: waiting") for f in best.values()]
+    in_collectives = bool(best) and all(f.strength < 1.0 for f in best.values())
+    silent = [r for r in ranks if not any(ev.component == r for ev in events)]
+    if in_collectives and len(best) == len(ranks) - 1 and len(silent) == 1:
+        # every peer is stuck in a collective and one rank shows nothing at all: it never joined (stopped);
+        # a rank with slow compute of its own is a straggler instead (see _straggler)
+        absent = silent[0]
+        waiting = [Finding("collective_slow", f.component, 1.0, f"{f.detail}: waiting") for f in best.values()]
+        return [*waiting, Finding("rank_stall", absent, 1.0, f"{', '.join(sorted(best))} stalled in a collective "
+                                                             f"that {absent} never joined")]
+    if in_collectives and len(best) == len(ranks) and min(n_stalled.values()) >= MANY_STALLS:
+        # every rank, op after op: a slow link or transport (a hang is one long op), not a stopped rank
+        return [Finding("collective_slow", f.component, 1.0, f"{f.detail}: {n_stalled[f.component]} such ops")
+                for f in best.values()]
     return list(best.values())
 
 
@@ -221,7 +237,7 @@ def trace_findings(ctx: AnalysisContext, kb: KnowledgeBase, metric_coll: list[Fi
     coll = _per_rank(events, "collective_slow", rx, True)
     comp = _per_rank(events, "compute_slow", rx, False)
     waiting = _strongest(coll + [f for f in metric_coll if f.component in ctx.topology.ranks])
-    stalls = _stalls(events, rx)
+    stalls = _stalls(events, rx, list(ctx.topology.ranks))
     waiting = _strongest(waiting + [f for f in stalls if f.key == "collective_slow"])
     out = coll + comp + stalls + _straggler(ctx, waiting, comp) + _isolation(ctx, comp)
     out += _shape(events, rx)

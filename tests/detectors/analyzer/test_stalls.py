@@ -1,0 +1,41 @@
+"""Stalled collectives: who is stopped, who waits, and when nobody is (a slow link)."""
+
+from __future__ import annotations
+
+import re
+
+from detectors.analyzer.findings import _stalls
+from detectors.api import AnomalousEvent
+
+RX = re.compile(r"all_?reduce|gloo", re.I)
+RANKS = ["rank-0", "rank-1", "rank-2", "rank-3"]
+
+
+def ev(rank: str, name: str, dur_ms: float, ts: float = 0.0, expected_ms: float = 5.0) -> AnomalousEvent:
+    return AnomalousEvent(rank, rank, "t", name, ts, dur_ms * 1000, expected_ms * 1000, 10.0)
+
+
+def by_key(findings):
+    return {(f.key, f.component) for f in findings}
+
+
+def test_the_silent_rank_is_the_stopped_one():
+    events = [ev(r, "gloo:all_reduce", 24_000) for r in ("rank-0", "rank-2", "rank-3")]
+    got = by_key(_stalls(events, RX, RANKS))
+    assert ("rank_stall", "rank-1") in got
+    assert {("collective_slow", r) for r in ("rank-0", "rank-2", "rank-3")} <= got
+    assert not any(k == "rank_stall" and c != "rank-1" for k, c in got)
+
+
+def test_a_straggler_with_slow_compute_is_not_called_stopped():
+    events = [ev(r, "gloo:all_reduce", 1_100) for r in ("rank-0", "rank-1", "rank-2")]
+    events.append(ev("rank-3", "attention", 90, expected_ms=15))
+    assert not any(f.key == "rank_stall" and f.component == "rank-3" for f in _stalls(events, RX, RANKS))
+
+
+def test_every_rank_stalled_op_after_op_is_a_slow_link_not_a_hang():
+    events = [ev(r, "gloo:all_reduce", 1_500, ts=i * 2e6) for r in RANKS for i in range(4)]
+    got = _stalls(events, RX, RANKS)
+    assert got and all(f.key == "collective_slow" for f in got)
+    one_long_op = [ev(r, "gloo:all_reduce", 24_000) for r in RANKS]  # a hang seen by every rank: ambiguous
+    assert all(f.key == "rank_stall" and f.strength == 0.5 for f in _stalls(one_long_op, RX, RANKS))
