@@ -42,6 +42,7 @@ class Evidence:
     value: float
     detail: str
     extra: dict[str, float] = field(default_factory=dict)
+    at: float | None = None  # when the signal happened, if the probe knows it (a log line's time); else when seen
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,7 +7,10 @@ next step, logs an ``NVRM: Xid`` line, and the engine restarts it. Verify: the r
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import time
+from pathlib import Path
+from typing import Any, NotRequired
 
 from harness.backends.base import Testbed
 from harness.faults import targets
@@ -26,6 +29,7 @@ class GpuXidErrorHandle(Handle):
     previous: dict[str, Any]
     xid_count_before: float
     restarts_before: float
+    injected_at: NotRequired[float]
 
 
 def preflight(testbed: Testbed, step: Any) -> None:
@@ -49,8 +53,28 @@ def prepare(testbed: Testbed, step: Any, key: str) -> GpuXidErrorHandle:
 
 
 def inject(handle: GpuXidErrorHandle, testbed: Testbed) -> GpuXidErrorHandle:
+    handle["injected_at"] = time.time()
     device.apply(handle["control_file"], {"xid": handle["xid"]})
     return handle
+
+
+def _xid_line_time(testbed: Testbed, rank: str, xid: int, since: float) -> float | None:
+    """Time of the rank's first ``NVRM: Xid`` line at or after ``since`` in the engine log (the XID itself; the
+    counters only show once the restarted worker is scraped again, seconds later)."""
+    log = Path(testbed.run_dir) / "logs" / "engine.jsonl"
+    try:
+        lines = log.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the engine may be writing this line right now
+        if (rec.get("component") == rank and "Xid (PCI" in str(rec.get("message")) and f"): {xid}," in
+                str(rec.get("message")) and float(rec.get("time", 0)) >= since):
+            return float(rec["time"])
+    return None
 
 
 def verify(handle: GpuXidErrorHandle, testbed: Testbed) -> Evidence | None:
@@ -60,7 +84,8 @@ def verify(handle: GpuXidErrorHandle, testbed: Testbed) -> Evidence | None:
         return None
     return Evidence("XID count", xids, f"{rank}: XID {handle['xid']} raised ({xids:g} XIDs, "
                     f"{restarts - handle['restarts_before']:g} restarts since injection) [emulated]",
-                    {"restarts": restarts})
+                    {"restarts": restarts},
+                    at=_xid_line_time(testbed, rank, handle["xid"], handle.get("injected_at", 0.0)))
 
 
 def recover(handle: GpuXidErrorHandle) -> None:

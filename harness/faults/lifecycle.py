@@ -149,7 +149,9 @@ def _verify_into_case(mod: Injector, handle: Handle, testbed: Testbed, step: Any
     writer.event("fault.verify", "start", detail={"timeout_s": step.verify.timeout, "signal": spec.verify_signal})
     evidence, last_error = _poll_verify(mod, handle, testbed, step.verify.timeout)
     if evidence is not None:
-        inj.verified_at, inj.evidence = time.time(), evidence
+        seen = time.time()  # a timestamped signal (e.g. a log line) dates the fault better than the polling did
+        at = evidence.at if evidence.at is not None and inj.requested_at <= evidence.at <= seen else seen
+        inj.verified_at, inj.evidence = at, evidence
         writer.write_inject_time(inj.verified_at)
         writer.write_ground_truth(ground_truth(testbed, step, spec, inj.verified_at, None, True))
         writer.event("fault.verify", "end", duration_s=round(inj.verified_at - inj.requested_at, 3),

@@ -70,3 +70,20 @@ def test_replay_survives_torn_line_and_dead_owner(tmp_path: Path) -> None:
         path.write_text(text + '{"op": "hand')  # a crash in the middle of a write
     assert replay_fault_journals(tmp_path) == 1
     assert "power_limit_w" not in json.loads(control.read_text())
+
+
+def test_the_xid_is_dated_by_its_log_line_not_by_the_scrape(tmp_path):
+    import json as _json
+    from types import SimpleNamespace
+
+    from harness.faults.gpu_xid_error import _xid_line_time
+
+    (tmp_path / "logs").mkdir()
+    lines = [{"time": 100.0, "component": "rank-2", "level": "error", "message": "NVRM: Xid (PCI:0000:03:00): 79, old"},
+             {"time": 205.5, "component": "rank-1", "level": "error", "message": "NVRM: Xid (PCI:0000:02:00): 79, x"},
+             {"time": 206.25, "component": "rank-2", "level": "error", "message": "NVRM: Xid (PCI:0000:03:00): 79, y"}]
+    (tmp_path / "logs" / "engine.jsonl").write_text("\n".join(map(_json.dumps, lines)) + "\n{\"time\": 2")  # torn tail
+    bed = SimpleNamespace(run_dir=tmp_path)
+    assert _xid_line_time(bed, "rank-2", 79, since=200.0) == 206.25
+    assert _xid_line_time(bed, "rank-2", 48, since=200.0) is None
+    assert _xid_line_time(SimpleNamespace(run_dir=tmp_path / "none"), "rank-2", 79, since=0.0) is None
