@@ -9,9 +9,10 @@
   ingress serves it, so each trace has a root span ``ingress/request`` (E2E latency) and two children
   ``ingress/prefill`` (time to first token) and ``ingress/decode`` (the rest). No per-rank span exists in the
   request records, so span methods can only ever blame ``ingress``; that is their honest ceiling here.
-- graph: the metrics for methods that learn a causal graph with Fisher-z tests (circa, pc_*, fci_*): a run of a
-  few minutes at a 1 s step has fewer samples than series, so their correlation matrix is singular; keep a series
-  only if no series kept before it (data.csv order) correlates with it above ``GRAPH_MAX_CORR``.
+- graph: the metrics for methods that learn a causal graph or a regression over all series (circa, pc_*, fci_*,
+  lingam_*, micro_diag): a run of a few minutes at a 1 s step has fewer samples than series, so their correlation
+  matrix is singular (and LassoLarsIC refuses); keep a series only if no series kept before it (data.csv order)
+  correlates with it above ``GRAPH_MAX_CORR``.
 - sli: the ``ingress_latency`` column (mean E2E latency at the ingress), never a series of the root cause.
 """
 
