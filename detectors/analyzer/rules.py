@@ -149,6 +149,10 @@ def analyze(ctx: AnalysisContext, kb: KnowledgeBase | None = None) -> tuple[Anal
             n = len(ctx.events)
             return no_anomaly(f"Outpost flagged {n} trace events, but no metric or log signal backs them "
                               "and no fault signature fits"), []
+        if ctx.outpost_anomalous is False:  # an unknown fault needs two witnesses: metrics alone drift on clean runs
+            top = "; ".join(f.detail for f in sorted(backing, key=lambda f: -f.strength)[:2])
+            return no_anomaly(f"no fault signature fits and Outpost found the traces normal; metric deviations "
+                              f"alone ({top}) are not called a fault"), []
         return _unknown(ctx, strong), []
     best = hyps[0]
     sig = kb.signatures[best.fault_id]

@@ -119,6 +119,20 @@ def test_anomaly_without_a_signature_is_unknown(tmp_path: Path):
     assert analysis.root_cause in RANKS and "matches no known fault signature" in analysis.chain[-1].text
 
 
+def test_metric_drift_alone_is_no_anomaly_when_outpost_saw_nothing(tmp_path: Path):
+    """As on real clean runs: emulated power draw drifts (z ~ -5) while the traces are normal."""
+    from .conftest import fault_frame
+
+    df, _, _ = fault_frame(None)
+    for rank in RANKS:  # a hard signal (not dropped when Outpost is quiet) that no signature takes alone
+        df.loc[df["time"] >= T0, f"{rank}_DCGM_FI_DEV_POWER_USAGE"] *= 0.85
+    case = write_case(tmp_path / "c", None, frame=df, events=[])  # ... and Outpost says normal
+    result = detect(CaseView(case))
+    analysis = parse(result.explanation)
+    assert analysis.fault_class == "none" and result.anomalous is False
+    assert "metric deviations alone" in analysis.chain[0].text
+
+
 def test_trace_events_nothing_backs_are_no_anomaly(tmp_path: Path):
     """As on real clean runs where Outpost flagged scheduling jitter: no metric or log backs the events."""
     from .conftest import fault_frame
