@@ -7,7 +7,6 @@ next step, logs an ``NVRM: Xid`` line, and the engine restarts it. Verify: the r
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, NotRequired
@@ -61,19 +60,12 @@ def inject(handle: GpuXidErrorHandle, testbed: Testbed) -> GpuXidErrorHandle:
 def _xid_line_time(testbed: Testbed, rank: str, xid: int, since: float) -> float | None:
     """Time of the rank's first ``NVRM: Xid`` line at or after ``since`` in the engine log (the XID itself; the
     counters only show once the restarted worker is scraped again, seconds later)."""
-    log = Path(testbed.run_dir) / "logs" / "engine.jsonl"
-    try:
-        lines = log.read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # the engine may be writing this line right now
-        if (rec.get("component") == rank and "Xid (PCI" in str(rec.get("message")) and f"): {xid}," in
-                str(rec.get("message")) and float(rec.get("time", 0)) >= since):
-            return float(rec["time"])
+    from harness.collect.logs import parse_engine_jsonl
+
+    for line in parse_engine_jsonl(Path(testbed.run_dir) / "logs" / "engine.jsonl"):
+        if line.component == rank and "Xid (PCI" in line.message and f"): {xid}," in line.message \
+                and line.time >= since:
+            return line.time
     return None
 
 
