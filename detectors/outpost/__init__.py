@@ -14,7 +14,7 @@ Public calls:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from detectors.outpost.importers import EventTable, read_traces
@@ -184,7 +184,7 @@ def stopped_first(rep: OutpostReport, case) -> OutpostReport:
     missing = tuple(OutpostRank("", r, r, "", top, 0, 0) for r in ranks if r in stopped
                     and r not in {x.component for x in rep.ranking})
     ranking = missing + tuple(sorted(rep.ranking, key=lambda r: r.component not in stopped))
-    return OutpostReport(**{**{f: getattr(rep, f) for f in rep.__dataclass_fields__}, "ranking": ranking})
+    return replace(rep, ranking=ranking)
 
 
 def detect(case) -> "Result":  # noqa: F821 - detectors.api imported lazily

@@ -238,16 +238,17 @@ def localize(forest: Forest, scores: Scores, anom: np.ndarray, cfg: LocalizeConf
              split_us: float | None = None) -> Localization:
     rows = deepest(forest, anom)
     coll = is_collective(forest, rows)
-    # scores are on self time: a parent of a collective no longer carries the wait, only collectives are victims
-    keep = ~victims(forest, rows, coll, np.maximum(forest.table.dur[rows] - scores.expected[rows], 0.0))
-    rows, coll = rows[keep], coll[keep]
     t = forest.table
+    excess = np.maximum(t.dur[rows] - scores.expected[rows], 0.0)
+    # scores are on self time: a parent of a collective no longer carries the wait, only collectives are victims
+    keep = ~victims(forest, rows, coll, excess)
+    rows, coll, excess = rows[keep], coll[keep], excess[keep]
     s = np.minimum(scores.score[rows], cfg.score_cap) * np.where(coll, cfg.collective_weight, 1.0)
     end = t.ts[rows] + t.dur[rows]
     post = np.ones(rows.shape[0], dtype=bool) if split_us is None else end >= split_us
     df = pd.DataFrame({"worker": t.worker[rows], "thread": t.thread[rows], "path": forest.path[rows], "s": s,
                        "post": post, "unit": units_of(forest, rows),
-                       "excess": np.maximum(t.dur[rows] - scores.expected[rows], 0.0)})
+                       "excess": excess})
     pre_u, post_u = _unit_totals(forest, split_us)
     pre_us, post_us = _windows(forest, split_us)
     paths, verdict = _paths(df, pre_u, post_u, pre_us, post_us, cfg, split_us is not None)
