@@ -99,13 +99,17 @@ def promql(url: str, query: str) -> list[float]:
     return []
 
 
-def probes_hold(url: str, probes: list[Any], rewrite: Callable[[str], str] | None = None) -> str | None:
+def _same(query: str) -> str:
+    return query
+
+
+def probes_hold(url: str, probes: list[Any], rewrite: Callable[[str], str] = _same) -> str | None:
     """None if every probe is within tolerance, else the reason of the first that is not.
 
     ``rewrite``: the backend's translation of the scenario's PromQL (``testbed.promql``; k8s metric names)."""
     for p in probes:
         try:
-            values = promql(url, rewrite(p.query) if rewrite else p.query)
+            values = promql(url, rewrite(p.query))
         except Exception as exc:  # noqa: BLE001 - an unreachable Prometheus fails the gate, it does not crash
             return f"probe {p.name}: query failed ({type(exc).__name__}: {exc})"
         lo, hi = p.tolerance.min, p.tolerance.max
@@ -123,13 +127,13 @@ class StopWatch:
     url: str
     conditions: list[Any]
     since: dict[str, float] = field(default_factory=dict)
-    rewrite: Callable[[str], str] | None = None  # as in probes_hold
+    rewrite: Callable[[str], str] = _same  # as in probes_hold
 
     def check(self) -> str | None:
         now = time.time()
         for c in self.conditions:
             try:
-                held = any(v != 0 for v in promql(self.url, self.rewrite(c.query) if self.rewrite else c.query))
+                held = any(v != 0 for v in promql(self.url, self.rewrite(c.query)))
             except Exception:  # noqa: BLE001 - a failing query is not a held condition
                 held = False
             if not held:
@@ -228,10 +232,10 @@ def topology_of(scenario: Any, testbed: Any) -> Topology:
 # ----------------------------------------------------------------------------- stages
 
 
-def _rewrite(testbed: Any) -> Callable[[str], str] | None:
+def _rewrite(testbed: Any) -> Callable[[str], str]:
     """The backend's translation of scenario PromQL to its metric names (k8s: Ray's prefix), if it has one."""
     hook = getattr(testbed, "promql", None)
-    return hook if callable(hook) else None
+    return hook if callable(hook) else _same
 
 
 def _gate_and_faults(scenario: Any, testbed: Any, writer: CaseWriter, tl: Timeline) -> tuple[str, str | None]:
