@@ -266,7 +266,10 @@ def _gate_and_faults(scenario: Any, testbed: Any, writer: CaseWriter, tl: Timeli
                     if why:
                         inj.abort(why)
                     return why is not None
-                tl.wait_until(step.start + step.duration, tick=spec.telemetry.step, check=stop)
+                # the fault is held for its declared duration from when it was verified in (verification
+                # waits for a scrape or two), so the ground-truth window is as long as the scenario says
+                start = max(step.start, inj.verified_at - tl.t0) if inj.verified_at is not None else step.start
+                tl.wait_until(start + step.duration, tick=spec.telemetry.step, check=stop)
             if inj.aborted:
                 status, reason = "aborted", inj.aborted
         except FaultNotVerified as exc:
