@@ -157,7 +157,6 @@ class EngineCore:
         self.metrics.running.set(len(self.scheduler.running))
         self.metrics.waiting.set(len(self.scheduler.waiting))
         self.metrics.kv_usage.set(self.pool.usage())
-        self.metrics.kv_blocks_usable.set(self.pool.capacity)
 
     def _step(self) -> None:
         sched = self.scheduler.schedule()
@@ -235,7 +234,6 @@ class EngineCore:
             self.elog.write(rank, "error", kmsg_line(rank, xid.xid, xid.pid))
             state = replace(state, handled_xid_seq=xid.seq, xid_count=state.xid_count + 1, last_xid=xid.xid)
         self.states[index] = replace(state, restarts=state.restarts + 1)
-        self.metrics.rank_failures.labels(rank, reason.split()[0]).inc()
         self.elog.write(rank, "error", f"worker {rank} failed ({reason}); restarting the tensor-parallel group "
                                        f"and recomputing {len(self.scheduler.running)} running requests")
         self._kill_ranks()

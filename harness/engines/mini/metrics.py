@@ -1,4 +1,8 @@
-"""The engine core's Prometheus metrics, with vLLM's names (counters get ``_total`` on export)."""
+"""The engine core's Prometheus metrics, with vLLM's names (counters get ``_total`` on export).
+
+Only metrics with a real counterpart are exported (README, "Metrics and their real counterparts"): rank
+failures show as the ranks' own restart counters, the usable KV blocks as ``vllm:kv_cache_usage_perc``.
+"""
 
 from __future__ import annotations
 
@@ -33,10 +37,6 @@ class EngineMetrics:
         self._success = Counter("vllm:request_success", "Finished requests.", ["model_name", "finished_reason"],
                                 registry=r)
         self._model = m
-        self.rank_failures = Counter("chaosbench_engine_rank_failures", "Rank worker failures seen by the engine.",
-                                     ["rank", "reason"], registry=r)
-        self.kv_blocks_usable = Gauge("chaosbench_engine_kv_blocks_usable",
-                                      "KV blocks usable (smallest over the ranks).", registry=r)
 
     def success(self, reason: str) -> None:
         self._success.labels(self._model, reason).inc()

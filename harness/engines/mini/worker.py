@@ -27,6 +27,7 @@ from harness.engines.mini.config import EngineConfig
 from harness.engines.mini.device import DeviceError, DeviceLayer
 from harness.engines.mini.model import ModelShard, StepBatch, sample
 
+HANG_POLL_S = 0.05
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24)
 
 
@@ -104,6 +105,7 @@ class RankWorker:
 
     def execute(self, batch: StepBatch) -> StepResult:
         t0 = time.perf_counter()
+        self.device.begin_busy()
         try:
             with record_function("engine.step"):
                 self.device.poll()
@@ -129,8 +131,16 @@ class RankWorker:
     def _all_reduce(self, t: torch.Tensor) -> None:
         with record_function("allreduce"):
             t0 = time.perf_counter()
+            self._hang_while_asked()
             dist.all_reduce(t)
             self.ar_hist.observe(time.perf_counter() - t0)
+
+    def _hang_while_asked(self) -> None:
+        """nccl-hang: block inside the collective before this rank's part reaches the transport, for as long as
+        the device control says so. The process, its exporter and its device (busy: a step is in flight) stay
+        alive; the peers wait in the transport for this rank's data."""
+        while self.device.refresh().collective_hang:
+            time.sleep(HANG_POLL_S)
 
     def start_profile(self) -> bool:
         self._grouped.set()
