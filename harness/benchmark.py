@@ -20,7 +20,7 @@ def suite_methods(suite: Suite, suite_path: Path) -> list[str]:
 
 
 def evaluate_and_report(
-    cases_root: Path,
+    run_root: Path,
     methods: list[str] | None,
     workers: int = 2,
     on_start: Callable[[int, int], None] | None = None,
@@ -29,5 +29,5 @@ def evaluate_and_report(
     from harness.evaluate import evaluate
     from harness.report import write_report
 
-    eval_dir = evaluate(cases_root, cases_root.parent / "eval", methods, workers, on_start=on_start, on_done=on_done)
+    eval_dir = evaluate(run_root, run_root / "eval", methods, workers, on_start=on_start, on_done=on_done)
     return eval_dir, write_report(eval_dir)

@@ -1,20 +1,24 @@
-"""The case directory: one injected fault (or one clean run), RCAEval-compatible.
+"""The case directory: one injected fault (or one clean run), RCAEval-compatible, blind.
 
-Layout (ARCHITECTURE.md "Case directory")::
+Layout (ARCHITECTURE.md "Case directory"; results/README.md for the whole run)::
 
-    <case>/
-      scenario.resolved.yaml   scenario after defaults, seed included
-      manifest.json            provenance + case status (written last)
+    <run>/cases/<id>/          what a detector may read (the id is opaque)
+      manifest.json            versions, backend, engine (no scenario, argv, run id, status or timings)
       topology.json            what detectors may know of the deployment (no fault)
-      events.jsonl             timeline, appended and flushed per line
-      ground_truth.json        the answer; never reachable through CaseView
+      events.jsonl             the timeline's non-fault stages only (t, stage, event, status)
       inject_time.txt          unix seconds of the verified injection (clean runs: the nominal time)
       data.csv                 `time` + `<component>_<metric>` columns
       logs.csv                 time, component, level, message
       traces/                  one Chrome-trace JSON(.gz) per worker rank
       load/                    requests.jsonl, Locust CSVs, summary.json
-      detectors/<name>.json    each method's answer
+    <run>/labels/<id>/         never reachable through CaseView
+      ground_truth.json        the answer
+      scenario.resolved.yaml   scenario after defaults, seed included
+      events.jsonl             the full timeline, fault stages included, appended and flushed per line
+      manifest.full.json       provenance + case status (written last)
+      fault-journal.jsonl      the injections' recovery journal
 
+A lone case directory (not under ``cases/``: tests, older runs) keeps everything inside itself.
 A case is written under ``<case>.partial/`` and renamed to ``<case>/`` by
 ``CaseWriter.finalize``: a crash leaves a ``.partial`` directory that no reader
 accepts as a case. Single files are written to a temporary name and renamed.
@@ -90,8 +94,35 @@ def atomic_write_json(path: Path, obj: object) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+BLIND_STAGES = ("deploy", "load.start", "baseline.gate", "traces.start", "traces.stop", "recovery.probes",
+                "load.end", "collect")  # the timeline a detector may see: the same stages in clean and faulty cases
+BLIND_MANIFEST_KEYS = ("chaosbench", "versions", "backend", "engine")
+
+
+def labels_dir_of(case_dir: Path) -> Path:
+    """Where a case's labels live: ``<run>/labels/<id>/`` beside ``<run>/cases/<id>/``; a lone case directory
+    (not under ``cases/``) keeps them inside itself (tests, legacy cases)."""
+    case_dir = Path(case_dir)
+    name = case_dir.name.removesuffix(PARTIAL_SUFFIX)
+    if case_dir.parent.name == "cases":
+        return case_dir.parent.parent / "labels" / name
+    return case_dir.with_name(name)
+
+
+def blind_manifest(manifest: dict[str, Any], case_id: str) -> dict[str, Any]:
+    """What a detector may read of the provenance: versions and engine, no scenario, argv, run id or status."""
+    out: dict[str, Any] = {"case_id": case_id, "schema": "chaosbench/case-v2"}
+    out.update({k: manifest[k] for k in BLIND_MANIFEST_KEYS if k in manifest})
+    machine = manifest.get("machine") or {}
+    out["machine"] = {k: machine[k] for k in ("cpus", "memory_bytes") if k in machine}
+    return out
+
+
 class CaseWriter:
-    """Builds one case under ``<final>.partial`` and commits it with ``finalize``."""
+    """Builds one case under ``<final>.partial`` and commits it with ``finalize``.
+
+    Under a run (``<run>/cases/<id>``) the case directory gets only what detectors may read; the answer, the
+    resolved scenario, the full journal and the full manifest go to ``<run>/labels/<id>/`` (``labels_path``)."""
 
     def __init__(self, final_dir: Path):
         self.final_dir = Path(final_dir)
@@ -99,9 +130,12 @@ class CaseWriter:
             raise CaseInvalid(f"{self.final_dir}: case directory already exists")
         self.path = self.final_dir.with_name(self.final_dir.name + PARTIAL_SUFFIX)
         self.path.mkdir(parents=True, exist_ok=True)
-        for sub in ("traces", "load", "detectors"):
+        self.blind = self.final_dir.parent.name == "cases"
+        self.labels_path = labels_dir_of(self.final_dir) if self.blind else self.path
+        self.labels_path.mkdir(parents=True, exist_ok=True)
+        for sub in ("traces", "load"):
             (self.path / sub).mkdir(exist_ok=True)
-        self._events = open(self.path / "events.jsonl", "a", buffering=1)
+        self._events = open(self.labels_path / "events.jsonl", "a", buffering=1)
 
     # files -----------------------------------------------------------------
     def write_text(self, rel: str, text: str) -> Path:
@@ -114,8 +148,13 @@ class CaseWriter:
         atomic_write_json(target, obj)
         return target
 
+    def write_label_text(self, rel: str, text: str) -> Path:
+        target = self.labels_path / rel
+        atomic_write_text(target, text)
+        return target
+
     def write_ground_truth(self, truth: GroundTruth) -> None:
-        self.write_json("ground_truth.json", truth)
+        atomic_write_json(self.labels_path / "ground_truth.json", truth)
 
     def write_inject_time(self, t: float) -> None:
         self.write_text("inject_time.txt", f"{t:.3f}\n")
@@ -126,11 +165,27 @@ class CaseWriter:
         self._events.write(json.dumps(record, default=str) + "\n")
         self._events.flush()
 
+    def _blind_events(self) -> str:
+        lines = []
+        for line in (self.labels_path / "events.jsonl").read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("stage") in BLIND_STAGES:
+                lines.append(json.dumps({k: rec[k] for k in ("t", "stage", "event", "status") if k in rec}))
+        return "".join(line + "\n" for line in lines)
+
     # commit ----------------------------------------------------------------
     def finalize(self, manifest: dict[str, Any], status: CaseStatus) -> Path:
         """Write manifest.json last, then rename the directory into place."""
         self._events.close()
-        self.write_json("manifest.json", {**manifest, "status": status})
+        if self.blind:
+            atomic_write_json(self.labels_path / "manifest.full.json", {**manifest, "status": status})
+            self.write_text("events.jsonl", self._blind_events())
+            self.write_json("manifest.json", blind_manifest(manifest, self.final_dir.name))
+        else:
+            self.write_json("manifest.json", {**manifest, "status": status})
         os.replace(self.path, self.final_dir)
         return self.final_dir
 
@@ -200,7 +255,13 @@ def _read_json(path: Path) -> Any:
 
 def read_ground_truth(case_dir: Path) -> GroundTruth:
     """For scorers only. Detectors get a CaseView, which has no way to this."""
-    return _read_json(Path(case_dir) / "ground_truth.json")
+    return _read_json(labels_dir_of(case_dir) / "ground_truth.json")
+
+
+def read_case_status(case_dir: Path) -> str:
+    """The case's status (completed, not-verified, failed, aborted) from its full manifest (labels side)."""
+    full = labels_dir_of(case_dir) / "manifest.full.json"
+    return str(_read_json(full if full.is_file() else Path(case_dir) / "manifest.json").get("status", "completed"))
 
 
 class CaseView:

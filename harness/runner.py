@@ -87,7 +87,8 @@ def trace_windows(scenario: Any) -> list[tuple[float, float]]:
     if spec.faults:
         first = spec.faults[0]
         return [(max(0.0, first.start - base), first.start + first.duration)]
-    return [(max(0.0, spec.nominal_inject - base), min(spec.workload.duration, spec.nominal_inject + base))]
+    nominal = spec.nominal_duration if spec.nominal_duration is not None else base
+    return [(max(0.0, spec.nominal_inject - base), min(spec.workload.duration, spec.nominal_inject + nominal))]
 
 
 def promql(url: str, query: str) -> list[float]:
@@ -225,7 +226,7 @@ def topology_of(scenario: Any, testbed: Any) -> Topology:
     return Topology(backend=scenario.spec.deployment.backend, engine=engine,
                     nodes=tuple(topo.node_names()), ranks=tuple(ranks),
                     rank_node={r: topo.rank_node(i) for i, r in enumerate(ranks)},
-                    components=("ingress", *topo.node_names(), *ranks, "host"),
+                    components=("ingress", *topo.node_names(), *ranks),
                     emulated_device=engine == "mini")
 
 
@@ -277,7 +278,8 @@ def _gate_and_faults(scenario: Any, testbed: Any, writer: CaseWriter, tl: Timeli
     return status, reason
 
 
-def _collect(scenario: Any, testbed: Any, writer: CaseWriter, load_dir: Path, t0: float, t_end: float) -> None:
+def _collect(scenario: Any, testbed: Any, writer: CaseWriter, load_dir: Path, t0: float, t_end: float,
+             case_start: float) -> None:
     from harness.collect.logs import export_logs_csv
     from harness.collect.prometheus import Column, export_data_csv
     from harness.load.summary import read_requests
@@ -306,7 +308,7 @@ def _collect(scenario: Any, testbed: Any, writer: CaseWriter, load_dir: Path, t0
     ray_nodes = plan.nodes if plan.isolated else plan.nodes[:1]  # without namespaces one Ray node holds all
     ray_dirs = {n.name: Path(n.ray_temp) / "session_latest" / "logs" for n in ray_nodes}
     n = export_logs_csv(writer.path / "logs.csv", engine_log=testbed.run_dir / "logs" / "engine.jsonl",
-                        ray_log_dirs=ray_dirs, pid_rank=pid_rank, start=t0 - 60, end=time.time())
+                        ray_log_dirs=ray_dirs, pid_rank=pid_rank, start=max(t0 - 60, case_start), end=time.time())
     writer.event("collect.logs", "point", detail={"lines": n})
     for f in sorted(testbed.trace_dir.glob("rank-*.json*")):
         shutil.copy2(f, writer.path / "traces" / f.name)
@@ -368,7 +370,8 @@ def _ensure_ground_truth(writer: CaseWriter, scenario: Any, t0: float | None) ->
         writer.write_inject_time(t0 + first)
 
 
-def _load_phase(scenario: Any, testbed: Any, writer: CaseWriter, rec: Recorder, load_dir: Path) -> tuple[str, str | None, dict[str, Any]]:
+def _load_phase(scenario: Any, testbed: Any, writer: CaseWriter, rec: Recorder, load_dir: Path,
+                case_start: float) -> tuple[str, str | None, dict[str, Any]]:
     """From the load start to collect; returns (status, reason, manifest extras)."""
     from harness.load.driver import LoadConfig, start_load
 
@@ -401,87 +404,248 @@ def _load_phase(scenario: Any, testbed: Any, writer: CaseWriter, rec: Recorder, 
         load.stop()
     _ensure_ground_truth(writer, scenario, t0)
     with rec.stage("collect"):
-        _collect(scenario, testbed, writer, load_dir, t0, extras["load_end"])
+        _collect(scenario, testbed, writer, load_dir, t0, extras["load_end"], case_start)
     return status, reason, extras
+
+
+
+
+# ----------------------------------------------------------------------------- one case, many cases
+
+
+@dataclass
+class Bed:
+    """A deployed testbed and what the recovery gate compares it with."""
+
+    testbed: Any
+    group: str
+    reference: Any = None  # harness.gate.Probe of the new testbed
+    last_case: str | None = None
+    cases: int = 0
+    down: bool = False
+
+    @property
+    def reusable(self) -> bool:
+        return callable(getattr(self.testbed, "fault_residue", None))
+
+
+def _deploy(scenario: Any, run_dir: Path, rec: Recorder, group: str, deploy_kwargs: dict[str, Any] | None) -> Bed:
+    from harness.backends import BACKENDS
+
+    dep = scenario.spec.deployment
+    with rec.stage("deploy", backend=dep.backend, engine=dep.engine):
+        bed = Bed(BACKENDS.get(dep.backend)(scenario, run_dir, **(deploy_kwargs or {})), group)
+    if bed.reusable:
+        from harness.gate import baseline
+
+        bed.reference = baseline(bed.testbed.api_url, dep.model.name)
+    return bed
+
+
+def _teardown(bed: Bed, log: Callable[[str], None]) -> str:
+    if bed.down:
+        return "nothing (already torn down)"
+    with _signals_held():
+        left = bed.testbed.teardown()
+        bed.down = True
+    text = left.describe() if hasattr(left, "describe") else \
+        ("; ".join(left) or "nothing") if isinstance(left, list) else "unknown"
+    log(f"testbed torn down after {bed.cases} case(s); left: {text}")
+    return text
+
+
+def _ready_bed(job: Any, bed: Bed | None, testbeds: Path, rec: Recorder, deploy_kwargs: dict[str, Any] | None,
+               log: Callable[[str], None]) -> Bed:
+    """The testbed for ``job``: the current one if it serves the same deployment and passes the recovery gate,
+    else a new one (the old one torn down first)."""
+    from harness.gate import recovery_gate
+
+    writer = rec.writer
+    if bed is not None and (bed.group != job.group or not bed.reusable):
+        _teardown(bed, log)
+        bed = None
+    if bed is not None:
+        with rec.stage("testbed.gate"):
+            why, detail = recovery_gate(bed.testbed, job.scenario.spec.deployment.model.name, bed.reference,
+                                        bed.last_case)
+        writer.event("testbed.gate", "point", "failed" if why else "ok", detail=detail, **({"error": why} if why else {}))
+        if why is None:
+            writer.event("deploy", "point", detail={"reused": True, "cases_before": bed.cases})
+            return bed
+        log(f"case {job.case_id}: recovery gate failed ({why}); redeploying")
+        writer.event("testbed.redeploy", "point", detail={"reason": why})
+        _teardown(bed, log)
+    n = len(list(testbeds.glob("tb-*"))) if testbeds.is_dir() else 0
+    return _deploy(job.scenario, testbeds / f"tb-{n}", rec, job.group, deploy_kwargs)
+
+
+def _run_case(job: Any, writer: CaseWriter, rec: Recorder, bed: Bed) -> tuple[str, str | None, dict[str, Any]]:
+    scenario, testbed = job.scenario, bed.testbed
+    case_start = time.time()
+    if callable(getattr(testbed, "new_case", None)):
+        testbed.new_case()
+    writer.write_json("topology.json", topology_of(scenario, testbed).to_json())
+    extras: dict[str, Any] = {"engine": engine_of(scenario, testbed), "testbed_case": bed.cases}
+    load_dir = Path(testbed.run_dir) / "load" / job.case_id
+    status, reason, loaded = _load_phase(scenario, testbed, writer, rec, load_dir, case_start)
+    extras.update(loaded)
+    return status, reason, extras
+
+
+def _finalize(writer: CaseWriter, job: Any, rec: Recorder, status: str, reason: str | None,
+              extras: dict[str, Any], run_id: str) -> None:
+    from harness.collect.manifest import build_manifest
+
+    manifest = build_manifest(job.scenario, seed=job.scenario.spec.workload.seed, run_id=run_id,
+                              timings=rec.timings, case_index=job.index, **extras,
+                              **({"reason": reason} if reason else {}))
+    writer.finalize(dict(manifest), status)  # type: ignore[arg-type]
+
+
+def run_jobs(jobs: list[Any], run: Any, *, progress: Progress | None = None,
+             on_case: Callable[[int, int, Any], None] | None = None, deploy_kwargs: dict[str, Any] | None = None,
+             log: Callable[[str], None] | None = None) -> list[Path]:
+    """Run ``jobs`` (harness.rundir.CaseJob) into the run directory ``run`` (harness.rundir.RunDir), in order.
+
+    Consecutive cases of one group share a testbed: between two cases the recovery gate (harness.gate) must
+    pass, else the testbed is redeployed. A failed case is finalized (status failed) and the run goes on; Ctrl-C
+    or SIGTERM tears the testbed down, leaves the running case ``.partial`` and raises ``Interrupted``.
+    Every case gets its label in ``labels.jsonl`` when it ends. Returns the finished case directories."""
+    import yaml
+
+    say = log or (lambda _msg: None)
+    out: list[Path] = []
+    bed: Bed | None = None
+    try:
+        with _signals():
+            for i, job in enumerate(jobs):
+                if on_case:
+                    on_case(i, len(jobs), job)
+                writer = CaseWriter(run.case_dir(job.case_id))
+                rec = Recorder(writer, progress)
+                writer.write_label_text("scenario.resolved.yaml", yaml.safe_dump(job.scenario.dump(), sort_keys=False))
+                status, reason, extras, error = "failed", None, {}, None
+                try:
+                    bed = _ready_bed(job, bed, run.testbeds, rec, deploy_kwargs, say)
+                    status, reason, extras = _run_case(job, writer, rec, bed)
+                except KeyboardInterrupt:
+                    writer.event("run", "point", "failed", error="interrupted")
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the case is finalized as failed, the run goes on
+                    error = exc
+                    reason = str(exc) if isinstance(exc, ChaosbenchError) else f"{type(exc).__name__}: {exc}"
+                    say(f"case {job.case_id}: {reason}")
+                if bed is not None and bed.down:
+                    bed = None
+                if bed is not None:
+                    bed.last_case, bed.cases = job.case_id, bed.cases + 1
+                _finalize(writer, job, rec, status, reason, extras, run.root.name)
+                run.add_label(job)
+                out.append(run.case_dir(job.case_id))
+                if error is not None and not isinstance(error, ChaosbenchError) and bed is not None:
+                    _teardown(bed, say)  # an unexpected error: do not trust the testbed with the next case
+                    bed = None
+    except KeyboardInterrupt as exc:
+        raise Interrupted("interrupted; testbed torn down, the unfinished case left .partial "
+                          f"(resume with --resume {run.root})") from exc
+    finally:
+        if bed is not None:
+            _teardown(bed, say)
+    return out
 
 
 def run_scenario(scenario: Any, out_dir: Path, seed: int | None = None, *, progress: Progress | None = None,
                  deploy_kwargs: dict[str, Any] | None = None) -> Path:
-    """Run one scenario into the case directory ``out_dir``; return it (finalized, whatever the status).
+    """Run one scenario on a testbed of its own into the case directory ``out_dir`` (finalized, whatever the
+    status). Under a run (``<run>/cases/<id>``) its labels go to ``<run>/labels/<id>``.
 
     Raises the ChaosbenchError that failed the case after finalizing it, and ``Interrupted``
     (the case stays ``<out_dir>.partial``) on Ctrl-C/SIGTERM; the testbed is torn down in every case.
     """
     import yaml
 
-    from harness.backends import BACKENDS
-    from harness.collect.manifest import build_manifest
+    from harness.rundir import CaseJob
 
     scenario = with_seed(scenario, seed)
     out_dir = Path(out_dir)
+    job = CaseJob(index=0, case_id=out_dir.name, scenario=scenario, group="")
     writer = CaseWriter(out_dir)
-    run_dir = out_dir.parent / f".{out_dir.name}.run-{time.strftime('%Y%m%d%H%M%S')}"
     rec = Recorder(writer, progress)
-    writer.write_text("scenario.resolved.yaml", yaml.safe_dump(scenario.dump(), sort_keys=False))
-    dep = scenario.spec.deployment
-    testbed, error, status, reason, extras = None, None, "failed", None, {}
+    writer.write_label_text("scenario.resolved.yaml", yaml.safe_dump(scenario.dump(), sort_keys=False))
+    bed, error, status, reason, extras = None, None, "failed", None, {}
     try:
         with _signals():
-            with rec.stage("deploy", backend=dep.backend, engine=dep.engine):
-                testbed = BACKENDS.get(dep.backend)(scenario, run_dir, **(deploy_kwargs or {}))
-            writer.write_json("topology.json", topology_of(scenario, testbed).to_json())
-            extras["engine"] = engine_of(scenario, testbed)
-            status, reason, loaded = _load_phase(scenario, testbed, writer, rec, run_dir / "load")
-            extras.update(loaded)
+            bed = _deploy(scenario, out_dir.parent / f".{out_dir.name}.run-{time.strftime('%Y%m%d%H%M%S')}", rec,
+                          "", deploy_kwargs)
+            status, reason, extras = _run_case(job, writer, rec, bed)
     except KeyboardInterrupt:
         error = Interrupted(f"interrupted; testbed torn down, partial case left at {writer.path}")
     except Exception as exc:  # noqa: BLE001 - finalize as failed, then re-raise
         error, reason = exc, f"{type(exc).__name__}: {exc}" if not isinstance(exc, ChaosbenchError) else str(exc)
     finally:
-        with _signals_held():
-            if testbed is not None:
-                with rec.stage("teardown"):
-                    left = testbed.teardown()
-                extras["teardown_leftovers"] = left.describe() if hasattr(left, "describe") else \
-                    ("; ".join(left) or "nothing") if isinstance(left, list) else "unknown"
+        if bed is not None:
+            with rec.stage("teardown"):
+                extras["teardown_leftovers"] = _teardown(bed, lambda _msg: None)
     if isinstance(error, Interrupted):
         writer.event("run", "point", "failed", error="interrupted")
         raise error
-    manifest = build_manifest(scenario, seed=scenario.spec.workload.seed, run_id=run_dir.name,
-                              timings=rec.timings, **extras, **({"reason": reason} if reason else {}))
-    writer.finalize(dict(manifest), status)  # type: ignore[arg-type]
+    _finalize(writer, job, rec, status, reason, extras, out_dir.parent.name)
     if error is not None:
         raise error
     return out_dir
 
 
-def run_suite(suite: Any, out_root: Path, *, suite_path: Path | None = None, progress: Progress | None = None,
-              on_case: Callable[[int, int, str], None] | None = None) -> list[Path]:
-    """Run every (scenario x repetition x seed) of a suite into ``<out_root>/<run-id>/cases/<scenario>-r<rep>/``.
+def new_run_root(out_root: Path, doc: Any) -> Path:
+    return Path(out_root) / f"{time.strftime('%Y%m%d-%H%M%S')}-{doc.metadata.name}"
 
-    ``suite``: a suite file, or a loaded Suite plus its ``suite_path`` (scenario entries are relative to it).
-    A failed case is recorded (status failed) and the suite goes on; Ctrl-C stops the suite.
-    """
+
+def run_document(doc: Any, path: Path, run_root: Path, *, seed: int | None = None, resume: bool = False,
+                 progress: Progress | None = None, on_case: Callable[[int, int, Any], None] | None = None,
+                 log: Callable[[str], None] | None = None, deploy_kwargs: dict[str, Any] | None = None) -> tuple[Any, list[Path]]:
+    """Run a loaded scenario, suite or campaign (``doc``, read from ``path``) into the run directory
+    ``run_root`` (see ``new_run_root``), or, with ``resume``, finish the interrupted run there.
+
+    Returns (the harness.rundir.RunDir, every finished case directory of the run, in plan order)."""
+    from harness import jobs as plan_jobs
+    from harness.rundir import RunDir, execution_order
+
+    kind = type(doc).__name__.lower()
+    run = RunDir(run_root)
+    known = None
+    if resume:
+        run.check_source(path)
+        known = run.plan_ids()
+    if kind == "suite":
+        jobs = plan_jobs.suite_jobs(doc, path, known)
+    elif kind == "campaign":
+        jobs = plan_jobs.campaign_jobs(doc, path, known)
+    else:
+        jobs = plan_jobs.scenario_jobs([with_seed(doc, seed)], known)
+    if resume:
+        order = {cid: i for i, cid in enumerate(run.run_info().get("order", []))}
+        done = run.finished()
+        todo = sorted((j for j in jobs if j.case_id not in done), key=lambda j: order.get(j.case_id, len(order)))
+    else:
+        todo = execution_order(jobs)
+        run.start(kind, path, todo, {"seed": seed})
+    run_jobs(todo, run, progress=progress, on_case=on_case, log=log, deploy_kwargs=deploy_kwargs)
+    if kind == "campaign":
+        from harness.campaign import write_dataset_card
+
+        write_dataset_card(run.root)
+    finished = [run.case_dir(j.case_id) for j in sorted(jobs, key=lambda j: j.index)]
+    return run, [c for c in finished if c.is_dir()]
+
+
+def run_suite(suite: Any, out_root: Path, *, suite_path: Path | None = None, progress: Progress | None = None,
+              on_case: Callable[[int, int, Any], None] | None = None) -> list[Path]:
+    """Every (scenario x repetition x seed) of a suite into ``<out_root>/<run-id>/cases/<id>/``: a suite file, or
+    a loaded Suite plus its ``suite_path`` (scenario entries are relative to it)."""
     from harness.errors import InputInvalid
-    from harness.scenario import expand_suite, load_suite
+    from harness.scenario import load_suite
 
     if isinstance(suite, (str, Path)):
         suite_path, suite = Path(suite), load_suite(suite)
     if suite_path is None:
         raise InputInvalid("run_suite: give the suite file (its scenario entries are relative to it)")
-    runs = expand_suite(suite, Path(suite_path))
-    run_root = Path(out_root) / f"{time.strftime('%Y%m%d-%H%M%S')}-{suite.metadata.name}" / "cases"
-    run_root.mkdir(parents=True, exist_ok=True)
-    out: list[Path] = []
-    for i, (scenario, rep, seed) in enumerate(runs):
-        name = f"{scenario.metadata.name}-r{rep}"
-        if on_case:
-            on_case(i, len(runs), name)
-        try:
-            out.append(run_scenario(scenario, run_root / name, seed, progress=progress))
-        except Interrupted:
-            raise
-        except ChaosbenchError:
-            if (run_root / name).is_dir():
-                out.append(run_root / name)
-    return out
+    return run_document(suite, Path(suite_path), new_run_root(out_root, suite), progress=progress, on_case=on_case)[1]

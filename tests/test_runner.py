@@ -17,7 +17,7 @@ import pytest
 from harness import runner
 from harness.backends.local.cleanup import leftovers
 from harness.backends.local.plan import read_plan
-from harness.case import CaseView, find_cases, read_ground_truth
+from harness.case import CaseView, find_cases, labels_dir_of, read_ground_truth
 from harness.errors import PreflightFailed
 from harness.scenario import load_scenario
 
@@ -151,18 +151,22 @@ def _cli(*args: str) -> list[str]:
 @pytest.mark.root
 def test_clean_run_end_to_end(tmp_path, short_scenario, port_base, need_root):
     out = tmp_path / "results"
-    res = subprocess.run(_cli("run", str(short_scenario), "--out", str(out)), cwd=REPO, capture_output=True,
+    res = subprocess.run(_cli("run", str(short_scenario), "--out", str(out), "--no-eval"), cwd=REPO, capture_output=True,
                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert res.returncode == 0, res.stderr[-3000:]
     cases = list(find_cases(out))
     assert len(cases) == 1
     case = cases[0]
-    manifest = json.loads((case / "manifest.json").read_text())
+    labels = labels_dir_of(case)
+    manifest = json.loads((labels / "manifest.full.json").read_text())
     assert manifest["status"] == "completed", manifest.get("reason")
     assert manifest["versions"]["ray"] and manifest["chaosbench"]["git_sha"]
-    for f in ("scenario.resolved.yaml", "topology.json", "events.jsonl", "ground_truth.json", "inject_time.txt",
-              "data.csv", "logs.csv", "load/requests.jsonl", "load/summary.json", "load/locust_stats.csv"):
+    for f in ("topology.json", "events.jsonl", "inject_time.txt", "data.csv", "logs.csv", "load/requests.jsonl",
+              "load/summary.json", "load/locust_stats.csv"):
         assert (case / f).is_file(), f
+    for f in ("scenario.resolved.yaml", "ground_truth.json", "events.jsonl"):
+        assert (labels / f).is_file(), f
+    assert not (case / "ground_truth.json").exists()
     view = CaseView(case)
     truth = read_ground_truth(case)
     assert truth["fault_id"] is None and truth["verified"] is False
@@ -187,8 +191,8 @@ def test_clean_run_end_to_end(tmp_path, short_scenario, port_base, need_root):
     assert [t.name for t in traces] == ["rank-0.json.gz", "rank-1.json.gz"]
     assert all(_nested_pairs(t) > 10 for t in traces)
     stages = {(e["stage"], e["event"]) for e in view.events()}
-    assert {("deploy", "end"), ("load.start", "end"), ("baseline.gate", "end"), ("collect", "end"),
-            ("teardown", "end")} <= stages
+    assert {("deploy", "end"), ("load.start", "end"), ("baseline.gate", "end"), ("collect", "end")} <= stages
+    assert not (case.parent.parent / "logs" / "run.log").read_text().count("Traceback"), "a quiet, clean run"
     assert isinstance(pd.read_csv(case / "logs.csv"), pd.DataFrame)
     _assert_nothing_left(out)
 
@@ -223,12 +227,12 @@ def test_ctrl_c_during_the_load_tears_everything_down(tmp_path, short_scenario, 
     out = tmp_path / "results"
     log = tmp_path / "run.log"
     with log.open("w") as fh:  # a file, not a pipe: a full pipe would block the run
-        proc = subprocess.Popen(_cli("run", str(short_scenario), "--out", str(out)), cwd=REPO, stdout=fh,
+        proc = subprocess.Popen(_cli("run", str(short_scenario), "--out", str(out), "--no-eval"), cwd=REPO, stdout=fh,
                                 stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
     deadline = time.time() + 400
     journal = None
     while time.time() < deadline and proc.poll() is None:
-        journal = next(out.rglob("events.jsonl"), None) if out.exists() else None
+        journal = next(out.rglob("labels/*/events.jsonl"), None) if out.exists() else None
         if journal and '"stage": "load.start", "event": "end"' in journal.read_text():
             break
         time.sleep(0.5)
@@ -240,25 +244,5 @@ def test_ctrl_c_during_the_load_tears_everything_down(tmp_path, short_scenario, 
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err
     assert not list(find_cases(out)), "an interrupted case is left as .partial"
-    assert journal is not None and journal.parent.name.endswith(".partial")
+    assert journal is not None and (journal.parents[2] / "cases" / f"{journal.parent.name}.partial").is_dir()
     _assert_nothing_left(out)
-
-
-def test_run_suite_lays_out_cases_and_goes_on_after_a_failed_one(tmp_path, short_scenario, monkeypatch):
-    suite = tmp_path / "suite.yaml"
-    suite.write_text("apiVersion: chaosbench/v1alpha1\nkind: Suite\nmetadata: {name: tiny}\n"
-                     "spec: {scenarios: [clean-short.yaml], repetitions: 3, seeds: [5, 6, 7]}\n")
-    calls = []
-
-    def fake_run(scenario, out_dir, seed, progress=None):
-        calls.append((out_dir, seed))
-        out_dir.mkdir(parents=True)
-        if seed == 6:
-            raise PreflightFailed("rank crashed")
-        return out_dir
-
-    monkeypatch.setattr(runner, "run_scenario", fake_run)
-    cases = runner.run_suite(suite, tmp_path / "results")
-    assert [seed for _, seed in calls] == [5, 6, 7]
-    assert [c.name for c in cases] == ["clean-short-r0", "clean-short-r1", "clean-short-r2"]
-    assert all(c.parent.name == "cases" and c.parent.parent.name.endswith("-tiny") for c in cases)

@@ -1,8 +1,15 @@
-"""``chaosbench run SCENARIO|SUITE``: deploy, load, inject, collect, tear down; a suite then evaluates and reports."""
+"""``chaosbench run SCENARIO|SUITE|CAMPAIGN``: deploy, load, inject, collect, tear down; then evaluate and report.
+
+The terminal gets progress only: a rich display on a TTY, else one plain line per case phase with the elapsed
+seconds. Everything else the run's processes print (Ray, Serve, gRPC, Ansible) goes to ``<run>/logs/run.log``.
+"""
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -10,18 +17,64 @@ import typer
 from harness.errors import InputInvalid
 
 
-def _progress_ui():
-    from rich.console import Console
+@contextmanager
+def terminal_to_log(log: Path) -> Iterator[int]:
+    """Point this process's stdout and stderr (file descriptors, so Ray's C++ core and child processes follow)
+    at ``log``; yields a descriptor of the real terminal for the progress display."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        yield saved_err
+    finally:
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        os.close(saved_out)
+        os.close(saved_err)
+
+
+class PlainProgress:
+    """One line per case phase, for a terminal that is not one (CI logs, a redirected run)."""
+
+    def __init__(self, console) -> None:
+        self.console, self.t0, self.case, self.phase = console, time.monotonic(), "", ""
+
+    def on_case(self, i: int, n: int, job) -> None:
+        self.case, self.phase = f"case {i + 1}/{n} {job.case_id}", ""
+
+    def on_phase(self, name: str, fraction: float | None) -> None:
+        if name != self.phase:
+            self.phase = name
+            self.console.print(f"[{time.monotonic() - self.t0:7.1f}s] {self.case}: {name}", highlight=False)
+
+    def say(self, msg: str) -> None:
+        self.console.print(f"[{time.monotonic() - self.t0:7.1f}s] {msg}", highlight=False)
+
+
+def _rich_progress(console) -> tuple[object, Callable, Callable, Callable]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
-    return Progress(TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False), console
+    bar = Progress(TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=console, transient=False)
+    overall = bar.add_task("cases", total=None)
+    phase = bar.add_task("starting", total=1.0)
+
+    def on_case(i: int, n: int, job) -> None:
+        bar.update(overall, total=n, completed=i, description=f"case {i + 1}/{n} {job.case_id}")
+        bar.update(phase, completed=0)
+
+    def on_phase(name: str, fraction: float | None) -> None:
+        bar.update(phase, description=name, **({"completed": fraction} if fraction is not None else {}))
+
+    return bar, on_case, on_phase, lambda msg: bar.console.print(msg, highlight=False)
 
 
 def _with_overrides(doc, path: Path, backend: str | None, repetitions: int | None):
     """Apply command-line overrides through the same loader as the file itself (so they are validated too)."""
-    from harness.scenario import Suite, load_scenario, parse_document
+    from harness.scenario import Suite, load_scenario
 
     if isinstance(doc, Suite):
         spec = doc.spec
@@ -36,6 +89,8 @@ def _with_overrides(doc, path: Path, backend: str | None, repetitions: int | Non
         return doc.model_copy(update={"spec": spec})
     if repetitions is not None:
         raise InputInvalid("--repetitions applies to suites only")
+    if backend is not None and type(doc).__name__ == "Campaign":
+        raise InputInvalid("--backend: a campaign names its backend in its base scenario")
     return load_scenario(path, {"deployment": {"backend": backend}}) if backend else doc
 
 
@@ -51,67 +106,96 @@ def _dry_run(doc, path: Path, out: Path) -> None:
         typer.echo(f"rendered {scenario.metadata.name}: {dry_run(scenario, root / scenario.metadata.name)}")
 
 
+def _load(path: Path):
+    from harness.scenario import load_document
+
+    if path.is_file() and "kind: Campaign" in path.read_text(errors="replace"):
+        from harness.campaign import load_campaign
+
+        return load_campaign(path)
+    return load_document(path)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
-        path: Path = typer.Argument(..., help="A scenario or suite YAML file."),
-        out: Path = typer.Option(Path("results"), "--out", help="Results root; cases go to <out>/<run-id>/cases/."),
+        path: Path = typer.Argument(..., help="A scenario, suite or campaign YAML file."),
+        out: Path = typer.Option(Path("results"), "--out", help="Results root; the run goes to <out>/<run-id>/."),
+        resume: Path = typer.Option(None, "--resume", help="Finish the interrupted run RUN_DIR of this same file: "
+                                    "finished cases are kept, unfinished ones redone with the same draw."),
         seed: int = typer.Option(None, "--seed", help="Workload seed of a single scenario (default: the scenario's)."),
         repetitions: int = typer.Option(None, "--repetitions", min=1, help="Override a suite's repetitions."),
         backend: str = typer.Option(None, "--backend", help="Override deployment.backend: local or k8s."),
         dry_run: bool = typer.Option(False, "--dry-run", help="k8s: render every manifest and variable, touch nothing."),
-        evaluate: bool = typer.Option(True, "--eval/--no-eval", help="After a suite: evaluate and write the report."),
+        evaluate: bool = typer.Option(True, "--eval/--no-eval", help="After the cases: evaluate and write the report."),
         workers: int = typer.Option(2, "--workers", min=0, help="Evaluation processes."),
     ) -> None:
-        """Run a scenario (one case) or a suite (every scenario x repetition x seed, then eval and report)."""
-        from harness.scenario import Suite, load_document
-
+        """Run a scenario (one case), a suite (every scenario x repetition x seed) or a campaign (its sampled
+        cases), then evaluate the methods and write the report."""
         if backend not in (None, "local", "k8s"):
             raise InputInvalid(f"--backend: must be local or k8s, got {backend!r}")
-        doc = _with_overrides(load_document(path), path, backend, repetitions)
+        if not path.is_file():
+            raise InputInvalid(f"{path}: no such file")
+        doc = _with_overrides(_load(path), path, backend, repetitions)
         if dry_run:
             _dry_run(doc, path, out)
             return
-        _run(doc, path, out, seed, evaluate, workers, isinstance(doc, Suite), local=backend != "k8s")
+        if resume is not None and not (resume / "run.json").is_file():
+            raise InputInvalid(f"--resume {resume}: not a run directory (no run.json)")
+        _run(doc, path, out, resume, seed, evaluate, workers, local=backend != "k8s")
 
 
-def _run(doc, path: Path, out: Path, seed: int | None, evaluate: bool, workers: int, is_suite: bool,
+def _methods(doc, path: Path) -> list[str] | None:
+    from harness.scenario import Scenario, Suite
+
+    if isinstance(doc, Suite):
+        from harness.benchmark import suite_methods
+
+        return suite_methods(doc, path)
+    if isinstance(doc, Scenario):
+        return list(doc.spec.evaluation.detectors)
+    return None  # a campaign: the default method set
+
+
+def _run(doc, path: Path, out: Path, resume: Path | None, seed: int | None, evaluate: bool, workers: int,
          local: bool = True) -> None:
+    from rich.console import Console
+
     from harness.backends.local.preflight import is_root, no_root_message
-    from harness.benchmark import evaluate_and_report, suite_methods
-    from harness.runner import run_scenario, run_suite
+    from harness.runner import new_run_root, run_document
 
-    progress, console = _progress_ui()
-    if local and not is_root():  # the fault mechanisms of the local testbed need root; a cluster's do not
-        console.print(f"[yellow]warning:[/] {no_root_message()}")
-    with progress:
-        phase = progress.add_task("starting", total=1.0)
-
-        def on_phase(name: str, fraction: float | None) -> None:
-            progress.update(phase, description=name, **({"completed": fraction} if fraction is not None else {}))
-
-        if not is_suite:
-            name = doc.metadata.name
-            case_dir = out / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}" / "cases" / f"{name}-r0"
-            cases = [run_scenario(doc, case_dir, seed, progress=on_phase)]
+    run_root = resume if resume is not None else new_run_root(out, doc)
+    log = run_root / "logs" / "run.log"
+    with terminal_to_log(log) as tty_fd:
+        console = Console(file=os.fdopen(os.dup(tty_fd), "w"), stderr=False, highlight=False)
+        if local and not is_root():  # the fault mechanisms of the local testbed need root; a cluster's do not
+            console.print(f"[yellow]warning:[/] {no_root_message()}")
+        console.print(f"run: {run_root} (log: {log})", highlight=False)
+        if console.is_terminal:
+            bar, on_case, on_phase, say = _rich_progress(console)
         else:
-            overall = progress.add_task(f"suite {doc.metadata.name}", total=None)
-
-            def on_case(i: int, n: int, name: str) -> None:
-                progress.update(overall, total=n, completed=i, description=f"suite: {name} ({i + 1}/{n})")
-                progress.update(phase, completed=0)
-
-            cases = run_suite(doc, out, suite_path=path, progress=on_phase, on_case=on_case)
-            progress.update(overall, completed=len(cases))
+            plain = PlainProgress(console)
+            bar, on_case, on_phase, say = None, plain.on_case, plain.on_phase, plain.say
+        with bar or _nothing():
+            run, cases = run_document(doc, path, run_root, seed=seed, resume=resume is not None, progress=on_phase,
+                                      on_case=on_case, log=say)
+            eval_dir = report = None
             if evaluate and cases:
-                scoring = progress.add_task("evaluating methods", total=None)
-                eval_dir, report = evaluate_and_report(
-                    cases[0].parent, suite_methods(doc, path), workers,
-                    on_start=lambda total, todo: progress.update(scoring, total=total, completed=total - todo),
-                    on_done=lambda task, status: progress.advance(scoring),
-                )
-    for c in cases:
-        console.print(f"case: {c}")
-    if is_suite and evaluate and cases:
-        console.print(f"leaderboard: {eval_dir / 'leaderboard.md'}")
-        console.print(f"report: {report}")
+                on_phase("evaluating methods", None)
+                from harness.benchmark import evaluate_and_report
+
+                eval_dir, report = evaluate_and_report(run.root, _methods(doc, path), workers)
+        statuses = {}
+        for rec in run.read_labels():
+            statuses[rec.get("status", "?")] = statuses.get(rec.get("status", "?"), 0) + 1
+        console.print(f"cases: {len(cases)} in {run.cases} ("
+                      + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + ")")
+        if report is not None:
+            console.print(f"leaderboard: {eval_dir / 'leaderboard.md'}")
+            console.print(f"report: {report}")
+        console.file.flush()
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield

@@ -185,7 +185,7 @@ def injected(testbed: Testbed, step: Any, writer: CaseWriter, index: int) -> Ite
     _preflight(mod, testbed, step, writer)
     key = make_key(writer, index, spec.id)
     handle = mod.prepare(testbed, step, key)
-    journal = Journal(key, writer.path)
+    journal = Journal(key, writer.labels_path)
     journal.begin(dict(handle))
     inj = Injection(spec.id, step.target.component, key, requested_at=time.time(),
                     _on_abort=lambda reason: writer.event("fault.abort", "point", detail={"reason": reason}))

@@ -171,6 +171,18 @@ class LocalTestbed:
         sd = [{"targets": [addr], "labels": {"component": comp}} for comp, addr in targets]
         atomic_write_json(self.run_dir / "prometheus" / "targets" / "engine.json", sd)
 
+    # --------------------------------------------------------------- between cases
+    def fault_residue(self, case_id: str) -> list[str]:
+        """What the faults of case ``case_id`` left behind (empty: every rollback held)."""
+        from harness.backends.local.residue import fault_residue
+
+        return fault_residue(self.plan, self.control_dir, case_id)
+
+    def new_case(self) -> None:
+        """Before a case on a reused testbed: no trace file of the previous case may be taken for this one's."""
+        for f in self.trace_dir.glob("rank-*.json*"):
+            f.unlink(missing_ok=True)
+
     # --------------------------------------------------------------- teardown
     def save_ray_logs(self) -> Path:
         dest = self.run_dir / "logs" / "ray"
