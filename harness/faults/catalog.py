@@ -30,12 +30,12 @@ class Params(BaseModel):
 
 class GpuPowerCapParams(Params):
     watts: between(int, 50, 1000, "power limit to set, in watts") = 150
-    default_watts: between(int, 100, 1000, "the board's default limit, restored on recovery") = 400
+    default_watts: between(int, 100, 1000, "the board's default limit, restored on recovery") = 700
 
 
 class GpuClockLockParams(Params):
     sm_clock_mhz: between(int, 100, 3000, "locked SM clock, MHz") = 500
-    default_clock_mhz: between(int, 300, 3000, "the board's maximum SM clock, MHz") = 1980
+    default_clock_mhz: between(int, 300, 3000, "the board's maximum SM clock, MHz") = 1980  # H100 SXM5
 
 
 class GpuComputeContentionParams(Params):
@@ -54,7 +54,9 @@ class GpuXidErrorParams(Params):
 
 
 class NcclHangParams(Params):
-    signal: Literal["SIGSTOP"] = Field("SIGSTOP", description="the rank is stopped for the fault's duration, then SIGCONT")
+    mode: Literal["collective", "sigstop"] = Field(
+        "collective", description="collective: the rank blocks inside the collective, process and exporter alive "
+                                  "(a real hang); sigstop: the whole rank process is stopped, then SIGCONT")
 
 
 class InterconnectDegradationParams(Params):
@@ -110,9 +112,10 @@ CATALOG: tuple[FaultSpec, ...] = (
         target="rank",
         params=GpuPowerCapParams,
         cluster_mechanism="nvidia-smi -i N -pl <watts> from the privileged fault agent",
-        local_mechanism="device layer caps the rank's power: the rank's kernels slow down by the emulated clock ratio",
+        local_mechanism="device layer (H100 SXM5 model) enforces the limit (200..700 W): while the rank's draw "
+                        "would exceed it, its clock drops and its kernels slow down by the clock ratio",
         local_realism="emulated",
-        verify_signal="DCGM_FI_DEV_POWER_USAGE at or below the cap; clock event reasons with the power-cap bit",
+        verify_signal="DCGM_FI_DEV_POWER_MGMT_LIMIT at the cap; draw at the cap with the power-cap clock event bit",
         recovery="restore the default power limit",
         seen_in=("traces", "metrics"),
     ),
@@ -123,7 +126,7 @@ CATALOG: tuple[FaultSpec, ...] = (
         target="rank",
         params=GpuClockLockParams,
         cluster_mechanism="nvidia-smi -i N -lgc <mhz>,<mhz>",
-        local_mechanism="device layer locks the rank's SM clock: the rank's kernels slow down by max/locked clock",
+        local_mechanism="device layer locks the rank's SM clock whatever the load: its kernels slow down by max/locked",
         local_realism="emulated",
         verify_signal="DCGM_FI_DEV_SM_CLOCK drops to the locked value",
         recovery="nvidia-smi -rgc (device layer: clock unlocked)",
@@ -175,10 +178,12 @@ CATALOG: tuple[FaultSpec, ...] = (
         target="rank",
         params=NcclHangParams,
         cluster_mechanism="kill -STOP one TP worker for the fault's duration, then -CONT",
-        local_mechanism="SIGSTOP of the rank process for the fault's duration, then SIGCONT",
+        local_mechanism="mode collective: the rank blocks inside the all-reduce before its part reaches the "
+                        "transport, process and exporter alive; mode sigstop: SIGSTOP of the rank process",
         local_realism="real",
-        verify_signal="the rank process is in state T; peers' collective durations spike",
-        recovery="SIGCONT",
+        verify_signal="collective: the rank's exporter answers, its GPU reads busy, its all-reduce count stops; "
+                      "sigstop: the process is in state T",
+        recovery="the collective completes (collective); SIGCONT (sigstop)",
         seen_in=("traces", "metrics"),
     ),
     FaultSpec(

@@ -1,7 +1,8 @@
 """gpu-power-cap (emulated): the device layer caps the rank's power limit; its kernels slow down.
 
 Inject: ``power_limit_w`` in the rank's device control file. Verify: the rank's exporter reports
-DCGM_FI_DEV_POWER_MGMT_LIMIT at the cap (the engine applied it) with the SW power-cap clock-event bit.
+DCGM_FI_DEV_POWER_MGMT_LIMIT at the cap as the board enforces it (200..700 W on the emulated H100 SXM5); the
+draw and the SW power-cap clock-event bit (set only while the cap binds) are reported with it.
 Recover: the previous control values.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.backends.base import Testbed
+from harness.engines.mini.device import DeviceState
 from harness.faults import targets
 from harness.faults.base import Evidence, Handle, base_handle
 from harness.faults.catalog import FAULTS
@@ -42,7 +44,8 @@ def inject(handle: GpuPowerCapHandle, testbed: Testbed) -> GpuPowerCapHandle:
 
 
 def verify(handle: GpuPowerCapHandle, testbed: Testbed) -> Evidence | None:
-    rank, cap = handle["component"], handle["fields"]["power_limit_w"]
+    rank = handle["component"]
+    cap = DeviceState(power_limit_w=handle["fields"]["power_limit_w"]).enforced_limit()  # the board's range
     limit = device.query(testbed.prometheus_url, device.series("DCGM_FI_DEV_POWER_MGMT_LIMIT", rank))
     if limit is None or abs(limit - cap) > 0.5:
         return None

@@ -1,8 +1,9 @@
 """gpu-xid-error (emulated): the device layer raises an XID on the rank; its worker fails and is restarted.
 
 Inject: ``xid`` (with a new ``seq``) in the rank's device control file; the rank raises a device error at its
-next step, logs an ``NVRM: Xid`` line, and the engine restarts it. Verify: the rank's emulated XID counter
-(chaosbench_device_xid_total) or its restart counter went up. Recover: remove the xid field (no new error).
+next step, logs an ``NVRM: Xid`` line, and the engine restarts it. Verify: the rank's ``NVRM: Xid`` log line
+or its restart counter (chaosbench_rank_restarts_total) went up; DCGM_FI_DEV_XID_ERRORS shows the code.
+Recover: remove the xid field (no new error).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from harness.faults.catalog import FAULTS
 from harness.faults.mech import device
 
 SPEC = FAULTS["gpu-xid-error"]
-XID_COUNT = "chaosbench_device_xid_total"
+XID_LAST = "DCGM_FI_DEV_XID_ERRORS"  # value of the last XID (dcgm-exporter)
 RESTARTS = "chaosbench_rank_restarts_total"
 
 
@@ -26,7 +27,6 @@ class GpuXidErrorHandle(Handle):
     control_file: str
     xid: int
     previous: dict[str, Any]
-    xid_count_before: float
     restarts_before: float
     injected_at: NotRequired[float]
 
@@ -35,20 +35,16 @@ def preflight(testbed: Testbed, step: Any) -> None:
     device.check_control_dir(SPEC.id, testbed, targets.rank(testbed, step).name)
 
 
-def _counts(testbed: Testbed, rank: str, fresh: bool = False) -> tuple[float, float]:
-    get = device.fresh_query if fresh else device.query
-    xids = get(testbed.prometheus_url, device.series(XID_COUNT, rank)) or 0.0
-    restarts = device.query(testbed.prometheus_url, f'sum({device.series(RESTARTS, rank)})') or 0.0
-    return xids, restarts
+def _restarts(testbed: Testbed, rank: str) -> float:
+    return device.query(testbed.prometheus_url, f"sum({device.series(RESTARTS, rank)})") or 0.0
 
 
 def prepare(testbed: Testbed, step: Any, key: str) -> GpuXidErrorHandle:
     rank = targets.rank(testbed, step).name
     path = device.control_path(testbed, rank)
-    xids, restarts = _counts(testbed, rank, fresh=True)
     return GpuXidErrorHandle(**base_handle(SPEC, step, key), control_file=path, xid=step.params.xid,
-                             previous=device.previous(path, ["xid"]), xid_count_before=xids,
-                             restarts_before=restarts)
+                             previous=device.previous(path, ["xid"]),
+                             restarts_before=_restarts(testbed, rank))
 
 
 def inject(handle: GpuXidErrorHandle, testbed: Testbed) -> GpuXidErrorHandle:
@@ -71,13 +67,14 @@ def _xid_line_time(testbed: Testbed, rank: str, xid: int, since: float) -> float
 
 def verify(handle: GpuXidErrorHandle, testbed: Testbed) -> Evidence | None:
     rank = handle["component"]
-    xids, restarts = _counts(testbed, rank)
-    if xids <= handle["xid_count_before"] and restarts <= handle["restarts_before"]:
+    restarts = _restarts(testbed, rank)
+    at = _xid_line_time(testbed, rank, handle["xid"], handle.get("injected_at", 0.0))
+    if at is None and restarts <= handle["restarts_before"]:
         return None
-    return Evidence("XID count", xids, f"{rank}: XID {handle['xid']} raised ({xids:g} XIDs, "
-                    f"{restarts - handle['restarts_before']:g} restarts since injection) [emulated]",
-                    {"restarts": restarts},
-                    at=_xid_line_time(testbed, rank, handle["xid"], handle.get("injected_at", 0.0)))
+    last = device.query(testbed.prometheus_url, device.series(XID_LAST, rank)) or 0.0
+    return Evidence("XID", float(handle["xid"]), f"{rank}: XID {handle['xid']} raised (last XID on the exporter "
+                    f"{last:g}, {restarts - handle['restarts_before']:g} restarts since injection) [emulated]",
+                    {"restarts": restarts, "xid_errors": last}, at=at)
 
 
 def recover(handle: GpuXidErrorHandle) -> None:

@@ -193,23 +193,32 @@ def make_bed(run_dir: Path, *, with_prometheus: bool = False) -> FaultBed:
 
 DEVICE_EXPORTER = """
 import sys, time
-from prometheus_client import start_http_server
+from prometheus_client import Histogram, start_http_server
 from prometheus_client.core import REGISTRY
 from harness.engines.mini.device import DeviceError, DeviceLayer
 rank, index, control_dir, port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 dev = DeviceLayer(rank, index, control_dir, num_blocks=100)
+allreduce = Histogram("chaosbench_rank_allreduce_seconds", "all-reduce", ["rank"]).labels(rank)
 class C:
     def collect(self):
         yield from dev.collect()
 REGISTRY.register(C())
 start_http_server(port, addr="127.0.0.1")
-while True:
+while True:  # a rank's step: compute (stretched by the device), then a collective that a hang blocks
+    t0 = time.perf_counter()
+    dev.begin_busy()
     try:
         dev.poll()
-        dev.record_busy(0.05)
+        c0 = time.perf_counter()
+        sum(i * i for i in range(20000))
+        dev.throttle(time.perf_counter() - c0)
+        while dev.refresh().collective_hang:
+            time.sleep(0.05)
+        allreduce.observe(0.001)
     except DeviceError as e:
         print(e, flush=True)
-    time.sleep(0.05)
+    dev.record_busy(time.perf_counter() - t0)
+    time.sleep(0.01)
 """
 
 

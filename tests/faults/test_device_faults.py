@@ -21,9 +21,9 @@ def metric(bed: FaultBed, name: str, rank: str = "rank-1") -> float | None:
 def test_gpu_power_cap(gpu_bed: FaultBed) -> None:
     step = make_step("gpu-power-cap", rank=1, params={"watts": 150})
     ev, usage = run_fault(gpu_bed, step, lambda h: metric(gpu_bed, "DCGM_FI_DEV_POWER_USAGE"))
-    assert ev.value == 150 and ev.extra["clocks_event_reasons"] & 0x4
-    assert usage is not None and usage <= 150
-    assert metric(gpu_bed, "DCGM_FI_DEV_POWER_MGMT_LIMIT", "rank-0") == 400  # the other rank is untouched
+    assert ev.value == 200  # the emulated H100 SXM5 enforces 200..700 W, as nvidia-smi -pl would
+    assert usage is not None and usage <= 200 * 1.05
+    assert metric(gpu_bed, "DCGM_FI_DEV_POWER_MGMT_LIMIT", "rank-0") == 700  # the other rank is untouched
 
 
 def test_gpu_clock_lock(gpu_bed: FaultBed) -> None:
@@ -31,7 +31,7 @@ def test_gpu_clock_lock(gpu_bed: FaultBed) -> None:
     ev, _ = run_fault(gpu_bed, step)
     assert ev.value == 500
     time.sleep(1.5)  # one scrape after recovery
-    assert metric(gpu_bed, "DCGM_FI_DEV_SM_CLOCK") == 1980  # unlocked again
+    assert metric(gpu_bed, "DCGM_FI_DEV_SM_CLOCK") > 1590  # unlocked again: boost under load
 
 
 @pytest.mark.parametrize("mode", ["fixed", "growing"])
@@ -57,3 +57,18 @@ def test_gpu_xid_error(gpu_bed: FaultBed) -> None:
     ev, _ = run_fault(gpu_bed, step)
     assert ev.value >= 1
     assert metric(gpu_bed, "DCGM_FI_DEV_XID_ERRORS") == 48
+
+
+def test_nccl_hang_collective(gpu_bed: FaultBed) -> None:
+    """The rank blocks in its collective: its exporter keeps answering and its GPU reads busy while its
+    all-reduce count stands still; recovery lets the collective complete."""
+    step = make_step("nccl-hang", rank=1, timeout="15s", duration="3s")
+    count = "chaosbench_rank_allreduce_seconds_count"
+    ev, during = run_fault(gpu_bed, step, lambda h: (metric(gpu_bed, count), metric(gpu_bed, "DCGM_FI_DEV_GPU_UTIL"),
+                                                     metric(gpu_bed, count, "rank-0")))
+    assert ev.signal == "all-reduce count" and ev.at is not None and ev.extra["gpu_util"] >= 50
+    stalled, util, peer = during
+    assert stalled == ev.value and util >= 50
+    time.sleep(2.5)
+    assert metric(gpu_bed, count) > stalled  # completes again after recovery
+    assert metric(gpu_bed, count, "rank-0") > peer  # the bed's ranks are independent loops: rank-0 never waited

@@ -111,9 +111,9 @@ def test_host_memory_pressure_with_limit(bed: FaultBed) -> None:
     assert bed.ranks["rank-1"].pid and snapshot(bed)["rank states"]["rank-1"] == "running"
 
 
-def test_nccl_hang(bed: FaultBed) -> None:
+def test_nccl_hang_sigstop(bed: FaultBed) -> None:
     rank = bed.ranks["rank-1"].pid
-    step = make_step("nccl-hang", rank=1)
+    step = make_step("nccl-hang", rank=1, params={"mode": "sigstop"})
     ev, during = run_fault(bed, step, lambda h: cpu_rate(rank, 0.5))
     assert during == 0.0
     assert cpu_rate(rank, 0.5) > 0.02  # running again after SIGCONT
