@@ -5,7 +5,9 @@ one column per ``<component>_<metric>``. Components are named as an operator
 sees them: ``ingress`` (the API: vllm:* metrics, plus the client-side SLIs),
 ``node-<i>`` (the node's cgroups and veth, from the testbed's exporter),
 ``rank-<i>`` (the emulated device's DCGM_* metrics and the rank's step and
-all-reduce histograms) and ``host`` (the whole machine, from node-exporter). A
+all-reduce histograms). The machine that runs the whole testbed (``host``, from
+node-exporter) is no component of the system under test: its columns go to a
+separate health file (``health_path``, for the harness), never to data.csv. A
 component name never contains ``_`` (RCAEval splits on it); the metric part
 keeps Prometheus' name, ``:`` included, with a suffix saying how it was derived:
 
@@ -15,6 +17,7 @@ keeps Prometheus' name, ``:`` included, with a suffix saying how it was derived:
     <c>_<histogram>:p95        histogram_quantile(0.95) over 5 s
     <c>_<histogram>:rate       observations per second
     host_cpu:usage, host_load1, host_memory:available, host_{cpu,memory,io}:pressure, host_pgmajfault:rate
+                               (health file only)
     ingress_latency            mean client-observed E2E latency (s) of requests ending in the last 5 s
     ingress_error_rate         share of requests ending in the last 5 s that failed
     <c>_<name>                 a scenario's ``telemetry.extra_metrics`` entry (its query, summed)
@@ -46,6 +49,7 @@ HOST_QUERIES = {
     "pgmajfault:rate": "rate(node_vmstat_pgmajfault[5s])",
 }
 SHORT_GAP_S = 5
+HOST = "host"  # the testbed machine's component name: its columns are testbed health, not data
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ def columns_for(metrics: dict[str, str]) -> list[Column]:
             cols.append(Column(f"{base}:rate", f"sum by (component) (rate({name}{sel}[{RATE_WINDOW}]))", "rate"))
         else:
             cols.append(Column(name, f"avg by (component) ({name}{sel})", "gauge"))
-    cols += [Column(n, q, "rate" if "rate(" in q else "gauge", component="host") for n, q in HOST_QUERIES.items()]
+    cols += [Column(n, q, "rate" if "rate(" in q else "gauge", component=HOST) for n, q in HOST_QUERIES.items()]
     return cols
 
 
@@ -171,7 +175,8 @@ def sli_frame(requests: list[dict[str, Any]], index, window_s: float = 5.0):
 
 def export_data_csv(url: str, start: float, end: float, out: Path, *, step: float = 1.0,
                     requests: list[dict[str, Any]] | None = None,
-                    extra: list[Column] | None = None) -> ExportReport:
+                    extra: list[Column] | None = None, health_path: Path | None = None) -> ExportReport:
+    """data.csv at ``out``; the testbed machine's own ``host_*`` columns go to ``health_path`` (when given)."""
     import pandas as pd
 
     start_s, end_s = int(start), int(end) + 1
@@ -187,10 +192,18 @@ def export_data_csv(url: str, start: float, end: float, out: Path, *, step: floa
     df = df.drop(columns=list(empty))
     df, filled = fill_gaps(df, kinds)
     df = pd.concat([pd.DataFrame({"time": df.index.astype(int)}, index=df.index), df[sorted(df.columns)]], axis=1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".csv.tmp")
-    df.to_csv(tmp, index=False, float_format="%.6g")
-    tmp.replace(out)
+    health = [c for c in df.columns if c.startswith(f"{HOST}_")]
+    if health_path is not None:
+        _write_csv(df[["time", *health]], health_path)
+    df = df.drop(columns=health)
+    _write_csv(df, out)
     comps = tuple(sorted({c.split("_", 1)[0] for c in df.columns if c != "time"}))
     return ExportReport(rows=len(df), columns=len(df.columns) - 1, filled_cells=filled, dropped_columns=empty,
                         components=comps)
+
+
+def _write_csv(df, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    df.to_csv(tmp, index=False, float_format="%.6g")
+    tmp.replace(path)

@@ -120,3 +120,22 @@ def test_sli_frame_windows():
     assert sli.loc[102, "ingress_latency"] == 2.0 and sli.loc[105, "ingress_latency"] == 3.0
     assert sli.loc[105, "ingress_error_rate"] == pytest.approx(1 / 3)
     assert sli.loc[111, "ingress_error_rate"] == 0.0
+
+
+def test_host_columns_go_to_the_health_file_only(tmp_path, monkeypatch):
+    """The machine running the testbed is no component: its host_* columns never reach data.csv."""
+    import harness.collect.prometheus as prom
+
+    frame = pd.DataFrame({"rank-0_DCGM_FI_DEV_SM_CLOCK": [1980.0, 1965.0, 1980.0],
+                          "host_load1": [1.0, 2.0, 3.0], "host_cpu:usage": [0.5, 0.6, 0.7]}, index=[100, 101, 102])
+    monkeypatch.setattr(prom, "discover", lambda url, start, end: {})
+    monkeypatch.setattr(prom, "query_frame", lambda url, cols, start, end, step: (frame.copy(), {}))
+    health = tmp_path / "labels" / "testbed_health.csv"
+    report = export_data_csv("http://unused", 100, 101, tmp_path / "data.csv", health_path=health)
+    data = pd.read_csv(tmp_path / "data.csv")
+    assert list(data.columns) == ["time", "rank-0_DCGM_FI_DEV_SM_CLOCK"]
+    assert report.components == ("rank-0",)
+    kept = pd.read_csv(health)
+    assert list(kept.columns) == ["time", "host_cpu:usage", "host_load1"] and kept["host_load1"].tolist() == [1, 2, 3]
+    export_data_csv("http://unused", 100, 101, tmp_path / "plain.csv")  # no health file: dropped all the same
+    assert not any(c.startswith("host_") for c in pd.read_csv(tmp_path / "plain.csv").columns)
