@@ -13,12 +13,13 @@ Public calls:
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from detectors.outpost.importers import EventTable, read_traces
-from detectors.outpost.localize import LocalizeConfig, localize
+from detectors.outpost.localize import COLLECTIVE, LocalizeConfig, localize
 from detectors.outpost.ttad import Scores, TTADConfig, anomalous, score
 from detectors.outpost.ttc import Forest, build
 
@@ -146,44 +147,46 @@ def to_result(rep: OutpostReport, method: str = "outpost"):
 
 
 HANG_SHARE = 0.5  # a localized event whose excess covers this share of the post-injection window is a hang
-CPU_RATE = "process_cpu_seconds:rate"
+# the transport of a collective: the backend's op on its own thread (gloo:all_reduce, nccl:all_reduce) or the
+# NCCL kernel; a rank waiting there has handed its part over, a rank stuck above it has not
+TRANSPORT = re.compile(r"^(gloo|nccl|rccl)[:_]|nccl(dev)?kernel", re.IGNORECASE)
 
 
 def stopped_first(rep: OutpostReport, case) -> OutpostReport:
-    """A hang stalls every rank in the same collective, so the traces cannot tell which rank stopped;
-    the telemetry can: a stopped (or hung) rank uses no CPU while its peers still poll in the
-    collective. When the evidence is a hang, ranks whose median CPU rate over the hang is below half
-    of every peer's are moved to the front (their order otherwise kept); the peers are every rank of
-    the topology, and a stopped rank without any reported event (it stopped between collectives, so
-    only its peers' waits are in the traces) is put in front too. Any problem: unchanged."""
+    """A hang stalls every rank in the same collective, so the longest events cannot tell which rank hangs;
+    what the traces of a real hang do show is where each rank waits. Peers that handed their part to the
+    transport wait in it (a ``gloo:all_reduce``/NCCL kernel spanning the hang: the flight recorder's
+    "started" entry); the hung rank is stalled in the collective call above it, with no such wait (its entry
+    never started), and a rank with no stalled event at all while every peer waits never joined. When the
+    evidence is a hang and its peers wait in the transport, those ranks go first (their order otherwise kept).
+    Traces only: no rule on telemetry gaps or CPU, which a live hang does not change. Any problem: unchanged."""
     if not rep.anomalous or not rep.events:
         return rep
     longest = max(rep.events, key=lambda e: e.dur - e.expected_dur)
-    start, end = case.inject_time, (longest.ts + longest.dur) / 1e6
+    excess = longest.dur - longest.expected_dur
     last = max((e.ts + e.dur) / 1e6 for e in rep.events)
-    if last <= start or longest.dur - longest.expected_dur < HANG_SHARE * 1e6 * (last - start):
+    if last <= case.inject_time or excess < HANG_SHARE * 1e6 * (last - case.inject_time):
         return rep
-    try:
-        df = case.metrics()
-    except Exception:  # noqa: BLE001 - no telemetry: keep the trace ranking
-        return rep
+    stalled = [e for e in rep.events if e.dur - e.expected_dur >= HANG_SHARE * excess]
+    waiting = {e.component for e in stalled if TRANSPORT.search(e.name)}
+    if not waiting:
+        return rep  # no transport ops in these traces: nothing tells the ranks apart
+    in_call = {e.component for e in stalled if COLLECTIVE.search(e.name) and not TRANSPORT.search(e.name)}
     ranks = list(dict.fromkeys(r.component for r in rep.ranking))
-    try:  # the stopped rank may have no event in the report (stopped between two collectives)
+    try:  # the hung rank may have no event in the report (it never entered the collective)
         ranks += [r for r in case.topology.ranks if r not in ranks]
     except Exception:  # noqa: BLE001 - no topology: the ranked ranks only
         pass
-    cols = {r: f"{r}_{CPU_RATE}" for r in ranks if f"{r}_{CPU_RATE}" in df.columns}
-    inside = df[(df["time"] >= start) & (df["time"] <= end)]
-    if len(cols) < 2 or len(inside) < 3:
-        return rep
-    med = {r: float(inside[c].median()) for r, c in cols.items()}
-    stopped = {r for r in med if all(med[r] < 0.5 * med[o] for o in med if o != r)}
-    if not stopped:
+    hung = (in_call - waiting) & set(ranks)
+    if not hung:
+        silent = [r for r in ranks if r not in {e.component for e in stalled}]
+        hung = set(silent) if len(silent) == 1 and len(waiting) == len(ranks) - 1 else set()
+    if not hung or hung == set(ranks):
         return rep
     top = rep.ranking[0].score if rep.ranking else 0.0
-    missing = tuple(OutpostRank("", r, r, "", top, 0, 0) for r in ranks if r in stopped
+    missing = tuple(OutpostRank("", r, r, "", top, 0, 0) for r in ranks if r in hung
                     and r not in {x.component for x in rep.ranking})
-    ranking = missing + tuple(sorted(rep.ranking, key=lambda r: r.component not in stopped))
+    ranking = missing + tuple(sorted(rep.ranking, key=lambda r: r.component not in hung))
     return replace(rep, ranking=ranking)
 
 
