@@ -355,7 +355,7 @@ def build_context(case: CaseView, windows: Windows | None = None, outpost: Resul
     data_components = {p[0] for c in df.columns if c != "time" and (p := split_column(c))} if df is not None else set()
     components = tuple(sorted(set(topo.nodes) | set(topo.ranks) | set(topo.components) | data_components))
     return AnalysisContext(
-        case_name=case.name,
+        case_name=getattr(case, "case_id", None) or case.name,  # CaseView.name is becoming case_id
         topology=topo,
         inject_time=t0,
         components=components,

@@ -18,10 +18,13 @@ from detectors.analyzer.context import AnalysisContext, MetricDeviation
 from detectors.analyzer.knowledge import KnowledgeBase, Scope
 from detectors.api import AnomalousEvent
 
-STALL_US = 1_000_000.0  # an op lasting a second or more, 20x its usual time: the process was stopped
+STALL_US = 1_000_000.0  # an op lasting a second or more, 20x its usual time: a hang or a stopped process
 STALL_RATIO = 20.0
 MANY_STALLS = 3  # stalled collectives per rank beyond which the stall is the link's, not one stopped rank's
 _RANK_IN_TEXT = re.compile(r"\brank[-_ ]?(\d+)\b", re.I)
+# the transport of a collective (the backend's op on its own thread, or the NCCL kernel): a rank waiting there
+# has handed its part over; a rank stalled in the collective call above it has not
+TRANSPORT = re.compile(r"^(gloo|nccl|rccl)[:_]|nccl(dev)?kernel", re.I)
 
 
 WEAK = 0.1  # a weak finding (|z| below z_min) weighs this much: it only breaks ties between components
@@ -145,6 +148,10 @@ def _stalls(events: list[AnomalousEvent], rx: re.Pattern[str], ranks: list[str])
         f = Finding("rank_stall", ev.component, strength, f"{_event_detail(ev)} (stalled)")
         if ev.component not in best or f.strength > best[ev.component].strength:
             best[ev.component] = f
+    hung = _hung_above_transport([ev for ev in events if ev.dur >= STALL_US and _ratio(ev) >= STALL_RATIO],
+                                 rx, ranks)
+    if hung:
+        return hung
     if sum(f.strength == 1.0 for f in best.values()) > 1:  # one stopped rank stalls the others: several
         # ranks stalled outside a collective are waiting (inside an enclosing range), not stopped
         return [Finding("collective_slow", f.component, 1.0, f"{f.detail}: waiting") for f in best.values()]
@@ -162,6 +169,22 @@ def _stalls(events: list[AnomalousEvent], rx: re.Pattern[str], ranks: list[str])
         return [Finding("collective_slow", f.component, 1.0, f"{f.detail}: {n_stalled[f.component]} such ops")
                 for f in best.values()]
     return list(best.values())
+
+
+def _hung_above_transport(stalled: list[AnomalousEvent], rx: re.Pattern[str], ranks: list[str]) -> list[Finding]:
+    """A live hang: every peer waits in the collective's transport while one rank is stalled in the collective
+    call with no transport wait: its part never reached the wire (the flight recorder's not-started entry)."""
+    in_transport = {ev.component for ev in stalled if TRANSPORT.search(ev.name)}
+    in_call = {ev.component: ev for ev in stalled if _is_collective(ev, rx) and not TRANSPORT.search(ev.name)}
+    hung = [r for r in in_call if r not in in_transport]
+    if len(hung) != 1 or in_transport != set(ranks) - set(hung):
+        return []
+    target, ev = hung[0], in_call[hung[0]]
+    waiting = [Finding("collective_slow", r, 1.0, f"{r} waits in the transport of the collective") for r in
+               sorted(in_transport)]
+    return [*waiting, Finding("rank_stall", target, 1.0, f"{_event_detail(ev)}: stalled in the collective call "
+                                                         f"without handing its part to the transport, while "
+                                                         f"{', '.join(sorted(in_transport))} wait in it")]
 
 
 def _straggler(ctx: AnalysisContext, coll: list[Finding], comp: list[Finding]) -> list[Finding]:

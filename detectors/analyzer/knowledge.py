@@ -28,8 +28,8 @@ TRACE_FINDINGS = frozenset(
         "compute_isolated",  # compute slow on one rank, not on the other ranks of its node
         "compute_node",  # compute slow on every rank of a node
         "collective_straggler",  # the rank the others wait for in collectives
-        "rank_stall",  # a rank op lasting seconds: the process stopped
-        "rank_gap",  # the rank's telemetry vanishes after the injection
+        "rank_stall",  # a rank stalled for seconds in a collective call its peers wait for in the transport
+        "rank_gap",  # the rank's telemetry vanishes after the injection (a failed worker, never a live hang)
         "collective_bandwidth",  # collective slowdown proportional to the normal duration
         "collective_latency",  # collective slowdown by a roughly constant added delay
     }

@@ -69,7 +69,6 @@ def clean_frame(seed: int = 0, noise: float = 1.0) -> pd.DataFrame:
         cols[f"{r}_{DCGM}FB_USED"] = np.full(n, 66062.0)
         cols[f"{r}_{DCGM}FB_FREE"] = np.full(n, 15497.0)
         cols[f"{r}_{DCGM}XID_ERRORS"] = np.zeros(n)
-        cols[f"{r}_chaosbench_device_xid:rate"] = np.zeros(n)
         cols[f"{r}_chaosbench_rank_restarts:rate"] = np.zeros(n)
         cols[f"{r}_{AR}"] = noisy(0.002, 0.15)
         cols[f"{r}_{STEP}"] = noisy(0.02, 0.1)
@@ -83,8 +82,6 @@ def clean_frame(seed: int = 0, noise: float = 1.0) -> pd.DataFrame:
         cols[f"{node}_{NODE}network_receive_drop:rate"] = np.zeros(n)
         # a raw cumulative counter, as other collectors may deliver them
         cols[f"{node}_cpu_pressure_waiting_seconds_total"] = np.cumsum(noisy(0.05, 0.1))
-    cols["host_cpu:pressure"] = noisy(0.05, 0.1)
-    cols["host_memory:pressure"] = noisy(0.001, 0.1)
     return pd.DataFrame(cols)
 
 
@@ -143,7 +140,6 @@ def _gpu_xid_error(df, tgt, w, logs, events):
     _freeze(df, tgt, T0 + 1, T0 + 20)
     df.loc[df["time"] >= T0 + 20, f"{tgt}_{DCGM}XID_ERRORS"] = 79.0
     df.loc[(df["time"] >= T0 + 20) & (df["time"] < T0 + 25), f"{tgt}_chaosbench_rank_restarts:rate"] = 0.2
-    df.loc[(df["time"] >= T0) & (df["time"] < T0 + 1), f"{tgt}_chaosbench_device_xid:rate"] = 0.2
     logs.append({"time": T0 + 0.5, "component": tgt, "level": "ERROR",
                  "message": "NVRM: Xid (PCI:0000:03:00): 79, pid=4242, name=mini-rank-2, GPU has fallen off the bus."})
     logs.append({"time": T0 + 20, "component": "ingress", "level": "WARNING", "message": "rank-2 worker restarted"})
@@ -151,15 +147,16 @@ def _gpu_xid_error(df, tgt, w, logs, events):
 
 
 def _nccl_hang(df, tgt, w, logs, events):
-    _freeze(df, tgt, T0, T0 + HOLD)
+    """A live hang: every rank sits in the collective (GPU busy spinning, no step or all-reduce completes, so
+    their means hold), the target's telemetry stays up like its peers'; the peers wait in the transport
+    (gloo:all_reduce), the target in the collective call with no transport op."""
     for r in RANKS:
-        if r != tgt:  # peers: blocked in the collective, idle, no completed step or all-reduce to average
-            df.loc[w, f"{r}_{DCGM}GPU_UTIL"] = 0.0
-            df.loc[w, f"{r}_{DCGM}POWER_USAGE"] = 60.0
-            df.loc[w, f"{r}_{DCGM}CLOCKS_EVENT_REASONS"] = 1.0
-            for col in (f"{r}_{AR}", f"{r}_{STEP}"):
-                df.loc[w, col] = df.loc[df["time"] < T0, col].iloc[-1]
-    events += [_ev(tgt, "aten::mm", HOLD * 1000, 1.0)] + _peers_wait(tgt, HOLD * 1000)
+        df.loc[w, f"{r}_{DCGM}GPU_UTIL"] = 100.0
+        df.loc[w, f"{r}_{DCGM}POWER_USAGE"] = 230.0
+        for col in (f"{r}_{AR}", f"{r}_{STEP}"):
+            df.loc[w, col] = df.loc[df["time"] < T0, col].iloc[-1]
+    events += [_ev(r, "allreduce", HOLD * 1000, 2.0) for r in RANKS]
+    events += [_ev(r, "gloo:all_reduce", HOLD * 1000, 1.0) for r in RANKS if r != tgt]
 
 
 def _interconnect_degradation(df, tgt, w, logs, events):
@@ -173,7 +170,6 @@ def _interconnect_degradation(df, tgt, w, logs, events):
 def _cpu_contention(df, tgt, w, logs, events):
     df.loc[w, f"{tgt}_{NODE}cpu_usage_seconds:rate"] = 1.9
     _cumulative(df, f"{tgt}_cpu_pressure_waiting_seconds_total", w, 0.9)
-    df.loc[w, "host_cpu:pressure"] = 0.9
     events += [_ev(r, "aten::mm", 2.5, 1.0) for r in RANKS if RANK_NODE[r] == tgt]
 
 
@@ -187,7 +183,6 @@ def _host_memory_pressure(df, tgt, w, logs, events):
     df.loc[w, f"{tgt}_{NODE}memory_usage_bytes"] = 1.2e10
     df.loc[w, f"{tgt}_{NODE}memory_major_faults:rate"] = 40.0
     df.loc[w, f"{tgt}_{NODE}cpu_usage_seconds:rate"] = 1.4
-    df.loc[w, "host_memory:pressure"] = 0.4
     events += [_ev(r, "aten::empty", 3.0, 0.3) for r in RANKS if RANK_NODE[r] == tgt]
 
 
@@ -252,7 +247,7 @@ def write_case(path: Path, fault: str | None, *, seed: int = 0, outpost: str = "
     evs = evs if events is None else list(events)
     target = FAULT_TARGET.get(fault or "")
     w = CaseWriter(path)
-    topo = Topology("local", "mini", NODES, RANKS, RANK_NODE, ("ingress", "host", *NODES, *RANKS), True)
+    topo = Topology("local", "mini", NODES, RANKS, RANK_NODE, ("ingress", *NODES, *RANKS), True)
     w.write_json("topology.json", topo.to_json())
     w.write_inject_time(T0)
     w.write_text("data.csv", df.to_csv(index=False))

@@ -86,7 +86,7 @@ def test_context_reads_outpost_logs_and_topology(make_case):
     assert ctx.outpost == "file" and len(ctx.events) == 3
     assert ctx.events[0].score >= ctx.events[-1].score
     assert any("NVRM: Xid" in ln.message for ln in ctx.logs)
-    assert {"ingress", "host", "node-0", "rank-3"} <= set(ctx.components)
+    assert {"ingress", "node-0", "rank-3"} <= set(ctx.components) and "host" not in ctx.components
     assert ctx.deviations[0].z != 0 and abs(ctx.deviations[0].z) >= abs(ctx.deviations[-1].z)
 
 

@@ -19,7 +19,8 @@ from .conftest import FAULT_TARGET, RANKS, T0, _ev, write_case
 
 # Faults whose metrics alone name class and component on the local testbed (without Outpost's traces,
 # network-delay reads as interconnect-degradation: both only lower the node's traffic there).
-METRICS_ONLY_OK = tuple(f for f in FAULT_IDS if f != "network-delay")
+# a live nccl-hang looks the same in every rank's metrics: only the traces tell where each rank waits
+METRICS_ONLY_OK = tuple(f for f in FAULT_IDS if f not in ("network-delay", "nccl-hang"))
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +210,8 @@ def test_node_memory_growth_of_its_own_workers_is_not_host_memory_pressure(tmp_p
 
 def test_cpu_contention_on_saturated_cores(tmp_path: Path):
     """As seen on a real vLLM case: the cores were already busy, so the node's CPU usage cannot rise; the
-    stressor shows as new processes in the node, a doubled machine load and a few page-ins at its start."""
+    stressor shows as new processes in the node and a few page-ins at its start (no machine-wide columns:
+    the testbed machine is no component)."""
     from .conftest import RANK_NODE, fault_frame
 
     df, _, _ = fault_frame(None)
@@ -217,8 +219,6 @@ def test_cpu_contention_on_saturated_cores(tmp_path: Path):
     for node in ("node-0", "node-1"):
         df[f"{node}_chaosbench_node_processes"] = 13.0
     df.loc[after, "node-0_chaosbench_node_processes"] = 16.0
-    df["host_load1"] = 40.0 + np.random.default_rng(0).normal(0, 2, len(df))
-    df.loc[after, "host_load1"] = 90.0
     df.loc[after, "node-0_chaosbench_node_memory_major_faults:rate"] = 1.4  # binary page-in, not reclaim
     events = [_ev(r, "aten::fill_", 600.0, 0.006) for r in RANKS if RANK_NODE[r] == "node-0"]
     for name, evs in (("flagged", events), ("outpost-silent", [])):
@@ -227,12 +227,26 @@ def test_cpu_contention_on_saturated_cores(tmp_path: Path):
         assert "chaosbench_node_processes 13 -> 16" in result.extra["chain"][-1]["text"]
 
 
-def test_hung_rank_in_a_short_window_with_a_quiet_outpost(tmp_path: Path):
-    """As in a real 10 s SIGSTOP: the after window ends at the trace flush (+9 s), Outpost saw nothing at
-    case level, and only the rank's stuck (forward-filled) telemetry tells."""
-    timeline = [{"t": T0 + 9, "stage": "traces.stop", "event": "start", "status": "ok"}]
-    result = detect(CaseView(write_case(tmp_path / "c", "nccl-hang", events=[], timeline=timeline)))
-    assert (result.extra["fault_class"], result.ranking[0].component) == ("nccl-hang", "rank-1")
+def test_a_telemetry_gap_alone_is_not_a_hang(tmp_path: Path):
+    """A rank whose exporter went silent (the collector forward-fills its gauges, zeroes its rates) while
+    Outpost saw nothing: a live hang keeps its telemetry up, so no nccl-hang is read from the gap."""
+    from .conftest import _freeze, fault_frame
+
+    df, _, _ = fault_frame(None)
+    _freeze(df, "rank-1", T0, T0 + 25)
+    result = detect(CaseView(write_case(tmp_path / "c", None, frame=df, events=[])))
+    assert result.extra["fault_class"] != "nccl-hang"
+
+
+def test_live_hang_without_the_transport_ops_is_not_localized_to_a_rank(tmp_path: Path):
+    """Every rank stalled in the collective call and none in a transport op (traces without the backend's
+    ops): the traces cannot tell the hung rank, and the telemetry of a live hang is the same on every rank."""
+    from .conftest import _ev, fault_frame
+
+    df, _, _ = fault_frame(None)
+    events = [_ev(r, "allreduce", 25_000.0, 2.0) for r in RANKS]
+    result = detect(CaseView(write_case(tmp_path / "c", None, frame=df, events=events)))
+    assert result.extra["fault_class"] != "nccl-hang" or result.ranking[0].component != "rank-1"
 
 
 def test_every_rank_stuck_is_not_a_hang(tmp_path: Path):

@@ -39,3 +39,16 @@ def test_every_rank_stalled_op_after_op_is_a_slow_link_not_a_hang():
     assert got and all(f.key == "collective_slow" for f in got)
     one_long_op = [ev(r, "gloo:all_reduce", 24_000) for r in RANKS]  # a hang seen by every rank: ambiguous
     assert all(f.key == "rank_stall" and f.strength == 0.5 for f in _stalls(one_long_op, RX, RANKS))
+
+
+def test_the_rank_stalled_above_the_transport_is_the_hung_one():
+    """A live hang: rank-2 blocks in its all-reduce call before its part reaches gloo; its peers wait in
+    gloo:all_reduce (and in their own all-reduce ranges around it)."""
+    events = [ev(r, "allreduce", 24_000) for r in RANKS]
+    events += [ev(r, "gloo:all_reduce", 24_000) for r in RANKS if r != "rank-2"]
+    got = _stalls(events, RX, RANKS)
+    assert {(f.key, f.component) for f in got if f.key == "rank_stall"} == {("rank_stall", "rank-2")}
+    assert next(f for f in got if f.key == "rank_stall").strength == 1.0
+    assert {f.component for f in got if f.key == "collective_slow"} == {"rank-0", "rank-1", "rank-3"}
+    two = [e for e in events if not (e.component == "rank-3" and e.name.startswith("gloo"))]
+    assert not any(f.key == "rank_stall" and f.strength == 1.0 for f in _stalls(two, RX, RANKS))  # ambiguous
