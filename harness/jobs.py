@@ -48,10 +48,12 @@ def suite_jobs(suite: Any, suite_path: Path, known_ids: dict[int, str] | None = 
     return scenario_jobs([with_seed(s, seed) for s, _rep, seed in expand_suite(suite, Path(suite_path))], known_ids)
 
 
-def campaign_jobs(campaign: Any, campaign_path: Path, known_ids: dict[int, str] | None = None) -> list[CaseJob]:
+def campaign_jobs(campaign: Any, campaign_path: Path, known_ids: dict[int, str] | None = None,
+                  salt: int | None = None) -> list[CaseJob]:
+    """``salt``: the run's secret for the observable draws (harness.campaign.draw), kept in run.json."""
     from harness.campaign import deployment_key, plan, to_scenario
 
-    cases = plan(campaign)
+    cases = plan(campaign, salt)
     ids = _ids(len(cases), known_ids)
     jobs = []
     for case in cases:

@@ -20,8 +20,9 @@ Every stage is journalled in events.jsonl (start/end, status, duration_s, error)
 
 from __future__ import annotations
 
-import signal
+import secrets
 import shutil
+import signal
 import threading
 import time
 import traceback
@@ -254,28 +255,64 @@ def _gate_and_faults(scenario: Any, testbed: Any, writer: CaseWriter, tl: Timeli
         writer.write_inject_time(tl.t0 + spec.nominal_inject)
         writer.write_ground_truth(clean_ground_truth())
         return "completed", None
+    return _hold_faults(spec, testbed, writer, tl)
+
+
+def _hold_faults(spec: Any, testbed: Any, writer: CaseWriter, tl: Timeline) -> tuple[str, str | None]:
+    """Inject each fault at its start and recover it at its end; faults may overlap (compound cases), so each
+    injection's context is entered and left on its own. A fault is held for its declared duration from when it
+    was verified (verification waits for a scrape or two), so the ground-truth window is as long as declared.
+    Returns (status, reason): completed, aborted (a stop condition held) or not-verified."""
     from harness.faults.lifecycle import injected  # the fault stage; only faulty scenarios need it
 
     watch = StopWatch(testbed.prometheus_url, spec.stop_conditions, rewrite=_rewrite(testbed))
-    status, reason = "completed", None
-    for i, step in enumerate(spec.faults):
-        tl.wait_until(step.start)
-        try:
-            with injected(testbed, step, writer, i) as inj:
-                def stop() -> bool:
-                    why = watch.check()
-                    if why:
-                        inj.abort(why)
-                    return why is not None
-                # the fault is held for its declared duration from when it was verified in (verification
-                # waits for a scrape or two), so the ground-truth window is as long as the scenario says
+    todo = sorted(range(len(spec.faults)), key=lambda i: spec.faults[i].start)
+    live: dict[int, tuple[Any, Any, float]] = {}  # fault index -> (its context, its Injection, end offset)
+    aborted: list[str] = []
+
+    def stop() -> bool:
+        why = watch.check() if live else None
+        if why:
+            aborted.append(why)
+            for _, inj, _ in live.values():
+                inj.abort(why)
+        return why is not None
+
+    def close_all(exc: BaseException | None) -> None:
+        for i in sorted(live, key=lambda i: live[i][2]):
+            cm, _, _ = live.pop(i)
+            try:
+                cm.__exit__(*((type(exc), exc, exc.__traceback__) if exc else (None, None, None)))
+            except BaseException:  # noqa: BLE001 - every fault is recovered; the first error is the one raised
+                if exc is None:
+                    raise
+
+    try:
+        while (todo or live) and not aborted:
+            ending = min(live, key=lambda i: live[i][2]) if live else None
+            if todo and (ending is None or spec.faults[todo[0]].start <= live[ending][2]):
+                i = todo.pop(0)
+                step = spec.faults[i]
+                tl.wait_until(step.start, tick=spec.telemetry.step, check=stop)
+                if aborted:
+                    break
+                cm = injected(testbed, step, writer, i)
+                inj = cm.__enter__()
                 start = max(step.start, inj.verified_at - tl.t0) if inj.verified_at is not None else step.start
-                tl.wait_until(start + step.duration, tick=spec.telemetry.step, check=stop)
-            if inj.aborted:
-                status, reason = "aborted", inj.aborted
-        except FaultNotVerified as exc:
-            return "not-verified", str(exc)
-    return status, reason
+                live[i] = (cm, inj, start + step.duration)
+            elif ending is not None:
+                tl.wait_until(live[ending][2], tick=spec.telemetry.step, check=stop)
+                if not aborted:
+                    cm, _, _ = live.pop(ending)
+                    cm.__exit__(None, None, None)
+    except FaultNotVerified as exc:
+        close_all(None)
+        return "not-verified", str(exc)
+    except BaseException as exc:
+        close_all(exc)
+        raise
+    close_all(None)
+    return ("aborted", aborted[0]) if aborted else ("completed", None)
 
 
 def _collect(scenario: Any, testbed: Any, writer: CaseWriter, load_dir: Path, t0: float, t_end: float,
@@ -295,7 +332,7 @@ def _collect(scenario: Any, testbed: Any, writer: CaseWriter, load_dir: Path, t0
              for m in scenario.spec.telemetry.extra_metrics]
     report = export_data_csv(testbed.prometheus_url, t0, t_end, writer.path / "data.csv",
                              step=scenario.spec.telemetry.step, requests=read_requests(load_dir / "requests.jsonl"),
-                             extra=extra)
+                             extra=extra, health_path=writer.labels_path / "testbed_health.csv")
     writer.event("collect.metrics", "point", detail={"rows": report.rows, "columns": report.columns,
                                                       "filled_cells": report.filled_cells,
                                                       "dropped_columns": list(report.dropped_columns)})
@@ -611,14 +648,14 @@ def run_document(doc: Any, path: Path, run_root: Path, *, seed: int | None = Non
 
     kind = type(doc).__name__.lower()
     run = RunDir(run_root)
-    known = None
+    known, salt = None, secrets.randbits(31)
     if resume:
         run.check_source(path)
-        known = run.plan_ids()
+        known, salt = run.plan_ids(), run.run_info().get("salt")
     if kind == "suite":
         jobs = plan_jobs.suite_jobs(doc, path, known)
     elif kind == "campaign":
-        jobs = plan_jobs.campaign_jobs(doc, path, known)
+        jobs = plan_jobs.campaign_jobs(doc, path, known, salt)
     else:
         jobs = plan_jobs.scenario_jobs([with_seed(doc, seed)], known)
     if resume:
@@ -627,7 +664,7 @@ def run_document(doc: Any, path: Path, run_root: Path, *, seed: int | None = Non
         todo = sorted((j for j in jobs if j.case_id not in done), key=lambda j: order.get(j.case_id, len(order)))
     else:
         todo = execution_order(jobs)
-        run.start(kind, path, todo, {"seed": seed})
+        run.start(kind, path, todo, {"seed": seed, "salt": salt})
     run_jobs(todo, run, progress=progress, on_case=on_case, log=log, deploy_kwargs=deploy_kwargs)
     if kind == "campaign":
         from harness.campaign import write_dataset_card

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -246,3 +247,54 @@ def test_ctrl_c_during_the_load_tears_everything_down(tmp_path, short_scenario, 
     assert not list(find_cases(out)), "an interrupted case is left as .partial"
     assert journal is not None and (journal.parents[2] / "cases" / f"{journal.parent.name}.partial").is_dir()
     _assert_nothing_left(out)
+
+
+def _fault_spec(*windows: tuple[float, float]):
+    from types import SimpleNamespace
+
+    steps = [SimpleNamespace(start=s, duration=d, name=f"f{i}") for i, (s, d) in enumerate(windows)]
+    return SimpleNamespace(faults=steps, stop_conditions=[], telemetry=SimpleNamespace(step=0.02))
+
+
+def _fake_injections(monkeypatch, log: list, fail_on: str | None = None):
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    import harness.faults.lifecycle as lifecycle
+
+    @contextmanager
+    def injected(testbed, step, writer, index):
+        log.append(("in", step.name, round(time.time(), 2)))
+        try:
+            if step.name == fail_on:
+                raise KeyboardInterrupt
+            yield SimpleNamespace(verified_at=None, abort=lambda why: None)
+        finally:
+            log.append(("out", step.name, round(time.time(), 2)))
+
+    monkeypatch.setattr(lifecycle, "injected", injected)
+
+
+def _timeline() -> runner.Timeline:
+    rec = runner.Recorder.__new__(runner.Recorder)
+    rec.progress = None
+    return runner.Timeline(time.time(), [], rec, 10.0)
+
+
+def test_overlapping_faults_are_each_held_for_their_own_window(monkeypatch):
+    log: list = []
+    _fake_injections(monkeypatch, log)
+    spec = _fault_spec((0.1, 0.5), (0.3, 0.5))  # f0 [0.1, 0.6], f1 [0.3, 0.8]
+    tl = _timeline()
+    assert runner._hold_faults(spec, SimpleNamespace(prometheus_url=""), None, tl) == ("completed", None)
+    assert [(e, n) for e, n, _ in log] == [("in", "f0"), ("in", "f1"), ("out", "f0"), ("out", "f1")]
+    t = {(e, n): at - tl.t0 for e, n, at in log}
+    assert t[("out", "f0")] == pytest.approx(0.6, abs=0.1) and t[("out", "f1")] == pytest.approx(0.8, abs=0.1)
+
+
+def test_an_interrupt_recovers_every_live_fault(monkeypatch):
+    log: list = []
+    _fake_injections(monkeypatch, log, fail_on="f1")
+    with pytest.raises(KeyboardInterrupt):
+        runner._hold_faults(_fault_spec((0.05, 1.0), (0.2, 1.0)), SimpleNamespace(prometheus_url=""), None, _timeline())
+    assert sorted((e, n) for e, n, _ in log) == [("in", "f0"), ("in", "f1"), ("out", "f0"), ("out", "f1")]

@@ -106,16 +106,6 @@ def _dry_run(doc, path: Path, out: Path) -> None:
         typer.echo(f"rendered {scenario.metadata.name}: {dry_run(scenario, root / scenario.metadata.name)}")
 
 
-def _load(path: Path):
-    from harness.scenario import load_document
-
-    if path.is_file() and "kind: Campaign" in path.read_text(errors="replace"):
-        from harness.campaign import load_campaign
-
-        return load_campaign(path)
-    return load_document(path)
-
-
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
@@ -132,11 +122,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a scenario (one case), a suite (every scenario x repetition x seed) or a campaign (its sampled
         cases), then evaluate the methods and write the report."""
+        from harness.campaign import load_any
+
         if backend not in (None, "local", "k8s"):
             raise InputInvalid(f"--backend: must be local or k8s, got {backend!r}")
         if not path.is_file():
             raise InputInvalid(f"{path}: no such file")
-        doc = _with_overrides(_load(path), path, backend, repetitions)
+        doc = _with_overrides(load_any(path), path, backend, repetitions)
         if dry_run:
             _dry_run(doc, path, out)
             return
@@ -167,7 +159,8 @@ def _run(doc, path: Path, out: Path, resume: Path | None, seed: int | None, eval
     run_root = resume if resume is not None else new_run_root(out, doc)
     log = run_root / "logs" / "run.log"
     with terminal_to_log(log) as tty_fd:
-        console = Console(file=os.fdopen(os.dup(tty_fd), "w"), stderr=False, highlight=False)
+        tty = os.fdopen(os.dup(tty_fd), "w")
+        console = Console(file=tty, highlight=False, **({} if tty.isatty() else {"width": 240}))
         if local and not is_root():  # the fault mechanisms of the local testbed need root; a cluster's do not
             console.print(f"[yellow]warning:[/] {no_root_message()}")
         console.print(f"run: {run_root} (log: {log})", highlight=False)

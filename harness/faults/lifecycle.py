@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.backends.base import Testbed
-from harness.case import CaseWriter, GroundTruth
+from harness.case import CaseWriter, GroundTruth, atomic_write_json
 from harness.errors import ChaosbenchError, FaultNotVerified, PreflightFailed
 from harness.faults.base import Evidence, Handle, Injector, injector
 from harness.faults.catalog import FaultSpec, get_fault
@@ -144,21 +144,31 @@ def _recover(mod: Injector, handle: Handle, journal: Journal, writer: CaseWriter
     return error
 
 
+def _write_truth(writer: CaseWriter, index: int, truth: GroundTruth) -> None:
+    """The first fault of a case is its ground truth; an overlapping second one (compound case) is kept beside it."""
+    if index == 0:
+        writer.write_ground_truth(truth)
+    else:
+        atomic_write_json(writer.labels_path / f"ground_truth-{index}.json", truth)
+
+
 def _verify_into_case(mod: Injector, handle: Handle, testbed: Testbed, step: Any, spec: FaultSpec,
-                      writer: CaseWriter, inj: Injection) -> None:
+                      writer: CaseWriter, inj: Injection, index: int) -> None:
     writer.event("fault.verify", "start", detail={"timeout_s": step.verify.timeout, "signal": spec.verify_signal})
     evidence, last_error = _poll_verify(mod, handle, testbed, step.verify.timeout)
     if evidence is not None:
         seen = time.time()  # a timestamped signal (e.g. a log line) dates the fault better than the polling did
         at = evidence.at if evidence.at is not None and inj.requested_at <= evidence.at <= seen else seen
         inj.verified_at, inj.evidence = at, evidence
-        writer.write_inject_time(inj.verified_at)
-        writer.write_ground_truth(ground_truth(testbed, step, spec, inj.verified_at, None, True))
+        if index == 0:
+            writer.write_inject_time(inj.verified_at)
+        _write_truth(writer, index, ground_truth(testbed, step, spec, inj.verified_at, None, True))
         writer.event("fault.verify", "end", duration_s=round(inj.verified_at - inj.requested_at, 3),
                      detail=evidence.to_json())
         return
-    writer.write_inject_time(inj.requested_at)
-    writer.write_ground_truth(ground_truth(testbed, step, spec, inj.requested_at, None, False))
+    if index == 0:
+        writer.write_inject_time(inj.requested_at)
+    _write_truth(writer, index, ground_truth(testbed, step, spec, inj.requested_at, None, False))
     reason = f"{spec.id} on {inj.component}: verify signal ({spec.verify_signal}) not seen in {step.verify.timeout:g} s"
     writer.event("fault.verify", "end", "failed", error=reason + (f"; last probe error: {last_error}" if last_error
                                                                    else ""))
@@ -198,7 +208,7 @@ def injected(testbed: Testbed, step: Any, writer: CaseWriter, index: int) -> Ite
             finally:
                 journal.update(dict(handle))
             writer.event("fault.inject", "end", duration_s=round(time.time() - inj.requested_at, 3))
-            _verify_into_case(mod, handle, testbed, step, spec, writer, inj)
+            _verify_into_case(mod, handle, testbed, step, spec, writer, inj, index)
             yield inj
         except BaseException as exc:
             failure = exc
@@ -210,8 +220,8 @@ def injected(testbed: Testbed, step: Any, writer: CaseWriter, index: int) -> Ite
             with _signals_held():
                 error = _recover(mod, handle, journal, writer)
                 inj.recovered_at = time.time()
-                writer.write_ground_truth(ground_truth(testbed, step, spec, inj.verified_at or inj.requested_at,
-                                                       inj.recovered_at, inj.verified))
+                _write_truth(writer, index, ground_truth(testbed, step, spec, inj.verified_at or inj.requested_at,
+                                                         inj.recovered_at, inj.verified))
             if error is not None and failure is None:
                 raise ChaosbenchError(f"recovery of {spec.id} on {inj.component} failed: {error}; "
                                       f"run `chaosbench cleanup` (journal key {key})")
