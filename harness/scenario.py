@@ -243,6 +243,11 @@ class ScenarioSpec(Strict):
         description="seconds after load start written as inject_time when there is no fault (clean runs), "
         "so clean and faulty cases look alike to a detector",
     )
+    nominal_duration: Duration | None = Field(
+        None,
+        description="clean runs: the nominal fault window's length (trace window and labels), drawn like a fault's "
+        "duration so clean and faulty cases have identical windows; empty: traces.baseline",
+    )
 
 
 class Scenario(Strict):

@@ -23,6 +23,7 @@ SUBCOMMANDS = (
     "validate",
     "schema",
     "run",
+    "campaign",
     "cleanup",
     "detect",
     "explain",

@@ -1,4 +1,4 @@
-"""``chaosbench scenarios list``: the scenarios and suites under a directory."""
+"""``chaosbench scenarios list``: the scenarios, suites and campaigns under a directory."""
 
 from __future__ import annotations
 
@@ -14,17 +14,20 @@ from harness.types import format_duration
 
 
 def scenario_records(root: Path) -> list[dict]:
-    from harness.scenario import Suite, load_document, scenario_files, suite_scenario_paths
+    from harness.campaign import Campaign, load_any
+    from harness.scenario import Suite, scenario_files, suite_scenario_paths
 
     records = []
     for f in scenario_files([root]):
         try:
-            doc = load_document(f)
+            doc = load_any(f)
         except ScenarioInvalid as exc:
             records.append({"file": str(f), "kind": "invalid", "name": None, "error": exc.problems[0]})
             continue
         rec = {"file": str(f), "kind": doc.kind, "name": doc.metadata.name, "description": doc.metadata.description}
-        if isinstance(doc, Suite):
+        if isinstance(doc, Campaign):
+            rec["count"], rec["seed"] = doc.spec.count, doc.spec.seed
+        elif isinstance(doc, Suite):
             rec["scenarios"] = [p.stem for p in suite_scenario_paths(doc, f)]
             rec["repetitions"] = doc.spec.repetitions
         else:
@@ -56,7 +59,9 @@ def register(app: typer.Typer) -> None:
         for col in ("name", "kind", "faults / scenarios", "load", "file"):
             table.add_column(col, overflow="fold")
         for r in records:
-            if r["kind"] == "Suite":
+            if r["kind"] == "Campaign":
+                what, load = f"{r['count']} sampled cases, seed {r['seed']}", ""
+            elif r["kind"] == "Suite":
                 what = f"{', '.join(r['scenarios'])} x{r['repetitions']}"
                 load = ""
             elif r["kind"] == "Scenario":

@@ -1,4 +1,4 @@
-"""``chaosbench validate PATH...``: check scenario and suite files without running anything."""
+"""``chaosbench validate PATH...``: check scenario, suite and campaign files without running anything."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from harness.errors import ScenarioInvalid
 
 
 def validate_paths(paths: list[Path]) -> tuple[list[str], list[str]]:
-    """(ok lines, problem lines) for every scenario/suite file named or found under ``paths``."""
-    from harness.scenario import Suite, expand_suite, load_document, scenario_files
+    """(ok lines, problem lines) for every scenario/suite/campaign file named or found under ``paths``."""
+    from harness.campaign import Campaign, load_any
+    from harness.scenario import Suite, expand_suite, scenario_files
 
     ok: list[str] = []
     problems: list[str] = []
@@ -23,8 +24,10 @@ def validate_paths(paths: list[Path]) -> tuple[list[str], list[str]]:
         problems.append(f"{', '.join(map(str, paths))}: no scenario files (*.yaml) found")
     for f in files:
         try:
-            doc = load_document(f)
-            if isinstance(doc, Suite):
+            doc = load_any(f)
+            if isinstance(doc, Campaign):
+                ok.append(f"{f}: Campaign {doc.metadata.name} ({doc.spec.count} cases)")
+            elif isinstance(doc, Suite):
                 runs = expand_suite(doc, f)
                 ok.append(f"{f}: Suite {doc.metadata.name} ({len(runs)} runs)")
             else:
@@ -37,10 +40,10 @@ def validate_paths(paths: list[Path]) -> tuple[list[str], list[str]]:
 def register(app: typer.Typer) -> None:
     @app.command("validate")
     def validate(
-        paths: list[Path] = typer.Argument(..., help="Scenario/suite files or directories (searched recursively)."),
+        paths: list[Path] = typer.Argument(..., help="Scenario, suite or campaign files or directories (recursive)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print problems."),
     ) -> None:
-        """Validate scenarios and suites: one line per problem (file: path.in.document: reason), exit 2 if any."""
+        """Validate scenarios, suites and campaigns: one line per problem (file: path.in.document: reason), exit 2."""
         ok, problems = validate_paths(paths)
         console = Console(highlight=False, soft_wrap=True)
         if not quiet:

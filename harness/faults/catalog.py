@@ -11,7 +11,8 @@ Importing this module is cheap (pydantic only): ``chaosbench faults`` lists it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -264,3 +265,75 @@ def get_fault(fault_id: str) -> FaultSpec:
     if fault_id not in FAULTS:
         raise InputInvalid(f"unknown fault id {fault_id!r}{did_you_mean(fault_id, list(FAULTS))}")
     return FAULTS[fault_id]
+
+
+# ----------------------------------------------------------------------------- campaign sampling
+# What a campaign (harness/campaign.py) may draw for each fault: a range per sampled parameter, from barely
+# visible (position 0) to severe (position 1), and the fault's intensity: the weighted mean position of its
+# sampled values. Parameters not named here keep the model's default. Faults without a graded parameter
+# (a hung rank, a failed worker) are outages: intensity 1.
+
+
+@dataclass(frozen=True)
+class ParamRange:
+    """A sampled number: uniform position u in [0, 1] from ``mild`` (u=0) to ``severe`` (u=1), on a log scale
+    when ``log``; rounded to ``step`` (an int step gives an int). ``weight`` is its share of the intensity."""
+
+    mild: float
+    severe: float
+    step: float
+    log: bool = False
+    weight: float = 1.0
+
+    def value(self, u: float) -> float | int:
+        lo, hi = self.mild, self.severe
+        if self.log:
+            raw = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+        else:
+            raw = lo + u * (hi - lo)
+        v = min(max(round(raw / self.step) * self.step, min(lo, hi)), max(lo, hi))
+        return round(v) if isinstance(self.step, int) else round(v, 6)
+
+    def position(self, v: float) -> float:
+        f = math.log if self.log else float
+        return min(max((f(v) - f(self.mild)) / (f(self.severe) - f(self.mild)), 0.0), 1.0)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    ranges: dict[str, ParamRange]
+    choices: dict[str, tuple] = field(default_factory=dict)  # categorical parameters, drawn uniformly
+
+    def intensity(self, params: dict) -> float:
+        """0 (barely visible) .. 1 (severe); 1 for an outage without a graded parameter."""
+        graded = [(r.weight, r.position(params[k])) for k, r in self.ranges.items() if r.weight and k in params]
+        if not graded:
+            return 1.0
+        return round(sum(w * p for w, p in graded) / sum(w for w, _ in graded), 4)
+
+
+SAMPLING: dict[str, Sampling] = {
+    # the H100 model's cap binds once the rank's draw would pass it: at 400 W only near full work; 200 W is the
+    # board's floor (at half work the clock drops to about a third)
+    "gpu-power-cap": Sampling({"watts": ParamRange(400, 200, 10)}),
+    # kernels run 1980/clock longer: x1.1 .. x5 (the idle clock, 345 MHz, is the floor)
+    "gpu-clock-lock": Sampling({"sm_clock_mhz": ParamRange(1800, 400, 10, log=True)}),
+    # hog processes sharing the rank's core(s): the rank keeps 1/2 .. 1/5 of its CPU
+    "gpu-compute-contention": Sampling({"workers": ParamRange(1, 4, 1)}),
+    "gpu-memory-pressure": Sampling({"fraction": ParamRange(0.3, 0.95, 0.01)}, {"mode": ("fixed", "growing")}),
+    "gpu-xid-error": Sampling({}),
+    "nccl-hang": Sampling({}),
+    "interconnect-degradation": Sampling(
+        {"rate_mbit": ParamRange(50.0, 1.0, 0.1, log=True)}, {"direction": ("egress", "ingress", "both")}
+    ),
+    "cpu-contention": Sampling({"workers": ParamRange(1, 4, 1), "load": ParamRange(40, 100, 5, weight=0.5)}),
+    "cpu-throttle": Sampling({"cpu_percent": ParamRange(80, 15, 5)}),
+    "host-memory-pressure": Sampling(
+        {"memory_mb": ParamRange(512, 6144, 256), "workers": ParamRange(1, 2, 1, weight=0.5)}
+    ),
+    "network-delay": Sampling({
+        "delay_ms": ParamRange(5.0, 500.0, 1.0, log=True),
+        "jitter_ms": ParamRange(0.0, 10.0, 1.0, weight=0),
+        "loss_percent": ParamRange(0.0, 3.0, 0.1, weight=0.5),
+    }),
+}
