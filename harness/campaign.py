@@ -122,10 +122,8 @@ class CampaignSpec(Strict):
     clean_fraction: between(float, 0, 1, "share of cases without a fault") = 0.2
     compound_fraction: between(float, 0, 1, "share of faulty cases with a second, overlapping fault") = 0.0
     dev_share: between(float, 0, 1, "share of cases in the dev split (the rest is test)") = 0.3
-    onset: DurationSpan = Field(
-        DurationSpan(min="35s", max="45s"), description="fault start (clean: nominal start), seconds after load start"
-    )
-    duration: DurationSpan = Field(DurationSpan(min="15s", max="25s"), description="fault (or nominal) window length")
+    onset: DurationSpan = Field(description="fault start (clean: the nominal start), seconds after load start")
+    duration: DurationSpan = Field(description="fault (clean: the nominal) window length")
     workload: CampaignWorkload = CampaignWorkload()
     topologies: list[TopologyVariant] = Field(min_length=1, description="topology variants, drawn uniformly")
     verify: Verify = Verify(timeout="15s")

@@ -39,13 +39,17 @@ spec:
   seed: 7
   count: 40
   compound_fraction: 0.0
+  onset: {min: 35s, max: 45s}
+  duration: {min: 15s, max: 25s}
   topologies: [{nodes: 2, tensor_parallel: 4}, {nodes: 2, tensor_parallel: 2}]
 """
 
 
 @pytest.fixture
 def campaign_file(tmp_path: Path) -> Path:
-    (tmp_path / "_base.yaml").write_text((REPO / "scenarios" / "_base.yaml").read_text())
+    # the shipped base with the timeline pinned, so these tests do not follow its durations
+    (tmp_path / "_base.yaml").write_text(f"include: {REPO / 'scenarios' / '_base.yaml'}\n"
+                                         "spec: {workload: {warmup: 10s, duration: 80s}}\n")
     path = tmp_path / "c.yaml"
     path.write_text(CAMPAIGN)
     return path
@@ -217,20 +221,21 @@ BAD = {
     "unknown key": ("  count: 40\n", "  count: 40\n  colour: red\n", "c.yaml: spec.colour: unknown key"),
     "fraction": ("  count: 40\n", "  count: 40\n  clean_fraction: 1.5\n",
                  "c.yaml: spec.clean_fraction: must be between 0 and 1"),
-    "window": ("  count: 40\n", "  count: 40\n  onset: {min: 40s, max: 60s}\n",
+    "window": ("onset: {min: 35s, max: 45s}", "onset: {min: 40s, max: 60s}",
                "c.yaml: spec.duration.max: the latest window ends at 85s"),
-    "warm-up": ("  count: 40\n", "  count: 40\n  onset: {min: 5s, max: 40s}\n",
+    "warm-up": ("onset: {min: 35s, max: 45s}", "onset: {min: 5s, max: 40s}",
                 "c.yaml: spec.onset.min: starts during the base's warm-up"),
-    "reversed": ("  count: 40\n", "  count: 40\n  duration: {min: 30s, max: 20s}\n",
+    "reversed": ("duration: {min: 15s, max: 25s}", "duration: {min: 30s, max: 20s}",
                  "c.yaml: spec.duration: min (30) is greater than max (20)"),
     "tp": ("tensor_parallel: 2}", "tensor_parallel: 3}",
            "c.yaml: spec.topologies[1]: spec.deployment: model.heads (4) must be divisible"),
     "nodes": ("tensor_parallel: 2}", "tensor_parallel: 2}, {nodes: 3, tensor_parallel: 2}",
               "c.yaml: spec.topologies[2]: 3 nodes for 2 ranks"),
     "base": ("base: _base.yaml", "base: nope.yaml", "c.yaml: spec.base: no such file 'nope.yaml'"),
-    "bare number": ("  count: 40\n", "  count: 40\n  onset: {min: 35, max: 40s}\n",
+    "bare number": ("onset: {min: 35s, max: 45s}", "onset: {min: 35, max: 40s}",
                     "c.yaml: spec.onset.min: must be a duration string"),
     "kind": ("kind: Campaign", "kind: Suite", "c.yaml: kind: expected a Campaign, got 'Suite'"),
+    "no window": ("  duration: {min: 15s, max: 25s}\n", "", "c.yaml: spec.duration: required"),
 }
 
 
