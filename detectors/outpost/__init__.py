@@ -1,8 +1,10 @@
 """KAT Outpost: trace-tree anomaly detection across parallel workers.
 
 Pipeline (one module per stage): ``importers`` (Chrome/Kineto JSON -> columnar event table)
--> ``ttc`` (trees) -> ``ttad`` (cross-worker and intra-worker scores) -> ``localize``
-(deepest anomalous events, ranking, verdict).
+-> ``ttc`` (trees) -> ``waits`` (waits vs compute, thread classes, busy time per compute thread and step)
+-> ``ttad`` (cross-worker and intra-worker scores) -> ``localize`` (deepest anomalous events, verdict, ranking:
+compute threads that explain the waits first) -> ``node_first`` (with a topology: a node whose ranks are
+all to blame comes first).
 
 Public calls:
 - ``outpost(path, worker_key="pid", lam=4.0, split=None) -> OutpostReport`` for any trace file or
@@ -13,6 +15,7 @@ Public calls:
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -22,8 +25,10 @@ from detectors.outpost.importers import EventTable, read_traces
 from detectors.outpost.localize import COLLECTIVE, LocalizeConfig, localize
 from detectors.outpost.ttad import Scores, TTADConfig, anomalous, score
 from detectors.outpost.ttc import Forest, build
+from detectors.outpost.waits import with_busy
 
-__all__ = ["Analysis", "OutpostEvent", "OutpostRank", "OutpostReport", "analyze", "detect", "outpost", "report"]
+__all__ = ["Analysis", "OutpostEvent", "OutpostRank", "OutpostReport", "analyze", "detect", "node_first", "outpost",
+           "report"]
 
 DEFAULT_LAMBDA = 4.0
 
@@ -52,6 +57,7 @@ class OutpostRank:
     score: float
     events: int
     units: int
+    cause: bool = True  # its compute explains the waits (False: only waits, or too little to explain them)
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ def analyze(path: Path | list[Path], worker_key: str = "pid", split: float | Non
     t0 = time.perf_counter()
     table: EventTable = read_traces(path, worker_key)
     t1 = time.perf_counter()
-    forest = build(table)
+    forest = with_busy(build(table))
     t2 = time.perf_counter()
     scores = score(forest, None if split is None else split * 1e6, cfg)
     t3 = time.perf_counter()
@@ -113,7 +119,7 @@ def report(analysis: Analysis, lam: float = DEFAULT_LAMBDA, loc: LocalizeConfig 
     t = f.table
     ranking = tuple(
         OutpostRank(t.workers[r.worker].key, t.workers[r.worker].name, t.workers[r.worker].component,
-                    t.threads[r.thread][2], r.score, r.events, r.units)
+                    t.threads[r.thread][2], r.score, r.events, r.units, r.cause)
         for r in result.ranking
     )
     events = tuple(_event(f, s, int(row)) for row in result.localized[: loc.max_events])
@@ -190,6 +196,34 @@ def stopped_first(rep: OutpostReport, case) -> OutpostReport:
     return replace(rep, ranking=ranking)
 
 
+NODE_SHARE = 0.5  # a rank is blamed when its compute evidence is at least this share of the top rank's
+
+
+def node_first(rep: OutpostReport, rank_node: dict[str, str]) -> OutpostReport:
+    """Name what an operator would fix: when the ranks whose compute explains the case (``cause``
+    entries with at least ``NODE_SHARE`` of the top rank's evidence) are exactly every rank of one node
+    (two or more), that node goes first, its ranks right below it; otherwise (one rank, ranks of
+    several nodes, waits only) the ranking is unchanged and a rank fault stays on its rank."""
+    per: dict[str, float] = {}
+    for r in rep.ranking:
+        if r.cause:
+            per[r.component] = per.get(r.component, 0.0) + r.score
+    if not per:
+        return rep
+    top = max(per.values())
+    blamed = {c for c, s in per.items() if s >= NODE_SHARE * top}
+    nodes = {rank_node.get(c) for c in blamed}
+    if len(nodes) != 1 or None in nodes:
+        return rep
+    node = nodes.pop()
+    members = {r for r, n in rank_node.items() if n == node}
+    if len(members) < 2 or blamed != members:
+        return rep
+    head = OutpostRank("", node, node, "", sum(per[c] for c in members), sum(r.events for r in rep.ranking
+                       if r.component in members), max(r.units for r in rep.ranking if r.component in members))
+    return replace(rep, ranking=(head, *sorted(rep.ranking, key=lambda r: r.component not in members)))
+
+
 def detect(case) -> "Result":  # noqa: F821 - detectors.api imported lazily
     """The detector contract: traces of the case, history = events before the injection time."""
     from harness.errors import CaseInvalid
@@ -197,5 +231,16 @@ def detect(case) -> "Result":  # noqa: F821 - detectors.api imported lazily
     files = case.trace_files()
     if not files:
         raise CaseInvalid(f"{case.path}: no traces (traces/*.json[.gz])")
-    return to_result(stopped_first(outpost(files, "pid", DEFAULT_LAMBDA, split=case.inject_time), case))
+    traces = outpost(files, "pid", DEFAULT_LAMBDA, split=case.inject_time)
+    rep = stopped_first(traces, case)
+    if rep.ranking != traces.ranking:  # a hung rank was named: it stays first
+        return to_result(rep)
+    try:
+        rank_node = dict(case.topology.rank_node)
+    except Exception:  # noqa: BLE001 - an incomplete topology.json: its rank_node alone, else rank level
+        try:
+            rank_node = dict(json.loads((Path(case.path) / "topology.json").read_text()).get("rank_node", {}))
+        except Exception:  # noqa: BLE001
+            rank_node = {}
+    return to_result(node_first(rep, rank_node))
 

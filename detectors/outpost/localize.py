@@ -4,9 +4,12 @@
   anomalous event of its chain (a slow ``aten::linear`` rather than the ``mlp``, ``layer.3``,
   ``model.forward`` above it).
 - Components are ranked per (worker, thread) by the sum of their localized scores (capped per
-  event). Collective events (allreduce, NCCL/gloo kernels, waits, synchronisation) are weighted
-  down: in tensor parallelism the *healthy* ranks wait in the collective for the slow one, so a
-  long collective is more often a victim than a cause.
+  event). Waits (collectives, send/recv, synchronisation, anything on a communication thread or
+  stream: ``waits``) are weighted down: in tensor parallelism the *healthy* ranks wait in the
+  collective for the slow one, in a pipeline the stages next to a slow one wait in send/recv, in
+  data parallelism the other replicas wait in the gradient all-reduce. Waits are victims: threads
+  whose compute excess time is at least ``explain_share`` of the longest wait (they explain it)
+  come first, whatever the waits' own scores (``rank_threads``).
 - Collective anomalies (or events with a collective child) in a step where another worker has a
   non-collective anomaly are dropped as victims (they waited for the slow worker).
 - Persistence decides, not single events: on a loaded CPU a preempted op is 10-100x slower
@@ -33,7 +36,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,12 +44,9 @@ from scipy.stats import hypergeom
 
 from detectors.outpost.ttad import Scores
 from detectors.outpost.ttc import Forest
+from detectors.outpost.waits import WAIT, waits
 
-COLLECTIVE = re.compile(
-    r"all_?reduce|all_?gather|reduce_?scatter|all_?to_?all|broadcast|barrier|nccl|gloo|c10d|rccl"
-    r"|synchroni[sz]e|wait",
-    re.IGNORECASE,
-)
+COLLECTIVE = WAIT
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,7 @@ class LocalizeConfig:
     min_time_share: float = 0.25  # or: excess time after the split, as a share of that window, above its own rate
     collective_weight: float = 0.25
     score_cap: float = 50.0
+    explain_share: float = 0.25  # a compute thread explains the waits when its excess time is this share of the longest
     max_events: int = 500  # localized events reported in detail (all are counted)
 
 
@@ -69,6 +69,7 @@ class ThreadRank:
     score: float
     events: int
     units: int
+    cause: bool = True  # compute evidence that explains the waits (else: waits, or compute too small to explain them)
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,8 @@ def deepest(forest: Forest, anom: np.ndarray) -> np.ndarray:
 
 
 def is_collective(forest: Forest, rows: np.ndarray) -> np.ndarray:
-    coll = np.array([bool(COLLECTIVE.search(n)) for n in forest.base_names], dtype=bool)
-    return coll[forest.base_name[rows]]
+    """Waits: communication or synchronisation by name, or on a communication thread (waits.waits)."""
+    return waits(forest)[rows]
 
 
 def victims(forest: Forest, rows: np.ndarray, coll: np.ndarray, excess: np.ndarray,
@@ -153,6 +154,16 @@ def _windows(forest: Forest, split_us: float | None) -> tuple[np.ndarray, np.nda
     return np.clip(split_us - lo, 0.0, None), np.clip(hi - split_us, 0.0, None)
 
 
+def _path_units(forest: Forest, paths: np.ndarray, units: np.ndarray) -> pd.Series:
+    """Per path (of ``paths``): the units of every worker that runs it, summed."""
+    code = pd.Index(paths).get_indexer(forest.path)
+    rows = np.flatnonzero(code >= 0)
+    n_workers = len(forest.table.workers)
+    pairs = np.unique(code[rows].astype(np.int64) * n_workers + forest.table.worker[rows])
+    total = np.bincount(pairs // n_workers, weights=units[pairs % n_workers], minlength=len(paths))
+    return pd.Series(total, index=paths)
+
+
 def fisher_greater(k1: np.ndarray, n1: np.ndarray, k0: np.ndarray, n0: np.ndarray) -> np.ndarray:
     """One-sided Fisher exact p-values, vectorised: P(K1 >= k1) for the 2x2 tables
     [[k1, n1 - k1], [k0, n0 - k0]] with fixed margins (hypergeometric upper tail). Counts are
@@ -181,7 +192,8 @@ def bh_reject(p: np.ndarray, q: float) -> np.ndarray:
 
 
 def _paths(df: pd.DataFrame, pre_units: np.ndarray, post_units: np.ndarray, pre_us: np.ndarray,
-           post_us: np.ndarray, cfg: LocalizeConfig, has_history: bool) -> tuple[pd.DataFrame, bool]:
+           post_us: np.ndarray, cfg: LocalizeConfig, has_history: bool,
+           path_units: pd.Series | None = None) -> tuple[pd.DataFrame, bool]:
     """Per (worker, thread, path): evidence after the split, its own background before it, its
     test, and whether it is reported (``persists``); and the case verdict.
 
@@ -197,8 +209,9 @@ def _paths(df: pd.DataFrame, pre_units: np.ndarray, post_units: np.ndarray, pre_
     time covering ``min_time_share`` more of the window after the split than of the window before
     it: one event that lasts most of the window) is anomalous and reported in any case.
     Without a history, the reference of a path is the same path on the other workers (their
-    pooled units): noise common to every worker, such as OS scheduling on a shared host, does not
-    single out one worker."""
+    pooled units; ``path_units``: units of every worker that runs the path, anomalous there or not):
+    noise common to every worker, such as OS scheduling on a shared host, does not single out one
+    worker."""
     keys = ["worker", "thread", "path"]
     post = df[df["post"]].groupby(keys).agg(score=("s", "sum"), events=("s", "size"), units=("unit", "nunique"),
                                             excess_us=("excess", "sum"))
@@ -214,6 +227,8 @@ def _paths(df: pd.DataFrame, pre_units: np.ndarray, post_units: np.ndarray, pre_
         path = agg.index.get_level_values("path").to_numpy()
         k_path = pd.Series(k1).groupby(path).transform("sum").to_numpy()
         n_path = pd.Series(n1).groupby(path).transform("sum").to_numpy()
+        if path_units is not None:  # peers without any anomaly on the path are references too
+            n_path = np.maximum(n_path, path_units.reindex(path).fillna(0.0).to_numpy())
         k0, n0 = k_path - k1, n_path - n1  # the peers' pooled units
         family = len(agg)
     effect = k1 / np.maximum(n1, 1.0) - np.minimum(k0, n0) / np.maximum(n0, 1.0)
@@ -234,6 +249,24 @@ def _paths(df: pd.DataFrame, pre_units: np.ndarray, post_units: np.ndarray, pre_
     return agg, anomalous
 
 
+def rank_threads(persistent: pd.DataFrame, wait: pd.Series, cfg: LocalizeConfig) -> tuple[ThreadRank, ...]:
+    """Waits are victims: threads whose compute excess time (non-wait paths) is at least
+    ``explain_share`` of the largest excess time any thread spent waiting come first, by their compute
+    evidence; then every other thread with evidence, by its evidence (waits weighted down already)."""
+    p = persistent.assign(wait=wait.reindex(persistent.index).fillna(False).astype(bool).to_numpy())
+    p = p.assign(cause=np.where(p["wait"], 0.0, p["excess"]), cause_us=np.where(p["wait"], 0.0, p["excess_us"]),
+                 wait_us=np.where(p["wait"], p["excess_us"], 0.0))
+    per = p.groupby(["worker", "thread"]).agg(score=("excess", "sum"), cause=("cause", "sum"),
+                                              cause_us=("cause_us", "sum"), wait_us=("wait_us", "sum"),
+                                              events=("events", "sum"), units=("units", "max"))
+    longest_wait = float(per["wait_us"].max()) if len(per) else 0.0
+    per["is_cause"] = (per["cause"] > 0) & (per["cause_us"] >= cfg.explain_share * longest_wait)
+    per["key"] = np.where(per["is_cause"], per["cause"], per["score"])
+    per = per[per["key"] > 0].sort_values(["is_cause", "key"], ascending=False, kind="stable")
+    return tuple(ThreadRank(int(w), int(th), float(r.key), int(r.events), int(r.units), bool(r.is_cause))
+                 for (w, th), r in per.iterrows())
+
+
 def localize(forest: Forest, scores: Scores, anom: np.ndarray, cfg: LocalizeConfig,
              split_us: float | None = None) -> Localization:
     rows = deepest(forest, anom)
@@ -248,16 +281,13 @@ def localize(forest: Forest, scores: Scores, anom: np.ndarray, cfg: LocalizeConf
     post = np.ones(rows.shape[0], dtype=bool) if split_us is None else end >= split_us
     df = pd.DataFrame({"worker": t.worker[rows], "thread": t.thread[rows], "path": forest.path[rows], "s": s,
                        "post": post, "unit": units_of(forest, rows),
-                       "excess": excess})
+                       "excess": excess, "wait": coll})
     pre_u, post_u = _unit_totals(forest, split_us)
     pre_us, post_us = _windows(forest, split_us)
-    paths, verdict = _paths(df, pre_u, post_u, pre_us, post_us, cfg, split_us is not None)
+    path_units = None if split_us is not None else _path_units(forest, df["path"].unique(), post_u)
+    paths, verdict = _paths(df, pre_u, post_u, pre_us, post_us, cfg, split_us is not None, path_units)
     persistent = paths[paths["persists"]]
-    per = persistent.groupby(["worker", "thread"]).agg(score=("excess", "sum"), events=("events", "sum"),
-                                                      units=("units", "max"))
-    per = per[per["score"] > 0].sort_values("score", ascending=False, kind="stable")
-    ranking = tuple(ThreadRank(int(w), int(th), float(r.score), int(r.events), int(r.units))
-                    for (w, th), r in per.iterrows())
+    ranking = rank_threads(persistent, df.groupby(["worker", "thread", "path"])["wait"].first(), cfg)
     flagged = tuple(sorted({int(w) for w in persistent.index.get_level_values("worker")}))
     # reported events: after the split (before it is the healthy history), on persistent paths only
     on_path = pd.MultiIndex.from_arrays([df["worker"], df["thread"], df["path"]]).isin(persistent.index)

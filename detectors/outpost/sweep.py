@@ -79,17 +79,17 @@ def sweep(root: Path, lambdas: list[float], worker_key: str = "pid") -> dict:
         view = CaseView(case_dir)
         files = view.trace_files()
         if not files:
-            skipped.append(view.name)
+            skipped.append(view.path.name)
             continue
         truth = case_truth(case_dir)
         analysis = analyze(files, worker_key, split=view.inject_time)
-        unit_df = units(analysis).assign(component=lambda d, n=view.name: n + "/" + d["component"])
-        win = truth.windows.assign(component=view.name + "/" + truth.windows["component"].astype(str))
+        unit_df = units(analysis).assign(component=lambda d, n=view.path.name: n + "/" + d["component"])
+        win = truth.windows.assign(component=view.path.name + "/" + truth.windows["component"].astype(str))
         for lam in lambdas:
             result, det = detections(analysis, lam, loc)
-            det = det.assign(component=view.name + "/" + det["component"].astype(str), fault=truth.fault_id or "clean")
+            det = det.assign(component=view.path.name + "/" + det["component"].astype(str), fault=truth.fault_id or "clean")
             acc = per_lam[lam]
-            acc["cases"].append({"case": view.name, "fault": truth.fault_id or "clean", "truth": truth.positive,
+            acc["cases"].append({"case": view.path.name, "fault": truth.fault_id or "clean", "truth": truth.positive,
                                  "verdict": result.anomalous, "start": truth.start,
                                  "detected_at": None if result.first_ts_us is None else result.first_ts_us / 1e6})
             acc["det"].append(det)

@@ -6,7 +6,9 @@ rank waits for the slowest in each collective, so inclusive durations of ``atten
 are the same on every rank, while the slowed rank's own work (outside the collective) is longer.
 
 Cross-worker: events are grouped with their peers on the other workers (same structural role,
-path of ancestor names, step and occurrence). The expected duration of an event is the
+path of ancestor names, step and occurrence), among threads of the same class (what they run, see
+``waits.thread_classes``: the same pipeline stage of every replica) when the class has peers, else
+among every worker. The expected duration of an event is the
 leave-one-out median of its group, so one outlier never pulls its own reference (with mean/sigma
 over a group that includes it, one outlier among n can never exceed z = sqrt(n-1)). The scale is
 the robust spread (1.4826 * MAD) of these residuals pooled over every step and worker of the
@@ -40,6 +42,7 @@ TAIL_Z = {0.9: 1.2816, 0.95: 1.6449, 0.99: 2.3263}  # standard-normal quantiles
 class TTADConfig:
     lam: float = 4.0
     min_rel_scale: float = 0.05  # floor of the log-space scale (~5 %): ultra-stable events
+    busy_rel_scale: float = 0.01  # the same for busy-time aggregates (sums of many events: finer)
     min_excess_us: float = 5.0  # ignore slowdowns shorter than this (timer noise)
     min_dur_us: float = 1.0  # durations are floored here before the log
     min_history: int = 5  # history samples needed for the intra-worker test
@@ -107,7 +110,7 @@ def _thin(codes: np.ndarray, mask: np.ndarray, cap: int) -> np.ndarray:
     return mask & keep
 
 
-def _robust_scale(codes: np.ndarray, r: np.ndarray, mask: np.ndarray, floor: float, tail_q: float,
+def _robust_scale(codes: np.ndarray, r: np.ndarray, mask: np.ndarray, floor: float | np.ndarray, tail_q: float,
                   cap: int = 4000) -> np.ndarray:
     """max(1.4826 * MAD, upper-tail spread, floor) per code; the tail term widens heavy-tailed groups."""
     mask = _thin(codes, mask, cap)
@@ -120,10 +123,22 @@ def _robust_scale(codes: np.ndarray, r: np.ndarray, mask: np.ndarray, floor: flo
     return scale
 
 
+def _floor(forest: Forest, cfg: TTADConfig) -> np.ndarray | float:
+    """The scale floor: per row when the forest has busy-time aggregates."""
+    base = np.log1p(cfg.min_rel_scale)
+    if forest.aggregate is None:
+        return base
+    return np.where(forest.aggregate, np.log1p(cfg.busy_rel_scale), base)
+
+
 def cross_worker(forest: Forest, logd: np.ndarray, hist: np.ndarray | None, cfg: TTADConfig):
     key = _mix(_mix(_mix(forest.path, forest.role.astype(np.uint64)), (forest.step + 1).astype(np.uint64)),
                forest.occ.astype(np.uint64))
     group = pd.factorize(key)[0]
+    if forest.thread_class is not None:  # peers of the same class first (the same pipeline stage)
+        by_class = pd.factorize(_mix(key, forest.thread_class[forest.table.thread]))[0]
+        alone = np.bincount(by_class)[by_class] < cfg.min_group
+        group = pd.factorize(np.where(alone, group, by_class + group.max() + 1))[0]
     ref, size = _loo_median(group, logd)
     # groups of one worker: duplicates of the same worker do not count as peers
     usable = size >= cfg.min_group
@@ -135,7 +150,7 @@ def cross_worker(forest: Forest, logd: np.ndarray, hist: np.ndarray | None, cfg:
     tail_q = cfg.cross_tail_q if hist is not None and fit.any() else 0.5
     if not fit.any():
         fit = usable
-    scale = _robust_scale(path_code, np.where(usable, resid, 0.0), fit, np.log1p(cfg.min_rel_scale), tail_q)
+    scale = _robust_scale(path_code, np.where(usable, resid, 0.0), fit, _floor(forest, cfg), tail_q)
     z = np.where(usable, resid / scale, np.nan)
     return z, ref, size
 
@@ -152,7 +167,7 @@ def intra_worker(forest: Forest, logd: np.ndarray, hist: np.ndarray | None, cfg:
     enough = counts[codes] >= cfg.min_history
     fit = _thin(codes, hist, cfg.history_cap)
     ref = _group_median(codes, logd, fit)
-    scale = _robust_scale(codes, logd, fit, np.log1p(cfg.min_rel_scale), cfg.tail_q)
+    scale = _robust_scale(codes, logd, fit, _floor(forest, cfg), cfg.tail_q)
     z = np.where(enough, (logd - ref) / scale, np.nan)  # history too, in-sample: the background rate
     return z, ref
 

@@ -52,6 +52,8 @@ class Forest:
     occ: np.ndarray  # int32 occurrence among (worker, step, path)
     rounds: int  # clipping rounds needed (0 = properly nested input)
     self_dur: np.ndarray | None = None  # float64 us: duration minus the time covered by children
+    aggregate: np.ndarray | None = None  # bool: a derived busy-time event (waits.with_busy), not a recorded one
+    thread_class: np.ndarray | None = None  # uint64 per thread: id of the set of names it runs (waits)
 
     def path_text(self, row: int) -> str:
         names = []
@@ -244,7 +246,7 @@ def build(table: EventTable) -> Forest:
     role = np.full(n, LEAF, dtype=np.int8)
     role[parent[parent >= 0]] = INNER
     role[parent < 0] = ROOT
-    occ = _occurrence(tab.worker, step, path)
+    occ = _occurrence(tab.thread, step, path)  # per thread: two streams of a worker interleave by chance
     return Forest(tab, parent, depth, role, path, base, base_names, step, root, occ, rounds,
                   self_time(tab.ts, tab.dur, parent))
 
