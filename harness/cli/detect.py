@@ -28,6 +28,13 @@ def _trace_input(path: Path, inject_time: float | None) -> tuple[Path, float | N
     return case / "traces", split
 
 
+def _rank_node(topology: Path) -> dict[str, str]:
+    try:
+        return dict(json.loads(topology.read_text()).get("rank_node", {}))
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 @detect_app.command("outpost")
 def outpost_cmd(
     path: Path = typer.Argument(..., help="Trace file, directory of per-rank traces, or a case directory."),
@@ -46,10 +53,15 @@ def outpost_cmd(
         raise InputInvalid(f"--lambda must be > 0 (got {lam})")
     source, split = _trace_input(path, inject_time)
     rep = outpost(source, worker_key=worker_key, lam=lam, split=split)
+    topology = source.parent / "topology.json"  # a case: name the node when all its ranks are to blame
+    if source.name == "traces" and (source.parent / "manifest.json").is_file() and topology.is_file():
+        from detectors.outpost import node_first
+
+        rep = node_first(rep, _rank_node(topology))
     if as_json:
         obj = rep.to_json()
-        obj["ranking"] = [{k: r[k] for k in ("worker", "worker_name", "component", "thread", "score", "events")}
-                          for r in obj["ranking"]]
+        obj["ranking"] = [{k: r[k] for k in ("worker", "worker_name", "component", "thread", "score", "events",
+                                             "cause")} for r in obj["ranking"]]
         typer.echo(json.dumps(obj, separators=(",", ":")))
         return
     typer.echo(f"{'ANOMALOUS' if rep.anomalous else 'no anomaly'}: {rep.n_events} events, "

@@ -17,7 +17,7 @@ def test_outpost_json_on_a_case_dir(make_case, capsys) -> None:
     out = json.loads(capsys.readouterr().out)
     assert out["anomalous"] is True
     top = out["ranking"][0]
-    assert set(top) == {"worker", "worker_name", "component", "thread", "score", "events"}
+    assert set(top) == {"worker", "worker_name", "component", "thread", "score", "events", "cause"}
     assert (top["worker"], top["worker_name"], top["thread"]) == ("4001", "rank-1", "MainThread")
     ev = out["events"][0]
     assert {"worker", "thread", "name", "ts", "dur", "expected_dur", "score"} <= set(ev)

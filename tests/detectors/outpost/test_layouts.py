@@ -114,3 +114,10 @@ def test_waits_by_name_and_by_stream(tmp_path: Path) -> None:
         assert WAIT.search(name), name
     for name in ("aten::linear", "ampere_bf16_s16816gemm", "descend_kernel", "aten::addmm"):
         assert not WAIT.search(name), name
+
+
+def test_cli_on_a_case_names_the_node(tmp_path: Path, capsys) -> None:
+    case, _ = _case(tmp_path, "node", NODE)
+    assert main(["detect", "outpost", str(case), "--json"]) == 0
+    ranking = json.loads(capsys.readouterr().out)["ranking"]
+    assert ranking[0]["component"] == "node-1" and ranking[0]["cause"] is True
