@@ -637,13 +637,15 @@ def new_run_root(out_root: Path, doc: Any) -> Path:
 
 
 def run_document(doc: Any, path: Path, run_root: Path, *, seed: int | None = None, resume: bool = False,
-                 progress: Progress | None = None, on_case: Callable[[int, int, Any], None] | None = None,
+                 split: str | None = None, progress: Progress | None = None, on_case: Callable[[int, int, Any], None] | None = None,
                  log: Callable[[str], None] | None = None, deploy_kwargs: dict[str, Any] | None = None) -> tuple[Any, list[Path]]:
     """Run a loaded scenario, suite or campaign (``doc``, read from ``path``) into the run directory
-    ``run_root`` (see ``new_run_root``), or, with ``resume``, finish the interrupted run there.
+    ``run_root`` (see ``new_run_root``), or, with ``resume``, finish the interrupted run there. ``split``
+    (campaigns): only the cases of that split (dev while tuning; test once the detectors are frozen).
 
     Returns (the harness.rundir.RunDir, every finished case directory of the run, in plan order)."""
     from harness import jobs as plan_jobs
+    from harness.errors import InputInvalid
     from harness.rundir import RunDir, execution_order
 
     kind = type(doc).__name__.lower()
@@ -651,20 +653,25 @@ def run_document(doc: Any, path: Path, run_root: Path, *, seed: int | None = Non
     known, salt = None, secrets.randbits(31)
     if resume:
         run.check_source(path)
-        known, salt = run.plan_ids(), run.run_info().get("salt")
+        info = run.run_info()
+        known, salt, split = run.plan_ids(), info.get("salt"), info.get("split")
     if kind == "suite":
         jobs = plan_jobs.suite_jobs(doc, path, known)
     elif kind == "campaign":
         jobs = plan_jobs.campaign_jobs(doc, path, known, salt)
     else:
         jobs = plan_jobs.scenario_jobs([with_seed(doc, seed)], known)
+    if split is not None:
+        if kind != "campaign":
+            raise InputInvalid("--split: only a campaign's cases have a split")
+        jobs = [j for j in jobs if j.draw.get("split") == split]
     if resume:
         order = {cid: i for i, cid in enumerate(run.run_info().get("order", []))}
         done = run.finished()
         todo = sorted((j for j in jobs if j.case_id not in done), key=lambda j: order.get(j.case_id, len(order)))
     else:
         todo = execution_order(jobs)
-        run.start(kind, path, todo, {"seed": seed, "salt": salt})
+        run.start(kind, path, todo, {"seed": seed, "salt": salt, "split": split})
     run_jobs(todo, run, progress=progress, on_case=on_case, log=log, deploy_kwargs=deploy_kwargs)
     if kind == "campaign":
         from harness.campaign import write_dataset_card

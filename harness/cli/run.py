@@ -114,6 +114,7 @@ def register(app: typer.Typer) -> None:
         resume: Path = typer.Option(None, "--resume", help="Finish the interrupted run RUN_DIR of this same file: "
                                     "finished cases are kept, unfinished ones redone with the same draw."),
         seed: int = typer.Option(None, "--seed", help="Workload seed of a single scenario (default: the scenario's)."),
+        split: str = typer.Option(None, "--split", help="Campaigns: run only the dev or the test cases."),
         repetitions: int = typer.Option(None, "--repetitions", min=1, help="Override a suite's repetitions."),
         backend: str = typer.Option(None, "--backend", help="Override deployment.backend: local or k8s."),
         dry_run: bool = typer.Option(False, "--dry-run", help="k8s: render every manifest and variable, touch nothing."),
@@ -134,7 +135,9 @@ def register(app: typer.Typer) -> None:
             return
         if resume is not None and not (resume / "run.json").is_file():
             raise InputInvalid(f"--resume {resume}: not a run directory (no run.json)")
-        _run(doc, path, out, resume, seed, evaluate, workers, local=backend != "k8s")
+        if split not in (None, "dev", "test"):
+            raise InputInvalid(f"--split: must be dev or test, got {split!r}")
+        _run(doc, path, out, resume, seed, split, evaluate, workers, local=backend != "k8s")
 
 
 def _methods(doc, path: Path) -> list[str] | None:
@@ -149,8 +152,8 @@ def _methods(doc, path: Path) -> list[str] | None:
     return None  # a campaign: the default method set
 
 
-def _run(doc, path: Path, out: Path, resume: Path | None, seed: int | None, evaluate: bool, workers: int,
-         local: bool = True) -> None:
+def _run(doc, path: Path, out: Path, resume: Path | None, seed: int | None, split: str | None, evaluate: bool,
+         workers: int, local: bool = True) -> None:
     from rich.console import Console
 
     from harness.backends.local.preflight import is_root, no_root_message
@@ -170,7 +173,8 @@ def _run(doc, path: Path, out: Path, resume: Path | None, seed: int | None, eval
             plain = PlainProgress(console)
             bar, on_case, on_phase, say = None, plain.on_case, plain.on_phase, plain.say
         with bar or _nothing():
-            run, cases = run_document(doc, path, run_root, seed=seed, resume=resume is not None, progress=on_phase,
+            run, cases = run_document(doc, path, run_root, seed=seed, resume=resume is not None, split=split,
+                                      progress=on_phase,
                                       on_case=on_case, log=say)
             eval_dir = report = None
             if evaluate and cases:
