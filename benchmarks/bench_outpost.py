@@ -5,8 +5,13 @@ Prints, each measured in its own subprocess (wall time and peak RSS of that proc
   2. the whole command ``chaosbench detect outpost DIR --json`` (read, parse, TTC, TTAD, verdict),
      with its internal stage timings;
   3. HolisticTraceAnalysis loading the same trace (``TraceAnalysis(trace_files=...)``), if installed;
-and the ratios against the goals (whole command <= 15 s, <= 2x the bare parse). Runs 1 and 2 are
+and the ratios against the goals (whole command <= 12 s, <= 1.2x the bare parse). Runs 1 and 2 are
 repeated ``--repeat`` times, interleaved, and the best of each is compared (the machine is shared).
+
+The trace holds a fault the command must find, so that the whole attribution runs on real evidence:
+rank 3's compute 15 % slower over the last third of the steps (below any single event's threshold: the
+busy time per step finds it, and the other ranks' all-reduce waits are victims). The verdict and the
+top of the ranking are printed against that answer.
 
     .venv/bin/python benchmarks/bench_outpost.py [--events 5000000] [--workers 8] [--dir DIR] [--no-hta]
 
@@ -28,6 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = 32
 EVENTS_PER_STEP_RANK = 2 + 13 * LAYERS  # engine.step, model.forward, 13 per layer (see synth)
+SLOW_RANK, SLOW_FACTOR = 3, 1.15
+TRACE_VERSION = "v2"  # bump when the generated trace changes (the trace is cached in --dir)
 
 BARE = """
 import gzip, json, resource, sys, time, orjson
@@ -71,7 +78,7 @@ def generate(out: Path, events: int, workers: int) -> None:
 
     steps = math.ceil(events / (workers * EVENTS_PER_STEP_RANK))
     spec = SynthSpec(ranks=workers, steps=steps, layers=LAYERS, seed=11,
-                     slowdowns=(Slowdown((3 % workers,), 2.0, steps // 2, steps // 2 + 40),))
+                     slowdowns=(Slowdown((SLOW_RANK % workers,), SLOW_FACTOR, steps - steps // 3, steps - 1),))
     t = time.perf_counter()
     write_traces(spec, out)
     print(f"generated {steps} steps x {workers} ranks into {out} in {time.perf_counter() - t:.1f} s")
@@ -99,7 +106,7 @@ def main() -> None:
     ap.add_argument("--hta-timeout", type=float, default=900.0)
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
-    trace_dir = args.dir / f"{args.events}ev-{args.workers}w"
+    trace_dir = args.dir / f"{args.events}ev-{args.workers}w-{TRACE_VERSION}"
     if not any(trace_dir.glob("*.json.gz")):
         generate(trace_dir, args.events, args.workers)
     size = sum(p.stat().st_size for p in trace_dir.glob("*.json.gz")) / 2**20
@@ -119,10 +126,12 @@ def main() -> None:
         med = statistics.median(c["wall_s"] for c in cmds) / statistics.median(b["wall_s"] for b in bares)
         print(f"events {cmd['events']:,}; best of {args.repeat}: bare parse {bare_s:.1f} s, "
               f"whole command {cmd_s:.1f} s "
-              f"(goal <= 15 s: {'met' if cmd_s <= 15 else 'missed'}), {ratio:.2f}x bare parse (median runs "
-              f"{med:.2f}x; goal <= 2x: {'met' if ratio <= 2 else 'missed'}); stages {cmd['timings']}; "
+              f"(goal <= 12 s: {'met' if cmd_s <= 12 else 'missed'}), {ratio:.2f}x bare parse (median runs "
+              f"{med:.2f}x; goal <= 1.2x: {'met' if ratio <= 1.2 else 'missed'}); stages {cmd['timings']}; "
               f"peak {cmd['peak_mb']:.0f} MiB (bare parse {max(b['peak_mb'] for b in bares):.0f} MiB); "
-              f"verdict anomalous={cmd['anomalous']} top={cmd['top']}")
+              f"verdict anomalous={cmd['anomalous']} top={cmd['top']} "
+              f"(answer: anomalous, rank-{SLOW_RANK % args.workers}: "
+              f"{'right' if cmd['anomalous'] and cmd['top'] == f'rank-{SLOW_RANK % args.workers}' else 'WRONG'})")
     if args.no_hta:
         return
     try:

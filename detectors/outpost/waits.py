@@ -78,6 +78,18 @@ def thread_classes(table: EventTable, p_thread: np.ndarray, p_base: np.ndarray, 
                                     "little") for th in range(len(table.threads))], dtype=np.uint64)
 
 
+def _codes(values: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dense codes of non-negative int64 ``values`` (< ``bound``) and the values they stand for: a
+    bincount when the range is small (much cheaper than hashing millions of rows), else a factorize."""
+    if bound <= 1 << 24:
+        present = np.flatnonzero(np.bincount(values, minlength=bound))
+        lookup = np.zeros(bound, dtype=np.int64)
+        lookup[present] = np.arange(present.shape[0])
+        return lookup[values], present
+    codes, uniques = pd.factorize(values)
+    return codes, np.asarray(uniques, dtype=np.int64)
+
+
 def with_busy(forest: Forest) -> Forest:
     """The forest plus one busy-time event per (worker, compute thread, step); ``forest.aggregate``
     marks them, and ``forest.thread_class`` gives each thread's class when classes separate threads
@@ -92,7 +104,7 @@ def with_busy(forest: Forest) -> Forest:
         return forest
     nb = len(forest.base_names)
     # per (thread, base name): how often it runs, and its compute self time
-    pair, pairs = pd.factorize(t.thread.astype(np.int64) * nb + forest.base_name)
+    pair, pairs = _codes(t.thread.astype(np.int64) * nb + forest.base_name, len(t.threads) * nb)
     count = np.bincount(pair, minlength=pairs.shape[0])
     runs = np.bincount(pair[sel], minlength=pairs.shape[0])
     p_thread, p_base = pairs // nb, pairs % nb
@@ -107,12 +119,14 @@ def with_busy(forest: Forest) -> Forest:
     refines = bool((shared > 1).any())
     thread = t.thread[sel].astype(np.int64)
     # one event per (thread, step)
-    key, keys = pd.factorize(thread * (int(forest.step.max()) + 2) + forest.step[sel])
-    busy = np.bincount(key, weights=own[sel])
-    start = np.full(keys.shape[0], np.inf)
-    np.minimum.at(start, key, t.ts[sel])
-    b_thread = keys // (int(forest.step.max()) + 2)
-    b_step = keys % (int(forest.step.max()) + 2)
+    span = int(forest.step.max()) + 2
+    key, keys = _codes(thread * span + forest.step[sel], len(t.threads) * span)
+    busy = np.bincount(key, weights=own[sel], minlength=keys.shape[0])
+    first_row = np.empty(keys.shape[0], dtype=np.int64)
+    first_row[key[::-1]] = np.arange(key.shape[0] - 1, -1, -1)  # rows are in (thread, ts) order
+    start = t.ts[sel][first_row]
+    b_thread = keys // span
+    b_step = keys % span
     # names: one "busy: <role> [<class>]" per (role, thread class), appended to names and base names
     label = {th: f"{BUSY_PREFIX}{forest.base_names[role_of[th]] if th in role_of else 'compute'}"
                  f" [{int(classes[th]) & 0xFFFFFF:06x}]"
