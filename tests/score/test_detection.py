@@ -10,14 +10,30 @@ RANK_NODE = {"rank-0": "node-0", "rank-1": "node-0", "rank-2": "node-1"}
 
 
 def test_case_detection_counts():
-    # faulty: flagged, flagged, missed; clean: flagged (FP), quiet, no verdict (skipped)
+    # faulty: flagged, flagged, missed; clean: flagged (FP), quiet, no verdict (a miss: FP)
     s = case_detection([True, True, False, True, False, None], [True, True, True, False, False, False])
-    assert (s.tp, s.fn, s.fp, s.tn) == (2, 1, 1, 1)
-    assert s.precision == pytest.approx(2 / 3)
+    assert (s.tp, s.fn, s.fp, s.tn) == (2, 1, 2, 1)
+    assert s.precision == pytest.approx(2 / 4)
     assert s.recall == pytest.approx(2 / 3)
-    assert s.f1 == pytest.approx(2 / 3)
-    assert s.fpr == pytest.approx(0.5)
-    assert case_detection([None, None], [True, False]) is None
+    assert s.f1 == pytest.approx(2 * (1 / 2) * (2 / 3) / (1 / 2 + 2 / 3))
+    assert s.fpr == pytest.approx(2 / 3)
+    assert case_detection([None, None], [True, False]) is None  # no verdict at all: not a detecting method
+
+
+def test_failed_runs_are_misses():
+    assert case_detection([True, None], [True, True]).recall == 0.5  # a failed run on a faulty case: FN
+    s = case_detection([True, None], [True, False])  # a failed run on a clean case: the wrong verdict, FP
+    assert (s.fp, s.tn, s.fpr) == (1, 0, 1.0)
+    ev = event_detection([EventCase(True, 2, 1), EventCase(True, 0, 0, failed=True), EventCase(False, 0, 0, failed=True),
+                          EventCase(False, 0, 0)])
+    assert (ev.tp, ev.fn, ev.fp, ev.tn) == (1, 1, 1, 1) and ev.recall == 0.5 and ev.fpr == 0.5
+
+
+def test_detection_scores_carry_intervals():
+    s = case_detection([True] * 6 + [False] * 4, [True] * 8 + [False] * 2)
+    lo, hi = s.ci["recall"]
+    assert lo <= s.recall <= hi and lo < hi
+    assert s.ci["fpr"] == [0.0, 0.0]  # every clean case quiet in every resample
 
 
 def test_case_detection_without_clean_runs_has_no_fpr():
