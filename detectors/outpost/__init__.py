@@ -93,12 +93,14 @@ def analyze(path: Path | list[Path], worker_key: str = "pid", split: float | Non
     t0 = time.perf_counter()
     table: EventTable = read_traces(path, worker_key)
     t1 = time.perf_counter()
-    forest = with_busy(build(table))
+    forest = build(table)
     t2 = time.perf_counter()
-    scores = score(forest, None if split is None else split * 1e6, cfg)
+    forest = with_busy(forest)
     t3 = time.perf_counter()
-    return Analysis(forest, scores, cfg, {"read_s": t1 - t0, "ttc_s": t2 - t1, "ttad_s": t3 - t2},
-                    None if split is None else split * 1e6)
+    scores = score(forest, None if split is None else split * 1e6, cfg)
+    t4 = time.perf_counter()
+    return Analysis(forest, scores, cfg, {"read_s": t1 - t0, "ttc_s": t2 - t1, "waits_s": t3 - t2,
+                                          "ttad_s": t4 - t3}, None if split is None else split * 1e6)
 
 
 def _event(forest: Forest, scores: Scores, row: int) -> OutpostEvent:
