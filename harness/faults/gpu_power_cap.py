@@ -1,8 +1,8 @@
 """gpu-power-cap (emulated): the device layer caps the rank's power limit; its kernels slow down.
 
 Inject: ``power_limit_w`` in the rank's device control file. Verify: the rank's exporter reports
-DCGM_FI_DEV_POWER_MGMT_LIMIT at the cap as the board enforces it (200..700 W on the emulated H100 SXM5); the
-draw and the SW power-cap clock-event bit (set only while the cap binds) are reported with it.
+DCGM_FI_DEV_POWER_MGMT_LIMIT at the cap as the board enforces it (200..700 W on the emulated H100 SXM5) and the
+SW power-cap clock-event bit, set only while the rank's draw sits at the cap: a cap above the draw is no fault.
 Recover: the previous control values.
 """
 
@@ -51,9 +51,10 @@ def verify(handle: GpuPowerCapHandle, testbed: Testbed) -> Evidence | None:
         return None
     usage = device.query(testbed.prometheus_url, device.series("DCGM_FI_DEV_POWER_USAGE", rank)) or 0.0
     reasons = int(device.query(testbed.prometheus_url, device.series("DCGM_FI_DEV_CLOCKS_EVENT_REASONS", rank)) or 0)
+    if not reasons & POWER_CAP_BIT:
+        return None  # a cap above the rank's draw does nothing: no fault until the draw sits at it
     return Evidence("DCGM_FI_DEV_POWER_MGMT_LIMIT", limit, f"{rank}: power limit {limit:g} W, usage {usage:.0f} W, "
-                    f"power-cap reason bit {'set' if reasons & POWER_CAP_BIT else 'not set'} [emulated]",
-                    {"power_usage_w": usage, "clocks_event_reasons": reasons})
+                    f"power-cap reason bit set [emulated]", {"power_usage_w": usage, "clocks_event_reasons": reasons})
 
 
 def recover(handle: GpuPowerCapHandle) -> None:

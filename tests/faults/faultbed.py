@@ -210,7 +210,7 @@ while True:  # a rank's step: compute (stretched by the device), then a collecti
     try:
         dev.poll()
         c0 = time.perf_counter()
-        sum(i * i for i in range(20000))
+        sum(i * i for i in range(300000))  # ~20 ms: a draw well above a 200 W cap
         dev.throttle(time.perf_counter() - c0)
         while dev.refresh().collective_hang:
             time.sleep(0.05)

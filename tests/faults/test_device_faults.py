@@ -22,6 +22,7 @@ def test_gpu_power_cap(gpu_bed: FaultBed) -> None:
     step = make_step("gpu-power-cap", rank=1, params={"watts": 150})
     ev, usage = run_fault(gpu_bed, step, lambda h: metric(gpu_bed, "DCGM_FI_DEV_POWER_USAGE"))
     assert ev.value == 200  # the emulated H100 SXM5 enforces 200..700 W, as nvidia-smi -pl would
+    assert ev.extra["clocks_event_reasons"] & 0x4  # verified only once the draw sits at the cap
     assert usage is not None and usage <= 200 * 1.05
     assert metric(gpu_bed, "DCGM_FI_DEV_POWER_MGMT_LIMIT", "rank-0") == 700  # the other rank is untouched
 
