@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness.engines.mini.device import DeviceState, GpuModel  # noqa: E402
+from harness.engines.mini.device import DeviceState, GpuModel
 
 FIXTURE = REPO / "tests" / "fixtures" / "real" / "clean-core" / "traces" / "rank-0.json.gz"
 Span = tuple[float, float]
@@ -32,7 +32,11 @@ Span = tuple[float, float]
 
 def recorded_work(path: Path) -> tuple[list[Span], list[Span], float]:
     """(busy spans, compute spans, recording length), seconds from the recording's start."""
-    raw = json.loads(gzip.open(path).read() if path.suffix == ".gz" else path.read_text())
+    if path.suffix == ".gz":
+        with gzip.open(path) as fh:
+            raw = json.loads(fh.read())
+    else:
+        raw = json.loads(path.read_text())
     events = [e for e in (raw["traceEvents"] if isinstance(raw, dict) else raw) if e.get("ph") == "X"]
     steps = [e for e in events if e.get("name") == "engine.step"]
     if not steps:
