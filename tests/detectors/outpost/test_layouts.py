@@ -21,7 +21,7 @@ from detectors.outpost import detect, outpost
 from detectors.outpost.importers import read_traces
 from detectors.outpost.layouts import Layout, Slow, write_case
 from detectors.outpost.ttc import build
-from detectors.outpost.waits import BUSY_PREFIX, waits
+from detectors.outpost.waits import BUSY_PREFIX, waits, with_busy
 from harness.case import CaseView
 from harness.cli import main
 
@@ -71,8 +71,13 @@ def test_pipeline_imbalance_blames_no_replica(tmp_path: Path, capsys) -> None:
     assert not rep.anomalous and rep.ranking == ()
     bare = _bare(tmp_path, case, capsys)
     assert bare["anomalous"] is False and bare["ranking"] == []
-    # without peer classes (stage 3 compared with stages 0-2), every replica's last stage would be flagged
-    assert read_traces(case / "traces").workers  # the traces are there and readable
+    # what separates the stages: each thread's class (what it and its rank run); stage 3 has the head and loss
+    f = with_busy(build(read_traces(case / "traces")))
+    assert f.thread_class is not None
+    by_rank = {f.table.workers[w].component: f.thread_class[th] for th, (w, _, name) in enumerate(f.table.threads)
+               if name == "stream 7"}
+    assert len({by_rank[f"rank-{r}"] for r in (3, 7, 11, 15)}) == 1
+    assert by_rank["rank-3"] != by_rank["rank-2"] and by_rank["rank-1"] == by_rank["rank-2"] != by_rank["rank-0"]
 
 
 def test_a_whole_node_is_named_first(tmp_path: Path, capsys) -> None:
@@ -121,3 +126,13 @@ def test_cli_on_a_case_names_the_node(tmp_path: Path, capsys) -> None:
     assert main(["detect", "outpost", str(case), "--json"]) == 0
     ranking = json.loads(capsys.readouterr().out)["ranking"]
     assert ranking[0]["component"] == "node-1" and ranking[0]["cause"] is True
+
+
+@pytest.mark.parametrize("lay", [Layout(seed=20), Layout(dp=1, pp=1, tp=4, seed=20), Layout(dp=2, pp=2, tp=2, seed=20)],
+                         ids=["dp4xpp4", "tp4", "dp2xpp2xtp2"])
+def test_clean_layouts_raise_no_anomaly(tmp_path: Path, lay: Layout) -> None:
+    """The pipeline's own bubbles (stage 0 waits for the whole backward, every step) are structure: with
+    or without a history, no clean layout is flagged."""
+    case, truth = _case(tmp_path, "clean", lay)
+    assert not outpost(case / "traces", split=truth["inject_time"]).anomalous
+    assert not outpost(case / "traces").anomalous
