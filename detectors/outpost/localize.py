@@ -92,7 +92,7 @@ def deepest(forest: Forest, anom: np.ndarray) -> np.ndarray:
 
 def is_collective(forest: Forest, rows: np.ndarray) -> np.ndarray:
     """Waits: communication or synchronisation by name, or on a communication thread (waits.waits)."""
-    return waits(forest)[rows]
+    return (waits(forest) if forest.wait is None else forest.wait)[rows]
 
 
 def victims(forest: Forest, rows: np.ndarray, coll: np.ndarray, excess: np.ndarray,

@@ -54,6 +54,7 @@ class Forest:
     self_dur: np.ndarray | None = None  # float64 us: duration minus the time covered by children
     aggregate: np.ndarray | None = None  # bool: a derived busy-time event (waits.with_busy), not a recorded one
     thread_class: np.ndarray | None = None  # uint64 per thread: id of the set of names it runs (waits)
+    wait: np.ndarray | None = None  # bool per row: a wait (waits.waits), kept by waits.with_busy
 
     def path_text(self, row: int) -> str:
         names = []

@@ -99,9 +99,10 @@ def with_busy(forest: Forest) -> Forest:
     has_child = np.zeros(n, dtype=bool)
     has_child[forest.parent[forest.parent >= 0]] = True
     own = forest.table.dur if forest.self_dur is None else forest.self_dur
-    sel = np.flatnonzero(~waits(forest) & ~((forest.parent < 0) & has_child) & (forest.step >= 0))
+    wait = waits(forest)
+    sel = np.flatnonzero(~wait & ~((forest.parent < 0) & has_child) & (forest.step >= 0))
     if sel.size == 0:
-        return forest
+        return replace(forest, wait=wait)
     nb = len(forest.base_names)
     # per (thread, base name): how often it runs, and its compute self time
     pair, pairs = _codes(t.thread.astype(np.int64) * nb + forest.base_name, len(t.threads) * nb)
@@ -156,5 +157,5 @@ def with_busy(forest: Forest) -> Forest:
         role=np.r_[forest.role, np.full(m, ROOT, dtype=forest.role.dtype)], path=np.r_[forest.path, path],
         base_name=np.r_[forest.base_name, b_base], base_names=tuple(base_names),
         step=np.r_[forest.step, b_step], root=np.r_[forest.root, np.arange(n, n + m, dtype=forest.root.dtype)],
-        occ=np.r_[forest.occ, occ], self_dur=np.r_[own, busy], aggregate=aggregate,
+        occ=np.r_[forest.occ, occ], self_dur=np.r_[own, busy], aggregate=aggregate, wait=np.r_[wait, np.zeros(m, bool)],
         thread_class=classes if refines else None)
