@@ -141,7 +141,7 @@ def span_table(case: CaseView) -> pd.DataFrame:
         return pd.read_csv(own)
     req = case.requests()
     if req.empty or not {"start", "e2e"} <= set(req.columns):
-        raise CaseInvalid(f"{case.name}: no load/requests.jsonl with start and e2e")
+        raise CaseInvalid(f"{case.case_id}: no load/requests.jsonl with start and e2e")
     req = req.dropna(subset=["start", "e2e"]).reset_index(drop=True)
     ttft = req["ttft"].fillna(req["e2e"]) if "ttft" in req else req["e2e"]
     rows = []

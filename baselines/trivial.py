@@ -1,7 +1,7 @@
 """Trivial baselines, always reported: a seeded random ranking and a constant ranking.
 
 Both rank the case's candidate components (topology.components, else data.csv's column prefixes).
-The random one draws a permutation from a seed mixed with the case name, so reruns give the same answer.
+The random one draws a permutation from a seed mixed with the case id, so reruns give the same answer.
 The constant one ranks the components in sorted order, whatever the case.
 """
 
@@ -28,7 +28,7 @@ def _ranking(components: list[str]) -> tuple[RankedComponent, ...]:
 
 def random_ranking(case: CaseView, seed: int = SEED) -> Result:
     comps = sorted(case_components(case))
-    digest = hashlib.sha256(f"{seed}:{case.path.parent.name}/{case.name}".encode()).digest()
+    digest = hashlib.sha256(f"{seed}:{case.case_id}".encode()).digest()
     random.Random(int.from_bytes(digest[:8], "big")).shuffle(comps)
     return Result(method="random", ranking=_ranking(comps), extra={"seed": seed})
 

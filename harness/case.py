@@ -264,8 +264,16 @@ def read_case_status(case_dir: Path) -> str:
     return str(_read_json(full if full.is_file() else Path(case_dir) / "manifest.json").get("status", "completed"))
 
 
+# What a detector may read of a case (harness.eval.blind copies exactly these); traces.csv and logts.csv are
+# RCAEval's data files. Everything else (ground truth, resolved scenario, full journal, labels) stays behind.
+BLIND_FILES = ("manifest.json", "topology.json", "inject_time.txt", "events.jsonl", "data.csv", "logs.csv",
+               "traces.csv", "logts.csv")
+BLIND_DIRS = ("traces", "load")
+
+
 class CaseView:
-    """Read-only, lazy access to everything in a case except the answer."""
+    """Read-only, lazy access to a case's blind files (BLIND_FILES, BLIND_DIRS): never the answer or the scenario.
+    Evaluations hand detectors a CaseView of a blind copy (harness.eval.blind)."""
 
     def __init__(self, path: Path):
         path = Path(path)
@@ -280,12 +288,14 @@ class CaseView:
         return self._path
 
     @property
-    def name(self) -> str:
+    def case_id(self) -> str:
+        """The case's opaque id (its directory name in the blind copy)."""
         return self._path.name
 
     @cached_property
     def manifest(self) -> dict[str, Any]:
-        return _read_json(self._path / "manifest.json")
+        """The blind manifest: versions, backend, engine, machine summary; never the scenario, argv or run id."""
+        return blind_manifest(_read_json(self._path / "manifest.json"), self.case_id)
 
     @cached_property
     def topology(self) -> Topology:
@@ -350,8 +360,8 @@ class CaseView:
         return sorted(p for p in d.iterdir() if p.name.endswith((".json", ".json.gz")))
 
     def events(self) -> list[EventRecord]:
-        """The run timeline without the fault: ``fault.*`` stages and detail fields are dropped,
-        so a clean run and a faulty one look alike here."""
+        """The run's timeline, blind stages only (BLIND_STAGES: the same in clean and faulty cases), t/stage/event/
+        status fields only; older cases kept the whole journal here, which this filters the same way."""
         f = self._path / "events.jsonl"
         out: list[EventRecord] = []
         if not f.is_file():
@@ -361,7 +371,6 @@ class CaseView:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a crash can leave a torn last line
-            if str(rec.get("stage", "")).startswith("fault"):
-                continue
-            out.append({k: rec[k] for k in ("t", "stage", "event", "status") if k in rec})  # type: ignore[misc]
+            if isinstance(rec, dict) and rec.get("stage") in BLIND_STAGES:
+                out.append({k: rec[k] for k in ("t", "stage", "event", "status") if k in rec})  # type: ignore[misc]
         return out

@@ -1,18 +1,25 @@
-"""Evaluate RCA methods on a directory of cases: run cases x methods, score, write the results.
+"""Evaluate RCA methods on a dataset: run cases x methods against blind copies, score, write the results.
 
-``evaluate(dataset_dir, out_dir, methods, workers, ...) -> out_dir`` writes into ``out_dir``:
-scores.json (documented in harness.report.scores), leaderboard.md and leaderboard.csv. Each method's answer for
-each case is written to ``<case>/detectors/<method>.json`` as it completes, so an interrupted evaluation resumes
-with the same command (what exists is skipped; ``force=True`` recomputes).
+``evaluate(dataset, out_dir, methods, workers, ...) -> out_dir``. ``dataset`` is a run directory (cases/ +
+labels.jsonl), an archive of one written by ``chaosbench export`` (read directly), or a directory of older case
+directories or RCAEval cases (harness.eval.discover). Detectors read only blind copies of the cases
+(harness.eval.blind); each answer goes to ``<out>/detectors/<method>/<case_id>.json`` as it completes, so an
+interrupted evaluation resumes with the same command (what exists is skipped; ``force=True`` recomputes). Nothing
+that carries a label is written to ``<out>`` before every detection task has finished; then scores.json
+(documented in harness.report.scores), leaderboard.md and leaderboard.csv.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from harness.eval.discover import CaseRef, discover, ground_truth, open_view
+from harness.eval.blind import blind_cases
+from harness.eval.discover import CaseRef, discover, ground_truth, is_run_dir, open_view
 from harness.eval.fanout import OnDone, Task, preload, read_result, run_inline, run_local, run_ray
 from harness.eval.methods import Method, select
 from harness.score.aggregate import CaseOutcome, score_methods
@@ -20,12 +27,12 @@ from harness.score.aggregate import CaseOutcome, score_methods
 DEFAULT_TIMEOUT_S = 300.0
 
 
-def plan(refs: Sequence[CaseRef], methods: Sequence[Method]) -> list[Task]:
+def plan(refs: Sequence[CaseRef], methods: Sequence[Method], out_dir: Path) -> list[Task]:
     """Tasks for every evaluable case (valid and completed) and every available method."""
-    return [Task(ref, m) for ref in refs if ref.status == "completed" for m in methods]
+    return [Task(ref, m, out_dir) for ref in refs if ref.status == "completed" for m in methods]
 
 
-def _outcomes(refs: Sequence[CaseRef], methods: Sequence[Method]) -> list[CaseOutcome]:
+def _outcomes(refs: Sequence[CaseRef], methods: Sequence[Method], out_dir: Path) -> list[CaseOutcome]:
     """Outcomes of the evaluable cases; invalid and unverified cases are listed in scores.json, not here."""
     from baselines.inputs import case_components, metric_columns
     from harness.eval.collect import outcome
@@ -37,13 +44,14 @@ def _outcomes(refs: Sequence[CaseRef], methods: Sequence[Method]) -> list[CaseOu
         view, truth = open_view(ref), ground_truth(ref)
         comps, cols, rank_node = case_components(view), metric_columns(view), dict(view.topology.rank_node)
         for m in methods:
-            result = read_result(Task(ref, m))
+            result = read_result(Task(ref, m, out_dir))
             if result is not None:  # None: not run yet (interrupted); the next call runs it
-                out.append(outcome(ref.id, True, truth, result, comps, cols, rank_node, m.ranks_metrics))
+                out.append(outcome(ref.id, True, truth, result, comps, cols, rank_node, m.ranks_metrics,
+                                   split=ref.split, intensity=ref.intensity, target_kind=ref.target_kind))
     return out
 
 
-def _explanations(refs: Sequence[CaseRef], methods: Sequence[Method]) -> dict[str, object]:
+def _explanations(refs: Sequence[CaseRef], methods: Sequence[Method], out_dir: Path) -> dict[str, object]:
     """The Analyzer's own scores (valid-format rate, fault-class accuracy, ROUGE-L vs reference chains), per fault."""
     if not any(m.name == "analyzer" for m in methods):
         return {}
@@ -54,10 +62,51 @@ def _explanations(refs: Sequence[CaseRef], methods: Sequence[Method]) -> dict[st
     analyzer = next(m for m in methods if m.name == "analyzer")
     scores = []
     for ref in refs:
-        result = read_result(Task(ref, analyzer)) if ref.status == "completed" else None
+        result = read_result(Task(ref, analyzer, out_dir)) if ref.status == "completed" else None
         if result is not None:
             scores.append(score_case(ref.id, result, ground_truth(ref)))
     return {"analyzer": summarize(scores)} if scores else {}
+
+
+def is_archive(path: Path) -> bool:
+    return Path(path).is_file() and Path(path).name.endswith((".tar.gz", ".tgz"))
+
+
+@contextmanager
+def open_dataset(dataset: Path, split: str) -> Iterator[tuple[Path, list[CaseRef]]]:
+    """(root, cases) of a dataset directory or an exported archive (its blind cases extracted to a temporary
+    directory, removed on exit; its labels read from the archive, never written to disk)."""
+    if is_archive(dataset):
+        from harness.eval.export import open_archive
+
+        with open_archive(dataset) as (root, labels):
+            yield root, discover(root, split, labels=labels)
+        return
+    yield dataset, discover(dataset, split)
+
+
+def default_out(dataset: Path, split: str) -> Path:
+    """``<run>/eval`` for a run (``eval-dev``/``eval-test`` for one split); ``results/eval/<name>`` otherwise."""
+    suffix = "" if split == "all" else f"-{split}"
+    if not is_archive(dataset) and is_run_dir(dataset):
+        return Path(dataset) / f"eval{suffix}"
+    name = Path(dataset).resolve().name.removesuffix(".tar.gz").removesuffix(".tgz")
+    return Path("results") / "eval" / f"{name}{suffix}"
+
+
+def _detect(tasks: Sequence[Task], runnable: Sequence[Method], workers: int, timeout_s: float,
+            ray_address: str | None, on_done: OnDone | None) -> None:
+    """Run ``tasks`` against blind copies of their cases (removed afterwards)."""
+    refs = list({t.case.case_id: t.case for t in tasks}.values())
+    with blind_cases(refs) as copies:
+        todo = [replace(t, blind=copies[t.case.case_id]) for t in tasks]
+        if ray_address:
+            run_ray(todo, ray_address, workers, timeout_s, on_done)
+        elif workers <= 0:
+            run_inline(todo, on_done)
+        else:
+            preload(runnable)
+            run_local(todo, workers, timeout_s, on_done)
 
 
 def evaluate(
@@ -69,41 +118,44 @@ def evaluate(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     ray_address: str | None = None,
     force: bool = False,
+    split: str = "all",
+    report: bool = False,
     on_start: Callable[[int, int], None] | None = None,
     on_done: OnDone | None = None,
 ) -> Path:
     """Run, score and write the leaderboard; returns ``out_dir``.
 
     ``methods``: names, groups (fast, all, slow, trivial, kat, rcaeval) or ``module:function`` plugins; default
-    ``fast``. ``workers=0`` runs in this process without timeouts (debugging). ``on_start(total, todo)`` and
+    ``fast``. ``split``: dev, test or all (a run's labels.jsonl says which case is which). ``workers=0`` runs in
+    this process without timeouts (debugging). ``report`` also writes report.html. ``on_start(total, todo)`` and
     ``on_done(task, status)`` drive progress displays.
     """
     from harness.report.scores import write_results
 
     dataset_dir = Path(dataset_dir)
-    out_dir = Path(out_dir) if out_dir else Path("results") / "eval" / dataset_dir.resolve().name
-    refs = discover(dataset_dir)
+    out_dir = Path(out_dir) if out_dir else default_out(dataset_dir, split)
     chosen = select(methods)
-    availability = {m.name: m.status() for m in chosen}
-    runnable = [m for m in chosen if availability[m.name][0]]
-    tasks = plan(refs, runnable)
-    todo = [t for t in tasks if force or read_result(t) is None]
-    if on_start:
-        on_start(len(tasks), len(todo))
-    t0 = time.perf_counter()
-    if todo:
-        if ray_address:
-            run_ray(todo, ray_address, workers, timeout_s, on_done)
-        elif workers <= 0:
-            run_inline(todo, on_done)
-        else:
-            preload(runnable)
-            run_local(todo, workers, timeout_s, on_done)
-    wall = time.perf_counter() - t0
-    outcomes = _outcomes(refs, runnable)
-    scores = score_methods(outcomes)
-    write_results(out_dir, dataset_dir=dataset_dir, refs=refs, methods=chosen, availability=availability,
-                  outcomes=outcomes, scores=scores, explanations=_explanations(refs, runnable),
-                  run={"tasks": len(tasks), "computed": len(todo), "reused": len(tasks) - len(todo),
-                       "workers": workers, "ray": ray_address, "timeout_s": timeout_s, "wall_s": round(wall, 3)})
+    with open_dataset(dataset_dir, split) as (_root, refs):
+        availability = {m.name: m.status() for m in chosen}
+        runnable = [m for m in chosen if availability[m.name][0]]
+        tasks = plan(refs, runnable, out_dir)
+        todo = [t for t in tasks if force or read_result(t) is None]
+        if on_start:
+            on_start(len(tasks), len(todo))
+        t0 = time.perf_counter()
+        if todo:
+            _detect(todo, runnable, workers, timeout_s, ray_address, on_done)
+        wall = time.perf_counter() - t0
+        # every detection task is done: only now does anything derived from the labels go to out_dir
+        outcomes = _outcomes(refs, runnable, out_dir)
+        scores = score_methods(outcomes)
+        run: dict[str, Any] = {"tasks": len(tasks), "computed": len(todo), "reused": len(tasks) - len(todo),
+                               "workers": workers, "ray": ray_address, "timeout_s": timeout_s,
+                               "wall_s": round(wall, 3), "split": split}
+        write_results(out_dir, dataset_dir=dataset_dir, refs=refs, methods=chosen, availability=availability,
+                      outcomes=outcomes, scores=scores, explanations=_explanations(refs, runnable, out_dir), run=run)
+        if report:  # while an archive's cases are still extracted: the report draws from their data
+            from harness.report import write_report
+
+            write_report(out_dir)
     return out_dir

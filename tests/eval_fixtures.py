@@ -43,3 +43,24 @@ def fake_rcaeval_fallback(data, inject_time=None, dataset=None, **kwargs):
 def fake_rcaeval_input_order(data, inject_time=None, dataset=None, **kwargs):
     """An empty causal graph: no complaint, but the 'ranking' is the input column order."""
     return {"ranks": [c for c in data.columns if c != "time"]}
+
+
+MARKER = "PLANTED-ANSWER"
+
+
+def snoop(case):
+    """A cheater that reads every file up to three directories above its case, looking for the planted marker."""
+    from pathlib import Path
+
+    seen = []
+    for up in (case.path, *list(Path(case.path).parents)[:3]):
+        for f in Path(up).rglob("*"):
+            try:
+                if f.is_file() and MARKER.encode() in f.read_bytes():
+                    seen.append(str(f))
+            except OSError:
+                continue
+    text = " ".join(str(v) for v in case.manifest.values()) + " ".join(str(e) for e in case.events())
+    if MARKER in text:
+        seen.append("CaseView")
+    return Result(method="snoop", ranking=(), extra={"seen": sorted(set(seen))})

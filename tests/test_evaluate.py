@@ -1,4 +1,5 @@
-"""evaluate(): discovery in both layouts, failures and timeouts recorded, invalid cases reported, resumable."""
+"""evaluate(): discovery in every layout (run, older case directories, RCAEval, exported archive), splits, failures
+and timeouts recorded, invalid and unscored cases reported with reasons, resumable."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from harness.errors import InputInvalid, PluginInvalid
-from harness.eval.discover import discover
+from harness.eval.discover import discover, opaque_id
+from harness.eval.export import export_run
 from harness.eval.methods import select
-from harness.eval.synthetic import make_case
+from harness.eval.synthetic import dataset_specs, make_case, make_run
 from harness.evaluate import evaluate
 
 METHODS = ["random", "constant", "baro", "boom=eval_fixtures:raising", "flags=eval_fixtures:flags_everything"]
@@ -72,7 +74,8 @@ def test_invalid_and_unverified_cases_are_reported(evaluated):
 
 def test_rerun_resumes(dataset, evaluated, tmp_path):
     out, _ = evaluated
-    (dataset / "c0" / "detectors" / "baro.json").unlink()
+    assert not (dataset / "c0" / "detectors").exists()  # answers never go into a case
+    (out / "detectors" / "baro" / f"{opaque_id('c0')}.json").unlink()
     evaluate(dataset, out, METHODS, workers=2, timeout_s=TIMEOUT_S)
     run = json.loads((out / "scores.json").read_text())["run"]
     assert run["computed"] == 1 and run["reused"] == run["tasks"] - 1
@@ -85,7 +88,7 @@ def test_hung_method_is_killed_and_the_rest_goes_on(tmp_path):
     doc = json.loads((out / "scores.json").read_text())
     assert list(_method(doc, "stuck")["scores"]["errors"]) == ["timeout: timed out after 3 s (killed)"]
     assert _method(doc, "constant")["scores"]["n_failed"] == 0
-    result = json.loads((tmp_path / "ds" / "c0" / "detectors" / "stuck.json").read_text())
+    result = json.loads((out / "detectors" / "stuck" / f"{opaque_id('c0')}.json").read_text())
     assert result["status"] == "timeout"
 
 
@@ -141,3 +144,74 @@ def test_ray_fanout_cancels_a_hung_method(tmp_path, monkeypatch):
     assert doc["run"]["ray"] == "local"
     assert list(_method(doc, "stuck")["scores"]["errors"]) == ["timeout: timed out after 20 s (cancelled)"]
     assert _method(doc, "constant")["scores"]["n_failed"] == 0
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    specs = dataset_specs(8, clean_every=4, seed=20)
+    for i, spec in enumerate(specs):
+        spec["split"] = "dev" if i < 4 else "test"
+        spec["intensity"] = (i % 4) / 4 + 0.1
+    specs += [{"fault_id": "cpu-contention", "target": "node-0", "seed": 40, "status": "failed",
+               "reason": "inject: stress-ng not found", "split": "test"},
+              {"fault_id": "cpu-contention", "target": "node-1", "seed": 41, "status": "aborted",
+               "reason": "stop condition: ingress down", "split": "dev"}]
+    return make_run(tmp_path_factory.mktemp("run"), specs)
+
+
+def test_run_layout_labels_splits_and_unscored_cases(run_dir, tmp_path):
+    out = evaluate(run_dir, tmp_path / "all", ["random", "constant", "baro"], workers=2, timeout_s=TIMEOUT_S)
+    doc = json.loads((out / "scores.json").read_text())
+    assert sorted(p.name for p in (out / "detectors").iterdir()) == ["baro", "constant", "random"]
+    assert not any((run_dir / "cases").glob("*/detectors"))
+    baro = _method(doc, "baro")["scores"]
+    assert baro["component"]["n"] == 6  # the failed and aborted cases are not scored
+    assert doc["not_scored"] == {"failed": {"inject: stress-ng not found": 1},
+                                 "aborted": {"stop condition: ingress down": 1}}
+    md = (out / "leaderboard.md").read_text()
+    assert "failed (1): inject: stress-ng not found (1)" in md and "aborted (1)" in md
+    assert doc["counts"]["by_split"] == {"dev": 5, "test": 5}
+    assert doc["counts"]["by_target_kind"]["node"] >= 2
+    (lo, hi), ac1 = baro["component"]["ac_ci"]["1"], baro["component"]["ac"]["1"]
+    assert lo <= ac1 <= hi and f"| {ac1:.2f} [{lo:.2f}, {hi:.2f}] |" in md
+    assert {c["kind"] for c in doc["comparisons"]} == {"vs-baseline", "top-two"}
+    assert set(baro["per_intensity"]) <= {"0.00-0.25", "0.25-0.50", "0.50-0.75", "0.75-1.00"}
+    dev = evaluate(run_dir, tmp_path / "dev", ["constant"], workers=1, split="dev")
+    dev_doc = json.loads((dev / "scores.json").read_text())
+    assert {c["split"] for c in dev_doc["cases"]} == {"dev"} and len(dev_doc["cases"]) == 5
+    assert dev_doc["run"]["split"] == "dev"
+
+
+def test_leaderboard_csv_keeps_ac1_with_its_interval(run_dir, tmp_path):
+    import csv
+
+    out = evaluate(run_dir, tmp_path / "o", ["constant", "baro"], workers=1)
+    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+    first = next(k for k in rows[0] if "ac@1" in k.lower())
+    assert first == "AC@1" and {"AC@1 low", "AC@1 high", "Avg@5 low", "FPR high"} <= set(rows[0])
+    baro = next(r for r in rows if r["method"] == "baro")
+    assert float(baro["AC@1 low"]) <= float(baro["AC@1"]) <= float(baro["AC@1 high"])
+
+
+def test_export_and_eval_the_archive(run_dir, tmp_path):
+    import tarfile
+
+    (run_dir / "dataset_card.md").write_text("# card\n")
+    archive, n = export_run(run_dir, tmp_path / "bench.tar.gz")
+    assert n == 10  # every listed case with a directory, the failed and aborted ones too
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    top = run_dir.name
+    assert f"{top}/labels.jsonl" in names and f"{top}/dataset_card.md" in names
+    assert not any(n.startswith(f"{top}/cases/") and n.endswith(("ground_truth.json", "scenario.resolved.yaml"))
+                   for n in names)
+    a = json.loads((evaluate(archive, tmp_path / "a", ["constant", "baro"], workers=1) / "scores.json").read_text())
+    d = json.loads((evaluate(run_dir, tmp_path / "d", ["constant", "baro"], workers=1) / "scores.json").read_text())
+    assert _method(a, "baro")["scores"]["component"] == _method(d, "baro")["scores"]["component"]
+    with pytest.raises(InputInvalid, match="not a run directory"):
+        export_run(tmp_path, tmp_path / "x.tar.gz")
+
+
+def test_plugins_are_named_module_function():
+    names = [m.name for m in select(["eval_fixtures:flags_everything", "x=eval_fixtures:raising"])]
+    assert names[:2] == ["eval_fixtures:flags_everything", "x"]

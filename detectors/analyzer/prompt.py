@@ -50,7 +50,6 @@ def _deployment(ctx: AnalysisContext) -> str:
     topo = ctx.topology
     placement = ", ".join(f"{r} on {topo.rank_node.get(r, '?')}" for r in topo.ranks)
     lines = [
-        f"case: {ctx.case_name}",
         f"backend: {topo.backend}; engine: {topo.engine}; "
         f"GPU effects emulated: {'yes' if topo.emulated_device else 'no'}",
         f"nodes: {', '.join(topo.nodes)}",

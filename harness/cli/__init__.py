@@ -28,6 +28,7 @@ SUBCOMMANDS = (
     "detect",
     "explain",
     "eval",
+    "export",
     "report",
     "baselines",
     "make_model",

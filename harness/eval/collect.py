@@ -8,12 +8,11 @@ methods that rank metric columns: the true component's columns whose metric name
 
 from __future__ import annotations
 
+from detectors.api import Result
 from harness.case import GroundTruth
 from harness.score.aggregate import CaseOutcome
 from harness.score.detection import event_matches
 from harness.score.ranking import to_node_level
-
-from detectors.api import Result
 
 # Fault id (ours, or RCAEval's folder suffix) -> substrings of the metric names that show it (FAULTS.md verify signals)
 KEY_METRICS: dict[str, tuple[str, ...]] = {
@@ -45,8 +44,10 @@ def answer_metrics(truth: GroundTruth, columns: list[str]) -> list[str]:
 
 
 def outcome(case_id: str, scored: bool, truth: GroundTruth, result: Result, components: list[str],
-            columns: list[str], rank_node: dict[str, str], ranks_metrics: bool) -> CaseOutcome:
-    """One (case, method) record; ``components`` are the candidates, ``columns`` the metric columns."""
+            columns: list[str], rank_node: dict[str, str], ranks_metrics: bool, *, split: str | None = None,
+            intensity: float | None = None, target_kind: str | None = None) -> CaseOutcome:
+    """One (case, method) record; ``components`` are the candidates, ``columns`` the metric columns; ``split``,
+    ``intensity`` and ``target_kind`` come from the run's labels."""
     ok = result.status == "ok"
     ranking = result.components() if ok else []
     node_cands = to_node_level(components, rank_node)
@@ -78,4 +79,7 @@ def outcome(case_id: str, scored: bool, truth: GroundTruth, result: Result, comp
         detected_at=result.detected_at if ok else None,
         start=truth.get("start"),
         runtime_s=result.runtime_s,
+        split=split,
+        intensity=intensity,
+        target_kind=target_kind,
     )

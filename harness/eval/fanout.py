@@ -1,6 +1,7 @@
 """Run cases x methods: locally in forked worker processes, or on a Ray cluster.
 
-Each (case, method) task writes ``<case>/detectors/<method>.json`` (a ``detectors.api.Result``). A task that
+Each (case, method) task reads the case's blind copy and writes ``<out>/detectors/<method>/<case_id>.json`` (a
+``detectors.api.Result``). A task that
 already has its file is skipped, so rerunning the same command resumes. Locally every task runs in its own
 forked process (its own process group) with a wall-clock limit: a hung method is killed and recorded as
 ``timeout``; a worker that dies is recorded as ``failed`` with its exit code. Forking from a parent that has
@@ -30,10 +31,12 @@ OnDone = Callable[["Task", str], None]  # (task, status) after each task, for pr
 class Task:
     case: CaseRef
     method: Method
+    results: Path  # the evaluation's output directory
+    blind: Path | None = None  # the case's blind copy (harness.eval.blind); the detector reads only this
 
     @property
     def out(self) -> Path:
-        return self.case.path / "detectors" / f"{self.method.name}.json"
+        return self.results / "detectors" / self.method.name / f"{self.case.case_id}.json"
 
 
 def compute(task: Task) -> dict:
@@ -46,7 +49,9 @@ def compute(task: Task) -> dict:
         except Exception as exc:  # noqa: BLE001 - an import failure is this method's failure
             return Result.failure(task.method.name, str(exc).splitlines()[0], status="unavailable").to_json()
         cpu0 = time.process_time()
-        result = run_detector(task.method.name, detect, open_view(task.case))
+        if task.blind is None:
+            return Result.failure(task.method.name, "no blind copy of the case (internal error)").to_json()
+        result = run_detector(task.method.name, detect, open_view(task.case, task.blind))
         # CPU seconds do not depend on how loaded the machine is, unlike runtime_s (wall)
         return replace(result, extra={**result.extra, "cpu_s": round(time.process_time() - cpu0, 4)}).to_json()
 

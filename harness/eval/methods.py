@@ -94,9 +94,12 @@ def catalogue() -> dict[str, Method]:
 
 
 def _plugin(spec: str) -> Method:
-    """``name=module:function`` or ``module:function`` (named after the function)."""
+    """``name=module:function`` or ``module:function`` (named ``module:function``: two plugins called ``detect``
+    in different modules stay apart)."""
     name, _, ref = spec.rpartition("=") if "=" in spec else ("", "", spec)
-    name = name or ref.rpartition(":")[2].rpartition(".")[2]
+    name = name or ref
+    if "/" in name or name.startswith("."):
+        raise InputInvalid(f"{spec}: a method name may not contain '/' or start with '.'")
     validate_detector(ref, import_ref(ref))
     return Method(name, "plugin", ref, needs=())
 

@@ -4,16 +4,21 @@ Seven components (ingress, node-0/1, rank-0..3 with ranks 0-1 on node-0), a few 
 second. After the injection the target's key metric shifts by ``shift`` standard deviations and the ingress
 latency rises a little (every fault slows requests); a clean case has no shift. Nothing here is a measurement:
 these cases exist to check the evaluation machinery, and their ground truth is labelled "emulated".
+
+``make_run`` and ``make_dataset`` write the run layout (``cases/<opaque id>/`` blind, ``labels/<id>/`` and
+``labels.jsonl`` beside); ``make_case`` writes one older, self-contained case directory (labels inside).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from harness.case import CaseWriter, GroundTruth, Topology
+from harness.case import CaseWriter, GroundTruth, Topology, atomic_write_text
 
 NODES = ("node-0", "node-1")
 RANKS = ("rank-0", "rank-1", "rank-2", "rank-3")
@@ -93,16 +98,45 @@ def _truth(fault_id: str | None, target: str | None, inject: float) -> GroundTru
                        start=inject, end=inject + 60.0, mechanism="synthetic shift", realism="emulated", verified=True)
 
 
-def make_dataset(root: Path, n: int, *, clean_every: int = 0, seed: int = 0) -> list[Path]:
+def make_run(root: Path, specs: list[dict[str, Any]]) -> Path:
+    """A run directory: one case per spec (``fault_id``, ``target``, ``seed``, optional ``status``, ``split``,
+    ``intensity``, ``shift``, ``reason``), each under an opaque random id; returns ``root``."""
+    root = Path(root)
+    records = []
+    for index, spec in enumerate(specs):
+        cid = secrets.token_hex(6)
+        fault, target = spec.get("fault_id"), spec.get("target")
+        status = spec.get("status", "completed")
+        path = make_case(root / "cases", cid, fault, target, seed=spec.get("seed", index),
+                         shift=spec.get("shift", 8.0), status=status)
+        truth = json.loads((root / "labels" / cid / "ground_truth.json").read_text())
+        kind = EFFECTS[fault][0] if fault else None
+        records.append({"case_id": cid, "index": index, "split": spec.get("split", "dev" if index % 2 else "test"),
+                        "status": status, "reason": spec.get("reason"), "ground_truth": truth,
+                        "faults": [] if fault is None else [{"id": fault, "target": target, "params": {},
+                                                             "start": truth["start"], "duration": 60.0}],
+                        "intensity": spec.get("intensity"), "target_kind": kind, "topology": "2x2"})
+        assert path.parent.name == "cases"
+    atomic_write_text(root / "labels.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    return root
+
+
+def dataset_specs(n: int, *, clean_every: int = 0, seed: int = 0) -> list[dict[str, Any]]:
     """``n`` cases cycling over the faults and valid targets; every ``clean_every``-th is a clean run."""
     faults = list(EFFECTS)
-    paths = []
+    specs: list[dict[str, Any]] = []
     for i in range(n):
         if clean_every and i % clean_every == clean_every - 1:
-            paths.append(make_case(root, f"case-{i:03d}", None, None, seed=seed + i))
+            specs.append({"fault_id": None, "target": None, "seed": seed + i})
             continue
         fault = faults[i % len(faults)]
         pool = RANKS if EFFECTS[fault][0] == "rank" else NODES
-        target = pool[(i // len(faults)) % len(pool)]
-        paths.append(make_case(root, f"case-{i:03d}", fault, target, seed=seed + i))
-    return paths
+        specs.append({"fault_id": fault, "target": pool[(i // len(faults)) % len(pool)], "seed": seed + i})
+    return specs
+
+
+def make_dataset(root: Path, n: int, *, clean_every: int = 0, seed: int = 0) -> list[Path]:
+    """A run of ``n`` synthetic cases (``dataset_specs``) under ``root``; returns the case directories in order."""
+    make_run(root, dataset_specs(n, clean_every=clean_every, seed=seed))
+    ids = [json.loads(line)["case_id"] for line in (Path(root) / "labels.jsonl").read_text().splitlines()]
+    return [Path(root) / "cases" / cid for cid in ids]

@@ -16,11 +16,12 @@ def _e(x: object) -> str:
     return html.escape("" if x is None else str(x))
 
 
-def _results(case_path: Path) -> dict[str, Result]:
+def _results(results_dir: Path, case_id: str) -> dict[str, Result]:
+    """Each method's answer for the case: ``<results>/detectors/<method>/<case_id>.json``."""
     out = {}
-    for f in sorted((case_path / "detectors").glob("*.json")):
+    for f in sorted((results_dir / "detectors").glob(f"*/{case_id}.json")):
         try:
-            out[f.stem] = Result.from_json(json.loads(f.read_text()))
+            out[f.parent.name] = Result.from_json(json.loads(f.read_text()))
         except (OSError, json.JSONDecodeError, TypeError):
             continue
     return out
@@ -106,7 +107,7 @@ def case_blocks(doc: dict[str, Any], results_dir: Path, max_plots: int, max_even
             continue
         outcomes = by_case.get(case["id"], [])
         answer_metrics = outcomes[0]["answer_metrics"] if outcomes else []
-        results = _results(Path(case["path"]))
+        results = _results(results_dir, case.get("case_id") or case["id"])
         figure = _figure(case, answer_metrics) if i < max_plots else "<p><small>figure skipped (report limit)</small></p>"
         parts.append(head + figure + _blame_table(outcomes, case.get("component")) + _events(results, max_events)
                      + _chains(results) + _trace_link(case, results, results_dir) + "</div>")

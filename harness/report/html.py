@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.case import atomic_write_text
-from harness.report.scores import fmt, leaderboard_rows, load_scores
+from harness.report.scores import (
+    COMPARISON_HEADER,
+    comparison_rows,
+    fmt,
+    fmt_ci,
+    leaderboard_rows,
+    load_scores,
+    not_scored_lines,
+)
 
 MAX_CASE_PLOTS = 300
 MAX_EVENTS = 10
@@ -55,10 +63,12 @@ def _per_fault(doc: dict[str, Any]) -> str:
             if not comp:
                 continue
             ac = comp.get("ac", {})
-            rows.append([m["name"], str(comp.get("n")), fmt(ac.get("1")), fmt(ac.get("3")), fmt(ac.get("5")),
-                         fmt(comp.get("avg")), fmt(comp.get("chance_avg")), fmt(comp.get("lift")),
+            aci = comp.get("ac_ci") or {}
+            rows.append([m["name"], str(comp.get("n")), fmt_ci((ac.get("1"), aci.get("1"))),
+                         fmt_ci((ac.get("3"), aci.get("3"))), fmt_ci((ac.get("5"), aci.get("5"))),
+                         fmt_ci((comp.get("avg"), comp.get("avg_ci"))), fmt(comp.get("chance_avg")), fmt(comp.get("lift")),
                          fmt((node.get("ac") or {}).get("1")), fmt((met.get("ac") or {}).get("1"))])
-        rows.sort(key=lambda r: -(float(r[5]) if r[5] != "–" else -1))
+        rows.sort(key=lambda r: -(float(r[5].split()[0]) if r[5] != "–" else -1))
         badges = " ".join(_badge(r) for r in sorted(realism[fault]))
         parts.append(f"<h3>{_e(fault)} {badges}</h3>" + _table(
             ["method", "cases", "AC@1", "AC@3", "AC@5", "Avg@5", "chance Avg@5", "lift", "node AC@1", "metric AC@1"],
@@ -74,8 +84,10 @@ def _detection(doc: dict[str, Any]) -> str:
             d = s.get(level)
             if d:
                 ttd = s.get("time_to_detection") or {}
-                rows.append([m["name"], level.split("_")[0], str(d["n_faulty"]), str(d["n_clean"]), fmt(d["precision"]),
-                             fmt(d["recall"]), fmt(d["f1"]), fmt(d["fpr"]), fmt(ttd.get("median_s"))])
+                ci = d.get("ci") or {}
+                rows.append([m["name"], level.split("_")[0], str(d["n_faulty"]), str(d["n_clean"]),
+                             *[fmt_ci((d[k], ci.get(k))) for k in ("precision", "recall", "f1", "fpr")],
+                             fmt(ttd.get("median_s"))])
     if not rows:
         return "<p>No method returned verdicts or events.</p>"
     return _table(["method", "level", "faulty", "clean", "precision", "recall", "F1", "FPR", "median TTD s"], rows)
@@ -102,6 +114,40 @@ def _failures(doc: dict[str, Any]) -> str:
     return out
 
 
+def _not_scored(doc: dict[str, Any]) -> str:
+    lines = not_scored_lines(doc)
+    if not lines:
+        return "<p>Every case was scored.</p>"
+    return "<ul>" + "".join(f"<li>{_e(line[2:])}</li>" for line in lines) + "</ul>"
+
+
+def _counts(doc: dict[str, Any]) -> str:
+    counts = doc.get("counts") or {}
+    rows = [[title, ", ".join(f"{k} {n}" for k, n in counts[key].items())]
+            for key, title in (("by_fault", "fault"), ("by_target_kind", "target kind"), ("by_intensity", "intensity"),
+                               ("by_split", "split"), ("by_status", "status")) if counts.get(key)]
+    return _table(["cases per", "counts"], rows) if rows else ""
+
+
+def _detectability(doc: dict[str, Any]) -> str:
+    """AC@1 against intensity bin, per method (the bins of scores.json per_intensity)."""
+    from harness.report.plots import detectability_png
+
+    bins = sorted({b for m in doc["methods"] for b in ((m["scores"] or {}).get("per_intensity") or {}) if b != "n/a"})
+    if not bins:
+        return "<p>No case carries an intensity (campaign runs do): no detectability curve.</p>"
+    curves, rows = {}, []
+    for m in doc["methods"]:
+        per = (m["scores"] or {}).get("per_intensity") or {}
+        if not per:
+            continue
+        pts = [(b, ((per.get(b) or {}).get("ac") or {}).get("1"), ((per.get(b) or {}).get("ac_ci") or {}).get("1"))
+               for b in bins]
+        curves[m["name"]] = pts
+        rows.append([m["name"], *[f"{fmt_ci((v, ci))} (n={(per.get(b) or {}).get('n', 0)})" for b, v, ci in pts]])
+    return f'<img alt="detectability" src="{detectability_png(curves)}">' + _table(["method", *bins], rows)
+
+
 def _summary(doc: dict[str, Any]) -> str:
     run, cases = doc.get("run", {}), doc["cases"]
     faulty = sum(c["status"] == "completed" and bool(c["fault_id"]) for c in cases)
@@ -109,8 +155,9 @@ def _summary(doc: dict[str, Any]) -> str:
     return (f"<p>Dataset <code>{_e(doc['dataset'])}</code>, generated {_e(doc['generated_at'])}. "
             f"{faulty} faulty cases scored, {clean} clean, {len(cases) - faulty - clean} not scored. "
             f"{run.get('tasks')} method runs ({run.get('computed')} computed now, {run.get('reused')} reused) in "
-            f"{run.get('wall_s')} s with {run.get('workers')} workers. AC@k and Avg@k follow RCAEval; a failed or "
-            "timed-out run counts as a miss. Labels: <span class=real>real</span> = the fault really degrades the "
+            f"{run.get('wall_s')} s with {run.get('workers')} workers, split {_e(run.get('split', 'all'))}. AC@k "
+            "and Avg@k follow RCAEval; a failed or timed-out run counts as a miss. [low, high]: 95 % bootstrap "
+            "interval over cases (scipy.stats.bootstrap, percentile method, seeded). Labels: <span class=real>real</span> = the fault really degrades the "
             "local testbed; <span class=emulated>emulated</span> = the engine's device layer imitates a GPU effect.</p>")
 
 
@@ -122,10 +169,14 @@ def _body(doc: dict[str, Any], results_dir: Path) -> str:
     parts = ["<h1>chaosbench evaluation</h1>", _summary(doc), "<h2>Leaderboard</h2>", _table(header, rows),
              "<h2>Unavailable methods</h2>",
              _table(["method", "kind", "reason"], unavailable) if unavailable else "<p>None.</p>",
+             "<h2>Paired comparisons</h2>",
+             _table(COMPARISON_HEADER, comparison_rows(doc)) if doc.get("comparisons") else "<p>None.</p>",
+             "<h2>Cases not scored</h2>", _not_scored(doc), "<h2>Cases</h2>", _counts(doc),
+             "<h2>Detectability: AC@1 against fault intensity</h2>", _detectability(doc),
              "<h2>Per fault type (component level)</h2>", _per_fault(doc),
              "<h2>Detection</h2>", _detection(doc),
              "<h2>Analyzer explanations</h2>", _explanations(doc), "<h2>Failures</h2>", _failures(doc),
-             "<h2>Cases</h2>", case_blocks(doc, results_dir, MAX_CASE_PLOTS, MAX_EVENTS)]
+             "<h2>Case details</h2>", case_blocks(doc, results_dir, MAX_CASE_PLOTS, MAX_EVENTS)]
     return "\n".join(parts)
 
 

@@ -58,3 +58,36 @@ def timeline_png(df, inject: float, end: float | None, sli: str | None, metrics:
     finally:
         plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def detectability_png(curves: dict[str, list[tuple[str, float | None, list[float] | None]]]) -> str:
+    """A data: URI of AC@1 against fault intensity, one line per method (``curves``: method -> [(bin, AC@1,
+    interval)]), intervals as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=80)
+    try:
+        for i, (method, points) in enumerate(curves.items()):
+            pts = [(j, v, ci) for j, (_, v, ci) in enumerate(points) if v is not None]
+            if not pts:
+                continue
+            x = [j + (i - len(curves) / 2) * 0.03 for j, _, _ in pts]  # a small offset keeps error bars apart
+            y = [v for _, v, _ in pts]
+            err = [[v - (ci or [v, v])[0] for _, v, ci in pts], [(ci or [v, v])[1] - v for _, v, ci in pts]]
+            ax.errorbar(x, y, yerr=err, marker="o", ms=3, lw=1, capsize=2, label=method)
+        labels = [b for b, _, _ in next(iter(curves.values()), [])]
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xlabel("fault intensity (drawn, 0 = barely visible, 1 = severe)", fontsize=8)
+        ax.set_ylabel("AC@1", fontsize=8)
+        ax.set_ylim(-0.05, 1.05)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, loc="best", frameon=False)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
