@@ -14,9 +14,8 @@ def test_smoke_suite_methods_come_from_its_scenarios(repo):
 
 
 def test_eval_and_report_over_a_cases_dir(tmp_path):
-    cases_root = tmp_path / "run" / "cases"
-    make_dataset(cases_root, 4, seed=3)
-    eval_dir, report = evaluate_and_report(cases_root, ["baro", "random"], workers=1)
+    make_dataset(tmp_path / "run", 4, seed=3)  # a run: cases/ + labels.jsonl
+    eval_dir, report = evaluate_and_report(tmp_path / "run", ["baro", "random"], workers=1)
     assert eval_dir == tmp_path / "run" / "eval"
     assert (eval_dir / "scores.json").is_file() and (eval_dir / "leaderboard.md").is_file()
     text = report.read_text()
