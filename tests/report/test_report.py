@@ -76,3 +76,29 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not a directory" in err and "scores.json: missing" in err and "Traceback" not in err
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_run_report_has_intervals_comparisons_unscored_cases_and_the_detectability_curve(tmp_path, capsys):
+    from harness.eval.synthetic import dataset_specs, make_run
+
+    specs = dataset_specs(8, clean_every=4, seed=30)
+    for i, spec in enumerate(specs):
+        spec.update(intensity=(i % 4) / 4 + 0.1, split="dev" if i % 2 else "test")
+    specs.append({"fault_id": "cpu-contention", "target": "node-0", "seed": 50, "status": "not-verified",
+                  "reason": "verify: no cpu pressure seen", "split": "dev"})
+    run = make_run(tmp_path / "run", specs)
+    assert main(["export", str(run), "--out", str(tmp_path / "run.tar.gz")]) == 0
+    assert main(["eval", str(tmp_path / "run.tar.gz"), "--out", str(tmp_path / "out"), "-m", "baro",
+                 "--workers", "1"]) == 0
+    page = (tmp_path / "out" / "report.html").read_text()
+    for text in ("Paired comparisons", "vs-baseline", "Cases not scored", "verify: no cpu pressure seen",
+                 "Detectability", 'alt="detectability"', "0.00-0.25", "bootstrap interval", "target kind"):
+        assert text in page, text
+    assert page.count("data:image/png;base64,") == 1 + 9  # the curve + a timeline per case (unscored too)
+    assert " [" in page.split("<h2>Leaderboard</h2>")[1].split("</table>")[0]  # intervals in the leaderboard
+    assert main(["eval", str(run), "--out", str(tmp_path / "dev"), "-m", "constant", "--split", "dev",
+                 "--no-report"]) == 0
+    doc = json.loads((tmp_path / "dev" / "scores.json").read_text())
+    assert {c["split"] for c in doc["cases"]} == {"dev"}
+    assert main(["eval", str(run), "--split", "train"]) == 2
+    assert "--split must be one of dev, test, all" in capsys.readouterr().err
