@@ -87,3 +87,13 @@ def test_missing_or_bad_files_are_case_errors(tmp_path):
         _ = case.inject_time
     with pytest.raises(CaseInvalid, match="already exists"):
         CaseWriter(tmp_path / "c")
+
+
+def test_view_is_blind_over_an_older_full_manifest(tmp_path):
+    w = make_case(tmp_path, "nccl-hang-r1")
+    case = CaseView(w.finalize({"scenario": "nccl-hang-r1", "run_id": "r", "backend": "local", "engine": "mini",
+                                "machine": {"argv": ["run", "nccl-hang.yaml"], "cpus": 2}}, "completed"))
+    man = json.dumps(case.manifest)
+    assert "nccl" not in man and "run_id" not in man and "status" not in man and case.manifest["backend"] == "local"
+    assert not hasattr(case, "name") and case.case_id == "nccl-hang-r1"  # the evaluation hands over an opaque copy
+    assert all(not e["stage"].startswith("fault") for e in case.events())
