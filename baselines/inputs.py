@@ -13,6 +13,12 @@
   lingam_*, micro_diag): a run of a few minutes at a 1 s step has fewer samples than series, so their correlation
   matrix is singular (and LassoLarsIC refuses); keep a series only if no series kept before it (data.csv order)
   correlates with it above ``GRAPH_MAX_CORR``.
+- granger: the graph input without the series that change value in fewer than ``GRANGER_MIN_CHANGES`` steps
+  (step counters, rare spikes, back-filled gaps). RCAEval's granger() runs statsmodels' test on every ordered
+  pair and lets the first InfeasibleTestError end the whole method: a series that is constant over a lagged
+  window, or a piecewise-constant one that its own lags plus another's fit exactly ("perfect fit"), makes one
+  pair infeasible, and on a real case with its ~140 columns there always is one. Such series carry no
+  lag structure for a Granger test anyway.
 - sli: the ``ingress_latency`` column (mean E2E latency at the ingress), never a series of the root cause.
 """
 
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
 SLI_COLUMN = "ingress_latency"
 LOG_BUCKET_S = 15
 GRAPH_MAX_CORR = 0.95
+GRANGER_MIN_CHANGES = 20  # RCAEval tests lags 1..3: 7 regressors, so a series needs far more innovations than that
 
 
 def split_column(column: str) -> tuple[str, str]:
@@ -95,6 +102,15 @@ def decorrelated(df: pd.DataFrame, max_corr: float = GRAPH_MAX_CORR) -> pd.DataF
         if not kept or corr[i, kept].max() <= max_corr:
             kept.append(i)
     return df[["time", *(series[i] for i in kept)]]
+
+
+def granger_ready(df: pd.DataFrame, min_changes: int = GRANGER_MIN_CHANGES) -> pd.DataFrame:
+    """``df`` without the series that change value in fewer than ``min_changes`` steps; ``time`` is kept."""
+    import numpy as np
+
+    series = [c for c in df.columns if c != "time"]
+    changes = (np.diff(df[series].to_numpy(dtype=float), axis=0) != 0).sum(axis=0)
+    return df[["time", *(c for c, n in zip(series, changes) if n >= min_changes)]]
 
 
 def log_series(case: CaseView, start: float, end: float) -> pd.DataFrame:

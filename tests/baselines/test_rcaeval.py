@@ -119,3 +119,48 @@ def test_graph_methods_get_fewer_series_than_samples(tmp_path):
     out = decorrelated(df)
     assert list(out.columns) == ["time", *(f"c{i}" for i in range(30))]  # the copies go, the first of each stays
     assert np.linalg.matrix_rank(np.corrcoef(out.drop(columns="time").to_numpy(), rowvar=False)) == 30
+
+
+def test_granger_input_keeps_only_series_that_move(tmp_path):
+    import numpy as np
+
+    from baselines.inputs import GRANGER_MIN_CHANGES, granger_ready
+
+    rng = np.random.default_rng(1)
+    step = np.r_[np.full(50, 40.0), np.full(50, 41.0)]  # a thread count: one change
+    sparse = np.zeros(100)
+    sparse[[10, 60, 90]] = 1.0  # a rare spike counter: six changes
+    df = pd.DataFrame({"time": np.arange(100.0), "a_noise": rng.normal(size=100), "b_step": step,
+                       "c_sparse": sparse, "d_noise": rng.normal(size=100)})
+    assert list(granger_ready(df).columns) == ["time", "a_noise", "d_noise"]
+    assert list(granger_ready(df, min_changes=6).columns) == ["time", "a_noise", "c_sparse", "d_noise"]
+    assert GRANGER_MIN_CHANGES > 7  # more than the 2 * 3 lags + constant regressors of RCAEval's test
+
+
+def test_granger_gets_input_it_can_test(tmp_path):
+    """The root cause of 'InfeasibleTestError' on every real case, and the fix: step counters in data.csv make one
+    pairwise test a perfect fit, which ends RCAEval's granger(); without them it ranks."""
+    import numpy as np
+
+    path = make_case(tmp_path, "steps", "cpu-contention", "node-1", seed=5, seconds=100, inject_at=70)
+    raw = pd.read_csv(path / "data.csv")
+    for i, (comp, at) in enumerate([("rank-1", 30), ("rank-3", 31), ("node-0", 80)]):  # 1 s apart
+        raw.insert(1 + i, f"{comp}_threads", np.where(np.arange(len(raw)) >= at, 41.0, 40.0))
+    raw = raw[[c for c in raw.columns if not c.startswith(("rank-0", "rank-2", "node-0_mem", "node-1_net"))]]
+    raw.to_csv(path / "data.csv", index=False)  # 20 series: the test stays quick (Granger tests every pair)
+    case = CaseView(path)
+    as_before = rcaeval.RCAEvalMethod("granger_pagerank", "RCAEval.e2e.granger_pagerank:granger_pagerank",
+                                      frozenset({"metrics"}))
+    with pytest.raises(rcaeval.RCAEvalFailed, match="InfeasibleTestError"):
+        rcaeval.call(as_before, case)
+    for name in ("granger_pagerank", "granger_randomwalk"):
+        result = run_detector(name, rcaeval.make_detector(name), case)
+        assert result.status == "ok", result.error
+        assert not any(r.metric.endswith("_threads") for r in result.ranking)
+        assert len(result.ranking) > 5
+
+
+def test_fci_randomwalk_is_unavailable_with_the_reason():
+    ok, why = rcaeval.status("fci_randomwalk")
+    assert not ok and "Unexpected value" in why
+    assert rcaeval.status("fci_pagerank") == (True, "ok")

@@ -23,6 +23,10 @@ class StubCase:
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def case_id(self) -> str:  # the random ranking is seeded by the case id (CaseView.case_id)
+        return self.path.name
+
 
 def _case(i: int) -> StubCase:
     return StubCase(Path(f"/data/case-{i:04d}"), Topology("local", "mini", (), (), {}, COMPONENTS))
