@@ -27,6 +27,7 @@ _RANK_IN_TEXT = re.compile(r"\brank[-_ ]?(\d+)\b", re.I)
 TRANSPORT = re.compile(r"^(gloo|nccl|rccl)[:_]|nccl(dev)?kernel", re.I)
 
 
+BUSY_PREFIX = "busy: "  # Outpost's per-step compute-time aggregates (detectors.outpost.waits)
 WEAK = 0.1  # a weak finding (|z| below z_min) weighs this much: it only breaks ties between components
 
 
@@ -141,8 +142,8 @@ def _stalls(events: list[AnomalousEvent], rx: re.Pattern[str], ranks: list[str])
     best: dict[str, Finding] = {}
     n_stalled: dict[str, int] = {}
     for ev in events:
-        if ev.dur < STALL_US or _ratio(ev) < STALL_RATIO:
-            continue
+        if ev.dur < STALL_US or _ratio(ev) < STALL_RATIO or ev.name.startswith(BUSY_PREFIX):
+            continue  # a step's summed compute time (Outpost's busy aggregate) that grew is slowness, not a stop
         n_stalled[ev.component] = n_stalled.get(ev.component, 0) + 1
         strength = 0.5 if _is_collective(ev, rx) else 1.0  # a stall inside a collective may be a waiting peer
         f = Finding("rank_stall", ev.component, strength, f"{_event_detail(ev)} (stalled)")

@@ -52,3 +52,10 @@ def test_the_rank_stalled_above_the_transport_is_the_hung_one():
     assert {f.component for f in got if f.key == "collective_slow"} == {"rank-0", "rank-1", "rank-3"}
     two = [e for e in events if not (e.component == "rank-3" and e.name.startswith("gloo"))]
     assert not any(f.key == "rank_stall" and f.strength == 1.0 for f in _stalls(two, RX, RANKS))  # ambiguous
+
+
+def test_a_grown_busy_aggregate_is_slowness_not_a_stop():
+    """Outpost's per-step compute-time aggregate of a starved rank (cpu-contention on a real case: 1.5 s of
+    attention compute in a step that takes 35 ms) is compute slowness: the rank ran, it did not stop."""
+    events = [ev("rank-1", "busy: attention [b67ab5]", 1_480, expected_ms=35.0)]
+    assert not any(f.key == "rank_stall" for f in _stalls(events, RX, RANKS))
