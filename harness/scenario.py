@@ -83,8 +83,9 @@ class K8sSpec(Strict):
     namespace: str = "chaosbench"
     kubeconfig: str | None = None
     # Ray Serve LLM (ray.serve.llm:build_openai_app) with its matching vLLM; a plain vLLM image has no Ray Serve
-    image: str = "rayproject/ray-llm:2.60.0-py311-cu128"
-    gpu_type: str | None = None
+    image: str = "rayproject/ray-llm:2.52.0-py311-cu128"
+    gpu_product: str | None = Field(None, description="node selector: nvidia.com/gpu.product, e.g. NVIDIA-H100-80GB-HBM3")
+    accelerator_type: str | None = Field(None, description="Ray's accelerator name for LLMConfig, e.g. H100")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -112,7 +112,8 @@ CATALOG: tuple[FaultSpec, ...] = (
         description="The GPU's power limit is lowered: clocks drop under load and every kernel on that GPU runs slower.",
         target="rank",
         params=GpuPowerCapParams,
-        cluster_mechanism="nvidia-smi -i N -pl <watts> from the privileged fault agent",
+        cluster_mechanism="nvidia-smi -i <GPU UUID> -pl <watts, clamped to the board's power.min_limit..max_limit> "
+        "from the privileged fault agent",
         local_mechanism="device layer (H100 SXM5 model) enforces the limit (200..700 W): while the rank's draw "
                         "would exceed it, its clock drops and its kernels slow down by the clock ratio",
         local_realism="emulated",
@@ -152,7 +153,8 @@ CATALOG: tuple[FaultSpec, ...] = (
         description="A helper takes most of the GPU's memory: fewer KV-cache blocks, preemptions, slow allocations.",
         target="rank",
         params=GpuMemoryPressureParams,
-        cluster_mechanism="helper process allocating (fixed or growing) memory on the target GPU",
+        cluster_mechanism="helper process taking params.fraction of the memory the engine left free (vLLM runs with "
+        "gpu_memory_utilization 0.5 under this fault), fixed or growing, on the target GPU",
         local_mechanism="device layer shrinks the rank's memory pool: fewer KV blocks, preemptions, slower allocations",
         local_realism="emulated",
         verify_signal="DCGM_FI_DEV_FB_USED up; vllm:kv_cache_usage_perc and vllm:num_preemptions rise",
@@ -165,7 +167,8 @@ CATALOG: tuple[FaultSpec, ...] = (
         description="The GPU reports an XID error: the worker on it fails and is restarted.",
         target="rank",
         params=GpuXidErrorParams,
-        cluster_mechanism="'NVRM: Xid' line to /dev/kmsg (signal-only) plus a CUDA error shim so the worker really fails",
+        cluster_mechanism="emulated: an 'NVRM: Xid' line to /dev/kmsg (DCGM_FI_DEV_XID_ERRORS stays 0: it counts "
+        "NVML driver events) plus SIGKILL of the GPU's vLLM worker, restarted by Ray Serve",
         local_mechanism="device layer raises a device error on the rank: the worker fails and is restarted",
         local_realism="emulated",
         verify_signal="DCGM_FI_DEV_XID_ERRORS / XID log line; worker restart count",

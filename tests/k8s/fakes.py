@@ -21,15 +21,30 @@ from harness.backends.k8s.client import ExecResult, PodRef
 from harness.errors import PreflightFailed
 
 NODE_MAP = {"node-0": "gpu-a-17", "node-1": "gpu-b-03"}
+RUN = "cb-"  # every rendered RayService name starts with it
+
+
+def gpu_uuid(node: str, slot: int) -> str:
+    """The NVML UUID the stand-in cluster reports for ``slot`` (PCI bus order) of ``node``."""
+    return f"GPU-{node}-{slot}"
 
 
 class FakeCluster:
-    """The K8sClient surface the backend uses, with a scripted cluster state."""
+    """The K8sClient surface the backend uses, with a scripted cluster state.
+
+    The fault agents' ``locate`` reports ``gpus_per_node`` vLLM workers per node (UUIDs from ``gpu_uuid``, listed
+    in reverse PCI bus order so the mapping must sort them) and the engine on ``engine_node``; the head pod's
+    ``python -c`` answers ``versions`` (Ray's and vLLM's)."""
 
     namespace = "chaosbench"
 
-    def __init__(self, node_map=NODE_MAP, injected_after: int = 1, agent_verified: bool = True):
+    def __init__(self, node_map=NODE_MAP, injected_after: int = 1, agent_verified: bool = True,
+                 gpus_per_node: int = 2, engine_node: str = "node-0",
+                 versions: dict[str, str] | None = None):
         self._node_map = dict(node_map)
+        self.gpus_per_node = gpus_per_node
+        self.engine_node = engine_node
+        self.versions = versions or {"ray": "2.52.0", "vllm": "0.11.0"}
         self.calls: list[tuple] = []
         self.chaos: dict[str, dict] = {}
         self.polls = 0
@@ -52,9 +67,23 @@ class FakeCluster:
     def run_agent(self, node, argv, node_map=None):
         self.calls.append(("agent", node, tuple(argv)))
         verb = argv[2]
+        if verb == "locate":
+            workers = [{"pid": 4000 + 10 * int(node.split("-")[1]) + i, "uuid": gpu_uuid(node, i), "index": 3 - i,
+                        "bus_id": f"00000000:{0x18 + i:02X}:00.0"} for i in range(self.gpus_per_node)]
+            return {"run": argv[-1], "workers": workers[::-1], "engines": int(node == self.engine_node)}
         if verb == "verify":
             return {"verified": self.agent_verified, "power_limit_w": 150.0}
         return {verb: argv[3]}
+
+    def wait_pods_ready(self, selector, count, timeout_s=0):
+        self.calls.append(("wait_pods_ready", selector))
+        return [PodRef("cb-head-x7k2p", "gpu-a-17", "Running", True, {"chaosbench.io/role": "head"})][:count]
+
+    def _worker_pods(self):
+        part_of = {"app.kubernetes.io/part-of": "chaosbench"}
+        return [PodRef(f"cb-{node}-workers-{i}q9z", k8s, "Running", True,
+                       {**part_of, "chaosbench.io/role": "worker", "chaosbench.io/node": node}, f"10.42.{i}.7")
+                for i, (node, k8s) in enumerate(sorted(self._node_map.items()))]
 
     def create_chaos(self, obj):
         self.calls.append(("create", obj["kind"], obj["metadata"]["name"]))
@@ -69,11 +98,15 @@ class FakeCluster:
         return self.chaos.pop(obj["metadata"]["name"], None) is not None
 
     def pods(self, selector):
+        if selector == "chaosbench.io/role=worker":
+            return self._worker_pods()
         return [PodRef("cb-clean-locust-abcde", "gpu-a-17", "Running", True, {"job-name": "cb-clean-locust"})]
 
     def exec(self, pod, argv, container=None, timeout_s=120):
         self.calls.append(("exec", pod, tuple(argv)))
         cmd = argv[-1]
+        if list(argv[:2]) == ["python", "-c"] and "vllm.__version__" in cmd:
+            return ExecResult(json.dumps(self.versions) + "\n", "", 0)
         for name, text in self.files.items():
             if f"/out/{name} " in cmd + " ":
                 return ExecResult(base64.b64encode(text.encode()).decode(), "", 0)
@@ -102,8 +135,10 @@ class StandInCluster(FakeCluster):
         part_of = {"app.kubernetes.io/part-of": "chaosbench"}
         self._head = PodRef(f"{self.name}-head-x7k2p", NODE_MAP["node-0"], "Running", True,
                             {**part_of, "chaosbench.io/role": "head"})
-        self._workers = [PodRef(f"{self.name}-{node}-worker-{i}q9z", NODE_MAP[node], "Running", True,
-                                {**part_of, "chaosbench.io/role": "worker", "chaosbench.io/node": node})
+        # KubeRay truncates long names: the pods are found by their labels, never by a name pattern
+        self._workers = [PodRef(f"{self.name[:20]}-{i}-wrk-{i}q9z", NODE_MAP[node], "Running", True,
+                                {**part_of, "chaosbench.io/role": "worker", "chaosbench.io/node": node},
+                                f"10.42.{i}.7")
                          for i, node in enumerate(settings.node_names)]
         self._locust = PodRef(f"{self.name}-locust-abcde", NODE_MAP["node-0"], "Running", True,
                               {"job-name": f"{self.name}-locust"})
@@ -142,6 +177,10 @@ class StandInCluster(FakeCluster):
             return [self._head, *self._workers]
         return []
 
+    def wait_pods_ready(self, selector, count, timeout_s=0):
+        self.calls.append(("wait_pods_ready", selector))
+        return self.pods(selector)[:count]
+
     def _traces_of(self, pod: str) -> dict[str, bytes]:
         """The profiler's files in a worker pod: one Chrome trace per rank on that node, after a stop."""
         if "stop" not in self.profiler:
@@ -159,6 +198,8 @@ class StandInCluster(FakeCluster):
     def exec(self, pod, argv, container=None, timeout_s=120):
         self.calls.append(("exec", pod, tuple(argv)))
         cmd = argv[-1]
+        if pod == self._head.name and list(argv[:2]) == ["python", "-c"]:
+            return ExecResult(json.dumps(self.versions) + "\n", "", 0)
         if pod == self._head.name and "profile_window.py" in " ".join(argv):
             self.profiler.append(argv[-1])
             return ExecResult(json.dumps({"action": argv[-1], "replicas": 1}) + "\n", "", 0)
@@ -190,17 +231,20 @@ class PrometheusStub:
     """The Prometheus HTTP API (``/api/v1/query``, ``/api/v1/query_range``) on a local port, answering like a
     healthy cluster's Prometheus: every series the k8s backend scrapes exists with value 1, so
 
-    - a query over the names the cluster has (``ray_vllm:*`` from Ray's metrics agent, ``DCGM_*``,
+    - a query over the names the cluster has (``ray_vllm_*`` from Ray's metrics agent, ``DCGM_*``,
       ``container_*``, ``node_*``) gets one series;
-    - a query on a name the cluster does not have (vLLM's own ``vllm:*``, which Ray re-exports as
-      ``ray_vllm:*``) gets an empty result, as the real one would;
+    - a query on a name the cluster does not have (vLLM's own ``vllm:*``, or ``ray_vllm:*``: under Ray Serve
+      LLM vLLM's ``:`` becomes ``_``) gets an empty result, as the real one would;
+    - a query with a placeholder left in it (``{worker_pods}``, ``{gpu_uuid}``, ``{k8s_node}``) is refused as
+      Prometheus refuses a malformed selector;
     - a filtering comparison (``== 0``, ``> 0`` ...) holds for nothing: an empty result (no stop condition).
 
     Every query is kept in ``queries`` as (path, query).
     """
 
-    KNOWN = re.compile(r"\b(ray_vllm:\w+|DCGM_\w+|container_\w+|node_\w+)")
-    FOREIGN = re.compile(r"(?<![\w:])vllm:")
+    KNOWN = re.compile(r"\b(ray_vllm_\w+|DCGM_\w+|container_\w+|node_\w+)")
+    FOREIGN = re.compile(r"vllm:")
+    PLACEHOLDER = re.compile(r"\{(worker_pods|gpu_uuid|k8s_node)(:[^}]*)?\}")
     COMPARISON = re.compile(r"==|!=|>=|<=|(?<![=!<>])[<>](?![=~])")
 
     def __init__(self) -> None:
@@ -239,6 +283,8 @@ class PrometheusStub:
     def answer(self, path: str, params: dict[str, str]) -> dict:
         query = params.get("query", "")
         self.queries.append((path, query))
+        if self.PLACEHOLDER.search(query):
+            return {"status": "error", "errorType": "bad_data", "error": f"parse error in {query}"}
         if path == "/api/v1/query":
             result = [{"metric": {}, "value": [time.time(), "1"]}] if self.has_data(query) else []
             return {"status": "success", "data": {"resultType": "vector", "result": result}}

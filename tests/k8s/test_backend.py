@@ -38,13 +38,40 @@ def test_deploy_renders_runs_deploy_playbook_and_waits(tmp_path: Path):
     assert [p[0] for p in played] == ["deploy.yml"]
     assert played[0][1]["cb_render_dir"] == str((tmp_path / "k8s").resolve())
     assert (tmp_path / "k8s" / "manifests" / "30-rayservice.yaml").is_file()
-    assert cluster.calls == [("wait_rayservice_ready", "cb-clean")]
+    # versions read in the head pod before the wait; ranks placed from what each node's agent reports
+    assert [c[:2] for c in cluster.calls] == [("wait_pods_ready", "chaosbench.io/role=head"), ("exec", "cb-head-x7k2p"),
+                                              ("wait_rayservice_ready", "cb-clean"), ("agent", "node-0"),
+                                              ("agent", "node-1")]
+    assert [c[2][2] for c in cluster.calls if c[0] == "agent"] == ["locate", "locate"]
     assert testbed.backend == "k8s" and testbed.engine == "vllm"
     assert sorted(testbed.nodes) == ["node-0", "node-1"] and testbed.nodes["node-1"].ip == "gpu-b-03"
     assert testbed.ranks["rank-3"].node == "node-1"
+    assert testbed.placement.gpu(3) == "GPU-node-1-1" and testbed.placement.source == "cluster"
+    assert testbed.worker_pods == {"node-0": ["cb-node-0-workers-0q9z"], "node-1": ["cb-node-1-workers-1q9z"]}
     assert testbed.api_url == "http://cb-clean-serve-svc.chaosbench.svc:8000"
     with pytest.raises(PreflightFailed):
         testbed.rank_pid("rank-0")
+
+
+def test_ranks_follow_the_engines_node(tmp_path: Path):
+    """vLLM ranks the engine's node first: with the engine on node-1, ranks 0 and 1 are node-1's GPUs."""
+    testbed, _ = _deploy(tmp_path, "gpu-power-cap", FakeCluster(engine_node="node-1"))
+    assert [testbed.ranks[f"rank-{r}"].node for r in range(4)] == ["node-1", "node-1", "node-0", "node-0"]
+    step = _scenario("gpu-power-cap").spec.faults[0]  # rank-2: node-0's first GPU now
+    action = next(a for a in testbed.actions if a.step == 0)
+    assert (action.node, action.gpu, step.target.rank) == ("node-0", "GPU-node-0-0", 2)
+
+
+@pytest.mark.parametrize("versions,match", [({"ray": "2.50.0", "vllm": "0.11.0"}, "Ray 2.50.0 where the tag"),
+                                            ({"ray": "2.52.0", "vllm": "0.10.1"}, "vLLM 0.10.1 < 0.11.0")])
+def test_deploy_refuses_an_image_with_other_versions(tmp_path: Path, versions: dict, match: str):
+    with pytest.raises(PreflightFailed, match=match):
+        _deploy(tmp_path, "clean", FakeCluster(versions=versions))
+
+
+def test_deploy_refuses_a_worker_count_that_does_not_match(tmp_path: Path):
+    with pytest.raises(PreflightFailed, match="reports 2 vLLM worker processes .* 4 ranks"):
+        _deploy(tmp_path, "clean", FakeCluster(gpus_per_node=1))
 
 
 def test_install_runs_site_playbook(tmp_path: Path):
@@ -85,7 +112,7 @@ def test_agent_injector_runs_the_rendered_commands(tmp_path: Path):
     inj.inject(handle, testbed)
     evidence = inj.verify(handle, testbed)
     inj.recover(handle)
-    agent = [c for c in cluster.calls if c[0] == "agent"]
+    agent = [c for c in cluster.calls if c[0] == "agent" and c[2][2] != "locate"]
     node = _scenario("gpu-power-cap").spec.deployment.topology.rank_node(step.target.rank)
     assert [(c[1], c[2][2]) for c in agent] == [(node, "inject"), (node, "verify"), (node, "recover")]
     assert agent[0][2][-2:] == ("--watts", str(step.params.watts))
@@ -132,6 +159,8 @@ def test_locust_job_results_come_back_as_local_load_files(tmp_path: Path):
 def test_agent_failure_surfaces_as_not_verified(tmp_path: Path):
     class Failing(FakeCluster):
         def run_agent(self, node, argv, node_map=None):
+            if argv[2] == "locate":
+                return super().run_agent(node, argv, node_map)
             raise FaultNotVerified("fault agent on node-1: nvidia-smi -pl: Insufficient Permissions")
 
     testbed, _ = _deploy(tmp_path, "gpu-power-cap", Failing())
@@ -205,3 +234,13 @@ def test_a_crashed_runs_k8s_journal_is_replayed_against_the_cluster(tmp_path: Pa
     assert replay_fault_journals(tmp_path, include_live=True) == 1
     assert made == ["chaosbench"] and [c[1] for c in fresh.calls if c[0] == "delete"] == ["NetworkChaos"]
     assert replay_fault_journals(tmp_path, include_live=True) == 0  # done is journalled
+
+
+def test_deploy_rewrites_the_fault_plan_with_the_reported_gpus(tmp_path: Path):
+    """inject.yml and teardown's agent recovery read faults/plan.json: after deploy it names real GPUs."""
+    _deploy(tmp_path, "gpu-power-cap", FakeCluster(engine_node="node-1"))
+    plan = json.loads((tmp_path / "k8s" / "faults" / "plan.json").read_text())
+    assert plan[0]["gpu"] == "GPU-node-0-0" and plan[0]["node"] == "node-0"
+    assert "GPU-node-0-0" in plan[0]["agent_recover"][0]["argv"]
+    placement = json.loads((tmp_path / "k8s" / "placement.json").read_text())
+    assert placement["source"] == "cluster" and placement["ranks"]["rank-0"]["node"] == "node-1"

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from harness.backends.k8s import collect
+from harness.backends.k8s.placement import from_located
 from harness.backends.k8s.client import ExecResult, PodRef
 from harness.backends.k8s.settings import from_scenario
 from harness.errors import PreflightFailed
@@ -27,18 +28,30 @@ def _settings(name: str = "gpu-clock-lock"):
     return from_scenario(scenario), scenario
 
 
+def _view(s):
+    """What a run learns from the cluster: node labels, worker pods by label, the agents' GPU placement."""
+    located = {n: {"workers": [{"uuid": f"GPU-{n}-{i}", "index": i, "bus_id": f"0000:{i:02x}:00.0"} for i in range(2)],
+                   "engines": int(n == "node-0")} for n in NODE_MAP}
+    return collect.ClusterView(NODE_MAP, {"node-0": ["cb-x-0-wrk-aaaa"], "node-1": ["cb-x-1-wrk-bbbb"]},
+                               from_located(s, located, {}))
+
+
 def test_queries_resolve_to_the_component_node():
     s, scenario = _settings()
+    view = _view(s)
     queries = {q.column: q for q in collect.column_queries(s, scenario)}
     q = queries["rank-2_DCGM_FI_DEV_SM_CLOCK"]
-    assert q.resolve(NODE_MAP, collect.component_node(s, q.component)) == \
-        'max(DCGM_FI_DEV_SM_CLOCK{Hostname="gpu-b-03",gpu="0"})'
+    assert q.resolve(view, s) == 'max(DCGM_FI_DEV_SM_CLOCK{UUID="GPU-node-1-0"})'
     q = queries["node-0_cpu:pressure"]
-    assert 'k8s_node="gpu-a-17"' in q.resolve(NODE_MAP, "node-0")
+    assert 'k8s_node="gpu-a-17"' in q.resolve(view, s)
+    cpu = queries["node-1_chaosbench_node_cpu_usage_seconds:rate"].resolve(view, s)
+    assert 'pod=~"cb\\-x\\-1\\-wrk\\-bbbb"' in cpu and "[40s]" in cpu  # cAdvisor: 4 samples of 10 s
     p95 = queries["ingress_vllm:time_to_first_token_seconds:p95"].query
-    assert "ray_vllm:time_to_first_token_seconds_bucket" in p95
+    assert "ray_vllm_time_to_first_token_seconds_bucket" in p95
     with pytest.raises(PreflightFailed, match="node-1"):
-        queries["node-1_load1"].resolve({"node-0": "gpu-a-17"}, "node-1")
+        queries["node-1_load1"].resolve(collect.ClusterView({"node-0": "gpu-a-17"}), s)
+    with pytest.raises(PreflightFailed, match="GPU is not known"):
+        queries["rank-2_DCGM_FI_DEV_SM_CLOCK"].resolve(collect.ClusterView(NODE_MAP), s)
 
 
 def test_column_names_match_the_local_collector_style():
@@ -78,7 +91,7 @@ def test_export_data_csv_from_recorded_prometheus(tmp_path: Path, monkeypatch):
                if q.column in ("rank-2_DCGM_FI_DEV_SM_CLOCK", "ingress_vllm:time_to_first_token_seconds:p95",
                                "node-1_load1")]
     requests = [{"start": T0 + 1.0, "e2e": 0.5, "status": "ok"}, {"start": T0 + 4.0, "e2e": 1.5, "status": "error"}]
-    n = collect.export_data_csv("http://prom.invalid", s, queries, NODE_MAP, T0, T0 + 8, tmp_path / "data.csv",
+    n = collect.export_data_csv("http://prom.invalid", s, queries, _view(s), T0, T0 + 8, tmp_path / "data.csv",
                                 requests)
     df = pd.read_csv(tmp_path / "data.csv")
     assert list(df.columns) == ["time", "ingress_error_rate", "ingress_latency",
@@ -88,7 +101,7 @@ def test_export_data_csv_from_recorded_prometheus(tmp_path: Path, monkeypatch):
     clock = df.set_index("time")["rank-2_DCGM_FI_DEV_SM_CLOCK"]
     assert clock[T0 + 3] == 495 and clock[T0 + 4] == 495 and clock[T0 + 7] == 1980  # short gap forward-filled
     assert not df.isna().any().any()
-    assert any('Hostname="gpu-b-03",gpu="0"' in q for q in fake.queries)
+    assert any('UUID="GPU-node-1-0"' in q for q in fake.queries)
 
 
 def test_log_lines_keep_warnings_and_errors_in_the_window():

@@ -127,8 +127,12 @@ def test_column_names_follow_case_convention(tmp_path: Path):
     assert comps == {"ingress", "node-0", "node-1", "rank-0", "rank-1", "rank-2", "rank-3"}
 
 
-def test_rank_to_node_and_gpu_is_contiguous():
+def test_dry_run_places_ranks_as_expected_with_gpu_placeholders():
+    """Without a cluster the plan keeps the scenario's contiguous blocks and names GPUs by placeholder only."""
+    from harness.backends.k8s.faults import plan_faults
+
     s = from_scenario(_scenario("clean"))
     scn = _scenario("clean").spec.deployment.topology
     assert [s.rank_node(r) for r in range(4)] == [scn.rank_node(r) for r in range(4)]
-    assert [s.rank_gpu(r) for r in range(4)] == [0, 1, 0, 1]
+    action = plan_faults(s, _scenario("gpu-power-cap"))[0]
+    assert action.gpu == "{gpu_uuid:rank-2}" and "{gpu_uuid:rank-2}" in action.agent_inject[0].argv

@@ -29,8 +29,18 @@ from .fakes import PrometheusStub, StandInCluster
 
 REPO = Path(__file__).resolve().parents[2]
 DURATION = 7.0  # seconds of load; a fault holds from 2 s to 4 s, the clean run's nominal injection is at 3 s
-CASE_FILES = ("manifest.json", "events.jsonl", "ground_truth.json", "inject_time.txt", "data.csv", "logs.csv",
-              "topology.json", "scenario.resolved.yaml", "load/requests.jsonl", "load/summary.json")
+CASE_FILES = ("manifest.json", "events.jsonl", "inject_time.txt", "data.csv", "logs.csv", "topology.json",
+              "load/requests.jsonl", "load/summary.json")
+LABEL_FILES = ("ground_truth.json", "scenario.resolved.yaml")  # labels/<case>/ (not blind), or the case itself
+
+
+def label(case: Path, name: str) -> Path:
+    """A non-blind file of ``case``: results/labels/<case>/ when the run keeps labels apart, else the case dir.
+    The full manifest and the full event journal live there as manifest.full.json and events.jsonl."""
+    labels = case.parent.parent / "labels" / case.name
+    if name == "manifest.json" and (labels / "manifest.full.json").is_file():
+        return labels / "manifest.full.json"
+    return labels / name if (labels / name).is_file() else case / name
 
 
 def short_scenario(name: str, **verify):
@@ -80,7 +90,7 @@ def run_k8s(tmp_path: Path, scenario, prom: PrometheusStub, **cluster_kw):
 
 
 def events(case: Path) -> list[dict]:
-    return [json.loads(line) for line in (case / "events.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in label(case, "events.jsonl").read_text().splitlines()]
 
 
 def stage_ends(case: Path) -> dict[str, str]:
@@ -89,9 +99,10 @@ def stage_ends(case: Path) -> dict[str, str]:
 
 def assert_complete_case(case: Path, status: str) -> dict:
     assert case.is_dir() and not case.with_name(case.name + ".partial").exists()
-    missing = [f for f in CASE_FILES if not (case / f).is_file()]
+    missing = [f for f in CASE_FILES if not (case / f).is_file()] + \
+        [f for f in LABEL_FILES if not label(case, f).is_file()]
     assert not missing, missing
-    manifest = json.loads((case / "manifest.json").read_text())
+    manifest = json.loads(label(case, "manifest.json").read_text())
     assert manifest["status"] == status, manifest.get("reason")
     assert manifest["backend"] == "k8s" and manifest["engine"] == "vllm"
     topology = json.loads((case / "topology.json").read_text())
@@ -131,18 +142,18 @@ def test_clean_run(tmp_path: Path, prometheus: PrometheusStub, recovery_dir: Pat
     case, cluster, played, error = run_k8s(tmp_path, scenario, prometheus)
     assert error is None
     manifest = assert_complete_case(case, "completed")
-    truth = json.loads((case / "ground_truth.json").read_text())
+    truth = json.loads(label(case, "ground_truth.json").read_text())
     assert truth["fault_id"] is None and truth["verified"] is False
     inject = float((case / "inject_time.txt").read_text())
     assert inject == pytest.approx(manifest["load_start"] + 3.0, abs=0.01)
     assert manifest["load_start"] == pytest.approx(cluster.locust_started_at, abs=1e-3)
     assert cluster.profiler == ["start", "stop"]
-    assert not [c for c in cluster.calls if c[0] in ("create", "delete", "agent")]
+    assert not [c for c in cluster.calls if c[0] in ("create", "delete") or (c[0] == "agent" and c[2][2] != "locate")]
     assert_torn_down_last(cluster, played)
     assert_nothing_pending(case, recovery_dir)
     # the scenario's steady-state probe reached Prometheus under the cluster's metric names
     probes = [q for p, q in prometheus.queries if p == "/api/v1/query"]
-    assert "sum(rate(ray_vllm:request_success_total[15s]))" in probes
+    assert "sum(rate(ray_vllm_request_success_total[15s]))" in probes
     assert not [q for q in probes if PrometheusStub.FOREIGN.search(q)]
 
 
@@ -152,7 +163,7 @@ def test_chaos_mesh_fault(tmp_path: Path, prometheus: PrometheusStub, recovery_d
     assert error is None
     manifest = assert_complete_case(case, "completed")
     assert_torn_down_last(cluster, played)
-    truth = json.loads((case / "ground_truth.json").read_text())
+    truth = json.loads(label(case, "ground_truth.json").read_text())
     assert truth["fault_id"] == "network-delay" and truth["component"] == "node-1" and truth["verified"] is True
     assert truth["realism"] == "real" and truth["start"] < truth["end"]
     assert float((case / "inject_time.txt").read_text()) == pytest.approx(truth["start"], abs=1e-3)
@@ -167,7 +178,7 @@ def test_chaos_mesh_fault(tmp_path: Path, prometheus: PrometheusStub, recovery_d
     assert fault_ends == [("fault.preflight", "ok"), ("fault.inject", "ok"), ("fault.verify", "ok"),
                           ("fault.recover", "ok")]
     # the stop condition was watched while the fault was in, under the cluster's metric names
-    stop = "(sum(rate(ray_vllm:request_success_total[10s])) == 0) and (sum(ray_vllm:num_requests_running) > 0)"
+    stop = "(sum(rate(ray_vllm_request_success_total[10s])) == 0) and (sum(ray_vllm_num_requests_running) > 0)"
     assert ("/api/v1/query", stop) in prometheus.queries
     assert_nothing_pending(case, recovery_dir)
 
@@ -177,14 +188,17 @@ def test_fault_agent_fault(tmp_path: Path, prometheus: PrometheusStub, recovery_
     case, cluster, played, error = run_k8s(tmp_path, scenario, prometheus)
     assert error is None
     assert_complete_case(case, "completed")
-    truth = json.loads((case / "ground_truth.json").read_text())
+    truth = json.loads(label(case, "ground_truth.json").read_text())
     assert truth["fault_id"] == "gpu-power-cap" and truth["component"] == "rank-2" and truth["node"] == "node-1"
     assert truth["verified"] is True and truth["realism"] == "real"
-    agent = [(c[1], c[2][2]) for c in cluster.calls if c[0] == "agent"]
+    assert [(c[1], c[2][2]) for c in cluster.calls if c[0] == "agent"][:2] == [("node-0", "locate"),
+                                                                                ("node-1", "locate")]
+    agent = [(c[1], c[2][2]) for c in cluster.calls if c[0] == "agent" and c[2][2] != "locate"]
     assert agent[0] == ("node-1", "inject") and agent[-1] == ("node-1", "recover")
     assert set(agent[1:-1]) == {("node-1", "verify")}
-    inject = next(c for c in cluster.calls if c[0] == "agent")
-    assert inject[2][3:] == ("gpu-power-cap", "--gpu", "0", "--watts", "150")  # rank-2 = node-1's first GPU
+    inject = next(c for c in cluster.calls if c[0] == "agent" and c[2][2] == "inject")
+    # rank-2: node-1's first GPU in PCI bus order, by the UUID the node's agent reported (fakes.gpu_uuid)
+    assert inject[2][3:] == ("gpu-power-cap", "--gpu", "GPU-node-1-0", "--run", cluster.name, "--watts", "150")
     order = [c for c in cluster.calls if c[0] in ("agent", "playbook")]
     assert order.index(("playbook", "teardown.yml")) > max(i for i, c in enumerate(order) if c[0] == "agent")
     assert_torn_down_last(cluster, played)
@@ -203,7 +217,7 @@ def test_unverified_fault_is_recorded_and_recovered(tmp_path: Path, prometheus: 
     assert_torn_down_last(cluster, played)
     assert error is None  # as on the local backend: the case is recorded "not-verified", the run goes on
     manifest = assert_complete_case(case, "not-verified")
-    truth = json.loads((case / "ground_truth.json").read_text())
+    truth = json.loads(label(case, "ground_truth.json").read_text())
     assert truth["fault_id"] == name and truth["verified"] is False and truth["end"] is not None
     if cluster_kw.get("agent_error"):
         assert "Insufficient Permissions" in manifest["reason"]
@@ -215,7 +229,7 @@ def test_unverified_fault_is_recorded_and_recovered(tmp_path: Path, prometheus: 
         assert [c[0] for c in cluster.calls if c[0] in ("create", "delete")] == ["create", "delete"]
         assert not cluster.chaos
     else:
-        verbs = [c[2][2] for c in cluster.calls if c[0] == "agent"]
+        verbs = [c[2][2] for c in cluster.calls if c[0] == "agent" and c[2][2] != "locate"]
         assert verbs[0] == "inject" and verbs[-1] == "recover" and verbs.count("recover") == 1
     assert_nothing_pending(case, recovery_dir)
 
@@ -227,7 +241,7 @@ def test_scenario_promql_gets_the_clusters_metric_names():
         "extra_metrics": [{"name": "waiting", "component": "ingress", "query": "vllm:num_requests_waiting"}]}})
     s = from_scenario(scenario)
     assert cluster_promql(s, "sum(rate(vllm:request_success_total[15s])) / sum(vllm:x)") == \
-        "sum(rate(ray_vllm:request_success_total[15s])) / sum(ray_vllm:x)"
-    assert cluster_promql(s, "sum(ray_vllm:x) + DCGM_FI_DEV_SM_CLOCK") == "sum(ray_vllm:x) + DCGM_FI_DEV_SM_CLOCK"
+        "sum(rate(ray_vllm_request_success_total[15s])) / sum(ray_vllm_x)"
+    assert cluster_promql(s, "sum(ray_vllm_x) + DCGM_FI_DEV_SM_CLOCK") == "sum(ray_vllm_x) + DCGM_FI_DEV_SM_CLOCK"
     extra = [q for q in column_queries(s, scenario) if q.column == "ingress_waiting"]
-    assert [q.query for q in extra] == ["sum(ray_vllm:num_requests_waiting)"]
+    assert [q.query for q in extra] == ["sum(ray_vllm_num_requests_waiting)"]

@@ -27,10 +27,11 @@ import yaml
 from harness.backends.base import NodeInfo, RankInfo
 from harness.backends.k8s import collect
 from harness.backends.k8s.client import K8sClient
-from harness.backends.k8s.faults import FaultAction, plan_faults
+from harness.backends.k8s.faults import FaultAction, locate_command, plan_faults
 from harness.backends.k8s.injectors import K8sInjector
-from harness.backends.k8s.settings import K8sSettings
-from harness.case import atomic_write_json
+from harness.backends.k8s.placement import Placement, from_located
+from harness.backends.k8s.settings import MIN_RAY, MIN_VLLM, K8sSettings, image_ray_version, version_tuple
+from harness.case import atomic_write_json, atomic_write_text
 from harness.errors import PreflightFailed
 
 REPO = Path(__file__).resolve().parents[3]
@@ -128,6 +129,8 @@ class K8sTestbed:
     node_map: dict[str, str]
     actions: list[FaultAction]
     prometheus_url: str
+    placement: Placement
+    worker_pods: dict[str, list[str]] = field(default_factory=dict)
     playbook: PlaybookRunner = run_playbook
     inventory: Path | None = None
     backend: str = "k8s"
@@ -139,7 +142,7 @@ class K8sTestbed:
         s = self.settings
         # NodeInfo.ip carries the Kubernetes node name: addresses are the cluster's business.
         self.nodes = {n: NodeInfo(name=n, ip=self.node_map.get(n, "")) for n in s.node_names}
-        self.ranks = {f"rank-{r}": RankInfo(name=f"rank-{r}", index=r, node=s.rank_node(r))
+        self.ranks = {f"rank-{r}": RankInfo(name=f"rank-{r}", index=r, node=self.placement.node(r))
                       for r in range(s.world_size)}
 
     @property
@@ -190,7 +193,8 @@ class K8sTestbed:
                      requests: list[dict[str, Any]] | None = None) -> dict[str, int]:
         """data.csv, logs.csv and traces/ of ``case_dir`` from the cluster."""
         queries = collect.column_queries(self.settings, scenario)
-        cols = collect.export_data_csv(self.prometheus_url, self.settings, queries, self.node_map, t0, t_end,
+        view = collect.ClusterView(self.node_map, self.worker_pods, self.placement)
+        cols = collect.export_data_csv(self.prometheus_url, self.settings, queries, view, t0, t_end,
                                        case_dir / "data.csv", requests)
         lines = collect.export_logs_csv(self.client, t0 - 60, time.time(), case_dir / "logs.csv")
         traces = collect.collect_traces(self.client, self.settings, case_dir / "traces")
@@ -223,11 +227,63 @@ def deploy_k8s(scenario, run_dir: Path, *, prometheus_url: str | None = None, in
         extravars["cb_install_k3s"] = inventory is not None
     playbook("site.yml" if install else "deploy.yml", extravars, run_dir / "ansible", inventory)
     client = client or K8sClient(s.namespace, kubeconfig=s.kubeconfig)
+    check_versions(client, s, timeout_s=extravars["cb_ready_timeout_s"])
     client.wait_rayservice_ready(s.name, timeout_s=extravars["cb_ready_timeout_s"])
     node_map = client.node_map()
     missing = [n for n in s.node_names if n not in node_map]
     if missing:
         raise PreflightFailed(f"no Kubernetes node labelled {', '.join(missing)} (label chaosbench.io/node)")
+    workers = worker_pods(client)
+    placement = locate_ranks(client, s, node_map)
+    actions = plan_faults(s, scenario, placement)
+    # the playbooks (inject.yml, teardown's agent recovery) read the plan: give them the reported GPUs too
+    atomic_write_text(k8s_dir / "faults" / "plan.json", json.dumps([a.to_json() for a in actions], indent=2) + "\n")
+    atomic_write_json(k8s_dir / "placement.json", placement.to_json())
     url = prometheus_url or os.environ.get("CHAOSBENCH_K8S_PROMETHEUS_URL", DEFAULT_PROMETHEUS)
     return K8sTestbed(settings=s, client=client, run_dir=run_dir, k8s_dir=k8s_dir, node_map=node_map,
-                      actions=plan_faults(s, scenario), prometheus_url=url, playbook=playbook, inventory=inventory)
+                      actions=actions, prometheus_url=url, placement=placement,
+                      worker_pods={n: [p.name for p in pods] for n, pods in workers.items()},
+                      playbook=playbook, inventory=inventory)
+
+
+VERSIONS_PY = "import json, ray, vllm; print(json.dumps({'ray': ray.__version__, 'vllm': vllm.__version__}))"
+
+
+def check_versions(client: K8sClient, s: K8sSettings, timeout_s: float = 1800) -> dict[str, str]:
+    """Read Ray's and vLLM's versions in the running head pod; refuse, in one line, an image that does not
+    carry the versions the rendered manifests need (the image tag's Ray, Ray >= 2.51, vLLM >= 0.11)."""
+    head = client.wait_pods_ready("chaosbench.io/role=head", 1, timeout_s=timeout_s)[0]
+    res = client.exec(head.name, ["python", "-c", VERSIONS_PY])
+    try:
+        found = json.loads(res.stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        raise PreflightFailed(f"image {s.image}: cannot import ray and vllm in the head pod "
+                              f"({(res.stderr or res.stdout).strip()[-200:] or f'exit {res.rc}'})") from None
+    want = image_ray_version(s.image)
+    problems = []
+    if found["ray"] != want:
+        problems.append(f"Ray {found['ray']} where the tag and rayVersion say {want}")
+    if version_tuple(found["ray"]) < MIN_RAY:
+        problems.append(f"Ray {found['ray']} < {'.'.join(map(str, MIN_RAY))}")
+    if version_tuple(found["vllm"]) < MIN_VLLM:
+        problems.append(f"vLLM {found['vllm']} < {'.'.join(map(str, MIN_VLLM))}")
+    if problems:
+        raise PreflightFailed(f"image {s.image}: " + "; ".join(problems))
+    return found
+
+
+def worker_pods(client: K8sClient) -> dict[str, list]:
+    """node-<i> -> its running Ray worker pods, found by labels (never by KubeRay's generated names)."""
+    out: dict[str, list] = {}
+    for pod in client.pods("chaosbench.io/role=worker"):
+        node = pod.labels.get("chaosbench.io/node")
+        if node and pod.phase == "Running":
+            out.setdefault(node, []).append(pod)
+    return out
+
+
+def locate_ranks(client: K8sClient, s: K8sSettings, node_map: dict[str, str]) -> Placement:
+    """Ranks -> GPUs from the fault agents' ``locate`` on every node (placement.py)."""
+    located = {node: client.run_agent(node, locate_command(s), node_map) for node in s.node_names}
+    ips = {node: pods[0].ip for node, pods in worker_pods(client).items() if pods}
+    return from_located(s, located, ips)

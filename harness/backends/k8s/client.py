@@ -29,6 +29,7 @@ class PodRef:
     phase: str
     ready: bool
     labels: dict[str, str] = field(default_factory=dict)
+    ip: str = ""  # pod IP: Ray's node IP, which vLLM orders ranks by
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class K8sClient:
             statuses = p.status.container_statuses or []
             ready = bool(statuses) and all(c.ready for c in statuses)
             out.append(PodRef(p.metadata.name, p.spec.node_name, p.status.phase or "Unknown", ready,
-                              dict(p.metadata.labels or {})))
+                              dict(p.metadata.labels or {}), p.status.pod_ip or ""))
         return sorted(out, key=lambda r: r.name)
 
     def logs(self, pod: str, since_seconds: int | None = None, container: str | None = None) -> str:

@@ -2,12 +2,16 @@
 
 data.csv has the local backend's shape and names (harness/collect/prometheus.py): a
 ``time`` column (unix seconds, one row per step) and ``<component>_<metric>`` columns,
-components ``ingress``, ``node-<i>`` and ``rank-<i>``; metric parts keep Prometheus'
-names with the same derivation suffixes (``:rate``, ``:mean``, ``:p95``), so a
-detector sees one shape on both backends. Each column is one PromQL query reduced to
-a single series; ``{k8s_node}`` in a query is the Kubernetes node that carries the
-component, filled in from the node labels. Querying, gap filling and the client-side
-SLIs reuse harness.collect.prometheus.
+components ``ingress``, ``node-<i>`` and ``rank-<i>``; metric parts keep the local
+names (vLLM's ``vllm:*``, DCGM's, the local exporter's) with the same derivation suffixes
+(``:rate``, ``:mean``, ``:p95``), so a detector sees one shape on both backends. Each column
+is one PromQL query over the cluster's metric names, reduced to a single series.
+
+Placeholders filled in at run time from what the cluster reports (``ClusterView``):
+``{k8s_node}`` the Kubernetes node of the component (node labels), ``{worker_pods}`` the
+node's Ray worker pod names (found by pod labels), ``{gpu_uuid}`` the rank's GPU (the fault
+agents' ``locate``, see placement.py). Querying, gap filling and the client-side SLIs reuse
+harness.collect.prometheus.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from __future__ import annotations
 import base64
 import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.backends.k8s.placement import Placement, expected
 from harness.backends.k8s.settings import PROFILER_DIR, K8sSettings
 from harness.errors import PreflightFailed
 
@@ -36,6 +41,28 @@ DCGM_GAUGES = ("DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_P
                "DCGM_FI_PROF_NVLINK_RX_BYTES")
 DCGM_COUNTERS = ("DCGM_FI_DEV_POWER_VIOLATION", "DCGM_FI_DEV_THERMAL_VIOLATION", "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
                  "DCGM_FI_DEV_PCIE_REPLAY_COUNTER")
+RAY_PREFIX = "ray_"  # Ray's metrics agent: every application metric is exported as ray_<name>
+CADVISOR_INTERVAL_S = 10.0  # kubelet's cAdvisor housekeeping: container_* samples ~10 s apart, timestamps honoured
+
+
+def ray_metric_name(name: str) -> str:
+    """vLLM's metric name as Prometheus sees it under Ray Serve LLM.
+
+    vLLM's Ray stat logger (vllm/v1/metrics/ray_wrappers.py, ``_get_sanitized_opentelemetry_name``) turns
+    every character outside [a-zA-Z0-9_] into ``_``; Ray's metrics agent prefixes ``ray_``. Suffixes
+    (``_total``, ``_bucket``, ``_sum``, ``_count``) come through unchanged: ``vllm:request_success_total``
+    -> ``ray_vllm_request_success_total``.
+    """
+    return RAY_PREFIX + re.sub(r"[^a-zA-Z0-9_]", "_", name)
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """What the cluster reported, to fill in query placeholders."""
+
+    node_map: dict[str, str]  # node-<i> -> Kubernetes node
+    worker_pods: dict[str, list[str]] = field(default_factory=dict)  # node-<i> -> Ray worker pod names
+    placement: Placement | None = None
 
 
 @dataclass(frozen=True)
@@ -48,41 +75,64 @@ class ColumnQuery:
     def to_json(self) -> dict[str, str]:
         return {"column": self.column, "component": self.component, "query": self.query, "kind": self.kind}
 
-    def resolve(self, node_map: dict[str, str], component_node: str | None) -> str:
-        if "{k8s_node}" not in self.query:
-            return self.query
-        if component_node is None or component_node not in node_map:
-            raise PreflightFailed(f"{self.column}: no Kubernetes node labelled {component_node}")
-        return self.query.replace("{k8s_node}", node_map[component_node])
+    def resolve(self, view: ClusterView, s: K8sSettings) -> str:
+        return resolve_query(self.query, view, s, self.component, self.column)
 
 
-def _window(s: K8sSettings) -> str:
-    return f"{max(5, round(4 * s.step_s))}s"
+def resolve_query(query: str, view: ClusterView, s: K8sSettings, component: str, what: str = "") -> str:
+    """``query`` with its placeholders filled in for ``component``; PreflightFailed names what is missing."""
+    what = what or component
+    placement = view.placement or expected(s)
+    node = component_node(placement, component)
+    if "{k8s_node}" in query:
+        if node is None or node not in view.node_map:
+            raise PreflightFailed(f"{what}: no Kubernetes node labelled {node}")
+        query = query.replace("{k8s_node}", view.node_map[node])
+    if "{worker_pods}" in query:
+        pods = view.worker_pods.get(node or "", [])
+        if not pods:
+            raise PreflightFailed(f"{what}: no Ray worker pod labelled chaosbench.io/node={node}")
+        query = query.replace("{worker_pods}", "|".join(re.escape(p) for p in pods))
+    if "{gpu_uuid}" in query:
+        if view.placement is None or not component.startswith("rank-"):
+            raise PreflightFailed(f"{what}: the rank's GPU is not known (the fault agents' locate did not run)")
+        query = query.replace("{gpu_uuid}", view.placement.gpu(int(component.split("-", 1)[1])))
+    return query
+
+
+def rate_window(s: K8sSettings, sample_interval_s: float | None = None) -> str:
+    """A rate() range that holds at least four samples of a series scraped every ``sample_interval_s``
+    (default: the scenario's step, the interval of every scrape the backend configures)."""
+    interval = max(s.step_s, sample_interval_s or s.step_s)
+    return f"{max(5, round(4 * interval))}s"
 
 
 def _ingress(s: K8sSettings) -> list[tuple[str, str, str]]:
-    p, w = f"{s.vllm_metric_prefix}vllm:", _window(s)
+    w = rate_window(s)
     out = []
     for h in VLLM_HISTOGRAMS:
-        rate_sum, rate_count = f"sum(rate({p}{h}_sum[{w}]))", f"sum(rate({p}{h}_count[{w}]))"
+        n = ray_metric_name(f"vllm:{h}")
+        rate_sum, rate_count = f"sum(rate({n}_sum[{w}]))", f"sum(rate({n}_count[{w}]))"
         out += [(f"vllm:{h}:mean", f"{rate_sum} / {rate_count}", "gauge"),
-                (f"vllm:{h}:p95", f"histogram_quantile(0.95, sum by (le) (rate({p}{h}_bucket[{w}])))", "gauge"),
+                (f"vllm:{h}:p95", f"histogram_quantile(0.95, sum by (le) (rate({n}_bucket[{w}])))", "gauge"),
                 (f"vllm:{h}:rate", rate_count, "rate")]
-    out += [(f"vllm:{g}", f"{agg}({p}{g})", "gauge") for g, agg in VLLM_GAUGES.items()]
-    out += [(f"vllm:{c.removesuffix('_total')}:rate", f"sum(rate({p}{c}[{w}]))", "rate") for c in VLLM_COUNTERS]
+    out += [(f"vllm:{g}", f"{agg}({ray_metric_name(f'vllm:{g}')})", "gauge") for g, agg in VLLM_GAUGES.items()]
+    out += [(f"vllm:{c.removesuffix('_total')}:rate", f"sum(rate({ray_metric_name(f'vllm:{c}')}[{w}]))", "rate")
+            for c in VLLM_COUNTERS]
     return out
 
 
 def _node(s: K8sSettings, node: str) -> list[tuple[str, str, str]]:
     """The node as a host (node-exporter, named like the local ``host_*`` columns) and its Ray worker
     pod as the node's processes (cAdvisor, named like the local exporter's ``chaosbench_node_*``)."""
-    w, sel = _window(s), 'k8s_node="{k8s_node}"'
-    pod = f'namespace="{s.namespace}",pod=~".*-{node}-worker-.*"'
+    w, sel = rate_window(s), 'k8s_node="{k8s_node}"'
+    wc = rate_window(s, CADVISOR_INTERVAL_S)
+    pod = f'namespace="{s.namespace}",pod=~"{{worker_pods}}"'
     pods = f'{pod},container!=""'
     nic = f'{sel},device!~"lo|veth.*|cali.*|flannel.*|cni.*|docker.*"'
 
     def rate(metric: str, sel_: str = pods) -> str:
-        return f"sum(rate({metric}{{{sel_}}}[{w}]))"
+        return f"sum(rate({metric}{{{sel_}}}[{wc}]))"
 
     cgroup = [
         ("chaosbench_node_cpu_usage_seconds:rate", rate("container_cpu_usage_seconds_total"), "rate"),
@@ -108,13 +158,14 @@ def _node(s: K8sSettings, node: str) -> list[tuple[str, str, str]]:
         ("memory:pressure", f"max(rate(node_pressure_memory_waiting_seconds_total{{{sel}}}[{w}]))", "rate"),
         ("io:pressure", f"max(rate(node_pressure_io_waiting_seconds_total{{{sel}}}[{w}]))", "rate"),
         ("pgmajfault:rate", f"max(rate(node_vmstat_pgmajfault{{{sel}}}[{w}]))", "rate"),
-        ("network_transmit_bytes:rate", rate("node_network_transmit_bytes_total", nic), "rate"),
-        ("network_receive_bytes:rate", rate("node_network_receive_bytes_total", nic), "rate"),
+        ("network_transmit_bytes:rate", f"sum(rate(node_network_transmit_bytes_total{{{nic}}}[{w}]))", "rate"),
+        ("network_receive_bytes:rate", f"sum(rate(node_network_receive_bytes_total{{{nic}}}[{w}]))", "rate"),
     ]
 
 
 def _rank(s: K8sSettings, rank: int) -> list[tuple[str, str, str]]:
-    sel, w = f'Hostname="{{k8s_node}}",gpu="{s.rank_gpu(rank)}"', _window(s)
+    # dcgm-exporter's UUID label names the GPU wherever it sits: no host index or Hostname assumed
+    sel, w = 'UUID="{gpu_uuid}"', rate_window(s)
     out = [(m, f"max({m}{{{sel}}})", "gauge") for m in DCGM_GAUGES]
     out += [(f"{m.removesuffix('_TOTAL')}:rate", f"max(rate({m}{{{sel}}}[{w}]))", "rate") for m in DCGM_COUNTERS]
     return out
@@ -132,27 +183,27 @@ def column_queries(s: K8sSettings, scenario) -> list[ColumnQuery]:
     return cols
 
 
-_VLLM_NAME = re.compile(r"(?<![\w:])vllm:")
+_VLLM_NAME = re.compile(r"(?<![\w:])vllm:[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 
 def cluster_promql(s: K8sSettings, query: str) -> str:
     """A scenario's PromQL (steady-state probes, stop conditions, extra metrics) as it reads on the cluster:
-    vLLM's metric names (``vllm:...``, as the local engine exports them) carry Ray's re-export prefix."""
-    return _VLLM_NAME.sub(f"{s.vllm_metric_prefix}vllm:", query)
+    vLLM's metric names (``vllm:...``, as the local engine exports them) under Ray Serve LLM's naming."""
+    return _VLLM_NAME.sub(lambda m: ray_metric_name(m.group(0)), query)
 
 
-def component_node(s: K8sSettings, component: str) -> str | None:
+def component_node(placement: Placement, component: str) -> str | None:
     if component.startswith("node-"):
         return component
     if component.startswith("rank-"):
-        return s.rank_node(int(component.split("-", 1)[1]))
+        return placement.node(int(component.split("-", 1)[1]))
     return None
 
 
 # ----------------------------------------------------------------------------- metrics
 
 
-def export_data_csv(prometheus_url: str, s: K8sSettings, queries: list[ColumnQuery], node_map: dict[str, str],
+def export_data_csv(prometheus_url: str, s: K8sSettings, queries: list[ColumnQuery], view: ClusterView,
                     start: float, end: float, out: Path, requests: list[dict[str, Any]] | None = None) -> int:
     """Range-query every column into ``out`` (data.csv) as the local collector does; returns the column count."""
     import pandas as pd
@@ -160,8 +211,7 @@ def export_data_csv(prometheus_url: str, s: K8sSettings, queries: list[ColumnQue
     from harness.collect.prometheus import Column, fill_gaps, query_frame, sli_frame
 
     metric_of = {q.column: q.column.split("_", 1)[1] for q in queries}
-    columns = [Column(metric_of[q.column], q.resolve(node_map, component_node(s, q.component)), q.kind,
-                      component=q.component) for q in queries]
+    columns = [Column(metric_of[q.column], q.resolve(view, s), q.kind, component=q.component) for q in queries]
     start_s, end_s = int(start), int(end) + 1
     df, kinds = query_frame(prometheus_url, columns, start_s, end_s, s.step_s)
     index = pd.RangeIndex(start_s, end_s + 1, max(1, int(s.step_s)))

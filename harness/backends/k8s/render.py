@@ -15,8 +15,9 @@ Nothing here talks to a cluster: ``render_all`` returns documents in memory and
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -28,7 +29,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from harness.backends.k8s import collect
 from harness.backends.k8s.faults import plan_faults
 from harness.backends.k8s.settings import (
-    APP_LABEL, DEFAULT_MODEL, METRICS_PORT, NODE_LABEL, PROFILER_DIR, SERVE_PORT, K8sSettings, from_scenario,
+    APP_LABEL, DEFAULT_MODEL, METRICS_PORT, NODE_LABEL, PROFILER_DIR, RUN_ENV, SERVE_PORT, K8sSettings, from_scenario,
+    image_ray_version,
 )
 from harness.case import atomic_write_text
 from harness.errors import PreflightFailed
@@ -51,7 +53,7 @@ DCGM_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("DCGM_FI_DEV_POWER_USAGE", "gauge", "Power draw (in W)."),
     ("DCGM_FI_DEV_POWER_MGMT_LIMIT", "gauge", "Power management limit (in W)."),
     ("DCGM_FI_DEV_ENFORCED_POWER_LIMIT", "gauge", "Enforced power limit (in W)."),
-    ("DCGM_FI_DEV_CLOCKS_EVENT_REASONS", "gauge", "Clock event reasons bitmask (power cap, thermal, ...)."),
+    ("DCGM_FI_DEV_CLOCKS_EVENT_REASONS", "gauge", "Clock event reasons bitmask (power cap; thermal; others)."),
     ("DCGM_FI_DEV_POWER_VIOLATION", "counter", "Throttling duration due to power constraints (in us)."),
     ("DCGM_FI_DEV_THERMAL_VIOLATION", "counter", "Throttling duration due to thermal constraints (in us)."),
     ("DCGM_FI_DEV_BOARD_LIMIT_VIOLATION", "counter", "Throttling duration due to board limit constraints (in us)."),
@@ -107,14 +109,19 @@ def _step(seconds: float) -> str:
 
 
 def dcgm_csv() -> str:
-    head = "# chaosbench dcgm-exporter counters: DCGM field, Prometheus type, help\n"
-    return head + "".join(f"{f}, {t}, {h}\n" for f, t, h in DCGM_FIELDS)
+    """dcgm-exporter's counters file. The exporter reads it with Go's encoding/csv (comment '#', every record
+    three fields: DCGM field, Prometheus type, help), so it is written by a CSV writer: a comma in a help
+    text is quoted, not a fourth field."""
+    buf = io.StringIO()
+    buf.write("# chaosbench dcgm-exporter counters: DCGM field; Prometheus type; help\n")
+    csv.writer(buf, lineterminator="\n").writerows(DCGM_FIELDS)
+    return buf.getvalue()
 
 
 def serve_config(s: K8sSettings) -> dict[str, Any]:
     """Ray Serve config (serveConfigV2) of the vLLM app built by ray.serve.llm:build_openai_app."""
     engine_kwargs: dict[str, Any] = {"tensor_parallel_size": s.tensor_parallel, "max_model_len": s.max_model_len,
-                                     **s.engine_kwargs}
+                                     **s.engine_kwargs, "gpu_memory_utilization": s.gpu_memory_utilization}
     llm_config: dict[str, Any] = {
         "model_loading_config": {"model_id": s.model_id, "model_source": s.model_source},
         "engine_kwargs": engine_kwargs,
@@ -123,8 +130,8 @@ def serve_config(s: K8sSettings) -> dict[str, Any]:
         "log_engine_metrics": True,
         "runtime_env": {"env_vars": _engine_env(s)},
     }
-    if s.gpu_type:
-        llm_config["accelerator_type"] = s.gpu_type
+    if s.accelerator_type:
+        llm_config["accelerator_type"] = s.accelerator_type
     return {
         "http_options": {"host": "0.0.0.0", "port": SERVE_PORT},
         "applications": [{"name": SERVE_APP, "route_prefix": "/", "import_path": "ray.serve.llm:build_openai_app",
@@ -141,17 +148,13 @@ def _engine_env(s: K8sSettings) -> dict[str, str]:
 
 def _ray_env(s: K8sSettings) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
+        {"name": RUN_ENV, "value": s.name},  # inherited by every Ray process: the fault agent finds the run by it
         {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
         {"name": "RAY_metrics_report_interval_ms", "value": str(max(1000, int(s.step_s * 1000)))},
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token", "optional": True}}},
     ]
     env.extend({"name": k, "value": v} for k, v in _engine_env(s).items())
     return env
-
-
-def _ray_version(image: str) -> str:
-    m = re.search(r":(\d+\.\d+\.\d+)", image)
-    return m.group(1) if m else "2.49.0"
 
 
 def locust_files(s: K8sSettings, scenario) -> dict[str, str]:
@@ -191,7 +194,7 @@ def manifests(s: K8sSettings, scenario) -> dict[str, str]:
                                                      gpu_operator_namespace=GPU_OPERATOR_NAMESPACE),
         "manifests/20-profiler.yaml": _template("profiler.yaml.j2", s=s, profile_script=PROFILER_FILE.read_text()),
         "manifests/30-rayservice.yaml": _template(
-            "rayservice.yaml.j2", s=s, serve_config=serve_yaml, ray_version=_ray_version(s.image),
+            "rayservice.yaml.j2", s=s, serve_config=serve_yaml, ray_version=image_ray_version(s.image),
             ray_env=_ray_env(s), metrics_port=METRICS_PORT, serve_port=SERVE_PORT, profiler_dir=PROFILER_DIR),
         "manifests/40-monitors.yaml": _template("monitors.yaml.j2", s=s, step=step),
         "manifests/50-fault-agent.yaml": _template("fault-agent.yaml.j2", s=s, agent_script=AGENT_FILE.read_text()),
@@ -277,7 +280,9 @@ def _plan(s: K8sSettings, scenario, names: list[str]) -> dict[str, Any]:
         "model": {"id": s.model_id, "source": s.model_source},
         "topology": {"nodes": s.nodes, "tensor_parallel": s.tensor_parallel, "data_parallel": s.data_parallel,
                      "gpus_per_node": s.gpus_per_node,
-                     "rank_node": {f"rank-{r}": s.rank_node(r) for r in range(s.world_size)}},
+                     "rank_node": {f"rank-{r}": s.rank_node(r) for r in range(s.world_size)},
+                     "placement": "expected: the run maps ranks to GPUs from what the fault agents' locate reports "
+                                  "(vLLM's rank order, NVML UUIDs)"},
         "files": names + ["plan.json"],
         "warnings": _warnings(s),
         "touched_cluster": False,
@@ -289,6 +294,9 @@ def _warnings(s: K8sSettings) -> list[str]:
     if "ray" not in s.image.split("/")[-1]:
         out.append(f"image {s.image!r} must contain Ray Serve LLM (ray[serve,llm]) and vLLM for the RayService; "
                    "e.g. rayproject/ray-llm:<ray version>-py311-cu128")
+    if s.gpu_product and not s.accelerator_type:
+        out.append(f"k8s.gpu_product {s.gpu_product!r} selects the nodes; Ray's accelerator_type is not set "
+                   "(Ray schedules on any GPU of those nodes)")
     if s.model_source == DEFAULT_MODEL:
         out.append(f"model.path not set: serving {DEFAULT_MODEL} (downloaded from the Hugging Face hub by the pods)")
     return out

@@ -29,6 +29,17 @@ DEFAULT_MODEL = "Qwen/Qwen3-0.6B"  # 16 heads / 8 KV heads: splits over TP 1, 2,
 LOCUST_IMAGE = "locustio/locust:2.37.0"
 AGENT_IMAGE_DEFAULT = "nvcr.io/nvidia/pytorch:25.01-py3"  # torch + CUDA + nvidia-smi for the GPU hogs
 PROFILER_DIR = "/tmp/chaosbench-profile"
+# The Ray Serve LLM image and the versions the rendered manifests need. The tag is one that KubeRay's and Ray's
+# Serve-LLM examples pull (rayproject/ray-llm:<ray>-py311-cu128); placement_group_config in LLMConfig needs
+# Ray >= 2.51, vLLM's kv_cache_usage_perc / inter_token_latency_seconds need vLLM >= 0.11.
+IMAGE_DEFAULT = "rayproject/ray-llm:2.52.0-py311-cu128"
+MIN_RAY = (2, 51, 0)
+MIN_VLLM = (0, 11, 0)
+RUN_ENV = "CHAOSBENCH_RAYSERVICE"  # set in every Ray pod: the fault agent finds this run's processes by it
+GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default share of device memory
+# Share left to the engine when a scenario puts a GPU memory hog next to it: vLLM preallocates its share at start,
+# so the hog can only take what the engine left free.
+GPU_MEMORY_UTILIZATION_UNDER_HOG = 0.5
 SERVE_PORT = 8000
 METRICS_PORT = 8080
 
@@ -41,7 +52,8 @@ class K8sSettings:
     image: str  # Ray + vLLM image for head and workers
     agent_image: str
     locust_image: str
-    gpu_type: str | None
+    gpu_product: str | None  # node selector: GPU feature discovery's nvidia.com/gpu.product label value
+    accelerator_type: str | None  # Ray's accelerator name (LLMConfig.accelerator_type), e.g. "H100"
     nodes: int
     tensor_parallel: int
     data_parallel: int
@@ -51,7 +63,7 @@ class K8sSettings:
     max_model_len: int
     engine_kwargs: dict[str, object] = field(default_factory=dict)
     step_s: float = 1.0
-    vllm_metric_prefix: str = "ray_"  # Ray re-exports vLLM's metrics with its own prefix
+    gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION
     charts: dict[str, dict[str, str]] = field(default_factory=lambda: {k: dict(v) for k, v in CHARTS.items()})
 
     @property
@@ -63,14 +75,11 @@ class K8sSettings:
         return [f"node-{i}" for i in range(self.nodes)]
 
     def rank_node(self, rank: int) -> str:
-        """Contiguous blocks, as the scenario model places ranks."""
-        return f"node-{rank * self.nodes // self.world_size}"
+        """The node a rank is expected on before the cluster reports it (contiguous blocks, the scenario's model).
 
-    def rank_gpu(self, rank: int) -> int:
-        """Local GPU index of a rank on its node (its place in the node's block)."""
-        node = self.rank_node(rank)
-        first = min(r for r in range(self.world_size) if self.rank_node(r) == node)
-        return rank - first
+        Only the rendered plan uses it; a run maps ranks through ``placement.Placement`` (what the cluster reports).
+        """
+        return f"node-{rank * self.nodes // self.world_size}"
 
     @property
     def serve_service(self) -> str:
@@ -94,7 +103,13 @@ def from_scenario(scenario) -> K8sSettings:
     if world < topo.nodes:
         raise InputInvalid(f"{scenario.metadata.name}: {topo.nodes} nodes but only {world} ranks: some node has no GPU")
     gpus_per_node = math.ceil(world / topo.nodes)
+    if world % topo.nodes:
+        raise InputInvalid(f"{scenario.metadata.name}: {world} ranks do not split evenly over {topo.nodes} nodes "
+                           "(each k8s worker group asks for the same GPU count)")
     engine_kwargs = dict(k8s.engine_kwargs)
+    if any(step.id == "gpu-memory-pressure" for step in spec.faults):
+        engine_kwargs.setdefault("gpu_memory_utilization", GPU_MEMORY_UTILIZATION_UNDER_HOG)
+    engine_kwargs.setdefault("gpu_memory_utilization", GPU_MEMORY_UTILIZATION)
     uses_nccl_fault = any(step.id in {"nccl-hang", "interconnect-degradation"} for step in spec.faults)
     if uses_nccl_fault:
         # vLLM's custom all-reduce bypasses NCCL inside a node: NCCL faults would not bite (FAULTS.md).
@@ -106,7 +121,8 @@ def from_scenario(scenario) -> K8sSettings:
         image=k8s.image,
         agent_image=AGENT_IMAGE_DEFAULT,
         locust_image=LOCUST_IMAGE,
-        gpu_type=k8s.gpu_type,
+        gpu_product=k8s.gpu_product,
+        accelerator_type=_accelerator_type(k8s.accelerator_type),
         nodes=topo.nodes,
         tensor_parallel=topo.tensor_parallel,
         data_parallel=topo.data_parallel,
@@ -116,4 +132,38 @@ def from_scenario(scenario) -> K8sSettings:
         max_model_len=model.max_seq_len,
         engine_kwargs=engine_kwargs,
         step_s=spec.telemetry.step,
+        gpu_memory_utilization=float(engine_kwargs["gpu_memory_utilization"]),
     )
+
+
+def _accelerator_type(name: str | None) -> str | None:
+    """Ray's accelerator name, checked against ray.util.accelerators when Ray is importable (Ray refuses others)."""
+    if name is None:
+        return None
+    try:
+        from ray.util import accelerators
+    except ImportError:
+        return name
+    known = {v for k, v in vars(accelerators).items() if k.isupper() and isinstance(v, str)}
+    if name not in known:
+        raise InputInvalid(f"k8s.accelerator_type {name!r} is not one of Ray's accelerator names "
+                           f"(ray.util.accelerators, e.g. H100, A100, L4); the GPU product label for the node "
+                           "selector goes in k8s.gpu_product")
+    return name
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """'2.52.0' -> (2, 52, 0); a suffix such as 'rc1' or '+cu128' is ignored."""
+    return tuple(int(p) for p in re.findall(r"\d+", text.split("+")[0])[:3])
+
+
+def image_ray_version(image: str) -> str:
+    """The Ray version a rayproject/ray-llm tag carries; InputInvalid when the tag names none or one too old."""
+    m = re.search(r":(\d+\.\d+\.\d+)", image)
+    if not m:
+        raise InputInvalid(f"k8s.image {image!r}: the tag must start with the Ray version (rayproject/ray-llm:"
+                           "<ray>-py311-cu128): KubeRay's rayVersion and the version preflight read it from there")
+    if version_tuple(m.group(1)) < MIN_RAY:
+        raise InputInvalid(f"k8s.image {image!r}: Ray {m.group(1)} is older than "
+                           f"{'.'.join(map(str, MIN_RAY))} (LLMConfig.placement_group_config)")
+    return m.group(1)

@@ -8,9 +8,13 @@ the Kubernetes exec API. Every command prints one JSON object on stdout and exit
 0, or prints ``{"error": ...}`` and exits 1.
 
 Commands mirror the local injectors' interface: ``inject <fault> ...``,
-``verify <fault> ...``, ``recover <fault> ...`` and ``status``. What an inject
-changed is kept in a state file (hostPath), so ``recover`` works after an agent
-restart and is idempotent.
+``verify <fault> ...``, ``recover <fault> ...`` and ``status``; ``locate --run NAME``
+reports the run's vLLM worker processes (environment ``CHAOSBENCH_RAYSERVICE=NAME``)
+with the GPU NVML puts each on, and whether the run's engine (the Serve LLM replica)
+runs on this node. ``--gpu`` is an NVML UUID or index (nvidia-smi -i accepts both) or
+``worker[:k]``: the k-th GPU (PCI bus order) that holds one of the run's workers. What
+an inject changed is kept in a state file (hostPath), so ``recover`` works after an
+agent restart and is idempotent.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ STATE_DIR = Path(os.environ.get("CHAOSBENCH_AGENT_STATE", "/run/chaosbench-agent
 NVSMI = os.environ.get("CHAOSBENCH_NVIDIA_SMI", "nvidia-smi")
 KMSG = Path(os.environ.get("CHAOSBENCH_KMSG", "/dev/kmsg"))
 CGROUP_ROOT = Path(os.environ.get("CHAOSBENCH_CGROUP_ROOT", "/host/sys/fs/cgroup"))
+RUN_ENV = "CHAOSBENCH_RAYSERVICE"
+ENGINE_TITLES = ("LLMServer", "LLMDeployment")  # Serve LLM's engine deployment (ray::ServeReplica:<app>:<name>)
+MEM_HEADROOM_MIB = 256  # left free next to the memory hog so the driver itself is not starved
 FAULTS = ("gpu-power-cap", "gpu-clock-lock", "gpu-compute-contention", "gpu-memory-pressure", "gpu-xid-error",
           "nccl-hang", "interconnect-degradation", "cpu-throttle")
 
@@ -49,30 +56,93 @@ def nvsmi(*args: str) -> str:
     return out.stdout
 
 
-def query_gpu(gpu: int, fields: list[str]) -> dict[str, str]:
-    line = nvsmi("-i", str(gpu), f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits").strip()
+def query_gpu(gpu: str, fields: list[str]) -> dict[str, str]:
+    line = nvsmi("-i", gpu, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits").strip()
     return dict(zip(fields, (v.strip() for v in line.split(",")), strict=True))
 
 
-def gpu_pids(gpu: int) -> list[int]:
-    """PIDs of compute processes on the GPU (host PIDs: the pod runs with hostPID)."""
-    bus = query_gpu(gpu, ["pci.bus_id"])["pci.bus_id"]
-    out = nvsmi("--query-compute-apps=pid,gpu_bus_id", "--format=csv,noheader,nounits")
-    pids = []
+def gpus() -> list[dict[str, str]]:
+    out = nvsmi("--query-gpu=index,uuid,pci.bus_id", "--format=csv,noheader,nounits")
+    return [dict(zip(("index", "uuid", "bus_id"), (v.strip() for v in line.split(",")), strict=True))
+            for line in out.splitlines() if line.strip()]
+
+
+def compute_apps() -> list[tuple[int, str]]:
+    """(host PID, GPU UUID) of every compute process (host PIDs: the pod runs with hostPID)."""
+    out = nvsmi("--query-compute-apps=pid,gpu_uuid", "--format=csv,noheader,nounits")
+    apps = []
     for line in out.splitlines():
         parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 2 and parts[1] == bus and parts[0].isdigit():
-            pids.append(int(parts[0]))
-    return pids
+        if len(parts) == 2 and parts[0].isdigit():
+            apps.append((int(parts[0]), parts[1]))
+    return apps
 
 
-def worker_pid(gpu: int) -> int:
-    """The inference worker on the GPU: the compute process that is not one of our hogs."""
-    ours = {pid for state in _all_states() for pid in state.get("hog_pids", [])}
-    pids = [p for p in gpu_pids(gpu) if p not in ours]
+def proc_env(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def _hogs() -> set[int]:
+    return {pid for state in _all_states() for pid in state.get("hog_pids", [])}
+
+
+def run_workers(run: str) -> list[dict]:
+    """The run's vLLM workers on this node: one per GPU, in PCI bus order (vLLM's local rank order)."""
+    by_uuid = {g["uuid"]: g for g in gpus()}
+    hogs, out = _hogs(), []
+    for pid, uuid in compute_apps():
+        if pid in hogs or uuid not in by_uuid or proc_env(pid).get(RUN_ENV) != run:
+            continue
+        out.append({"pid": pid, "uuid": uuid, "index": int(by_uuid[uuid]["index"]), "bus_id": by_uuid[uuid]["bus_id"]})
+    return sorted(out, key=lambda w: (w["bus_id"].lower(), w["index"]))
+
+
+def resolve_gpu(spec: str, run: str) -> dict[str, str]:
+    """index, uuid and bus_id of the GPU ``spec`` names (UUID, index, or ``worker[:k]``)."""
+    if spec.startswith("{"):
+        raise AgentError(f"{spec} is the dry run's placeholder: deploy first (it writes the GPUs the cluster "
+                         "reports into faults/plan.json)")
+    if spec.startswith("worker"):
+        k = int(spec.partition(":")[2] or 0)
+        workers = run_workers(run)
+        if k >= len(workers):
+            raise AgentError(f"{spec}: this node has {len(workers)} GPU(s) with a worker of run {run!r}")
+        spec = workers[k]["uuid"]
+    for g in gpus():
+        if spec in (g["uuid"], g["index"]):
+            return g
+    raise AgentError(f"no GPU {spec} on this node")
+
+
+def worker_pid(uuid: str, run: str) -> int:
+    """The run's inference worker on the GPU: a compute process of the run that is not one of our hogs."""
+    hogs = _hogs()
+    pids = [p for p, u in compute_apps() if u == uuid and p not in hogs and (not run or proc_env(p).get(RUN_ENV) == run)]
     if not pids:
-        raise AgentError(f"no inference worker process found on GPU {gpu}")
+        raise AgentError(f"no vLLM worker process of run {run!r} on GPU {uuid}")
     return pids[0]
+
+
+def engines_here(run: str) -> int:
+    """How many of the run's Serve LLM engine replicas run on this node (by process title and environment)."""
+    count = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "ServeReplica" in title and any(t in title for t in ENGINE_TITLES) \
+                and proc_env(int(proc.name)).get(RUN_ENV) == run:
+            count += 1
+    return count
+
+
+def gpu_pids(gpu: str) -> list[int]:
+    return [p for p, u in compute_apps() if u == gpu]
 
 
 def proc_state(pid: int) -> str | None:
@@ -118,18 +188,18 @@ def throttled_periods(cg: Path) -> int:
     return 0
 
 
-def _state_file(fault: str, gpu: int) -> Path:
+def _state_file(fault: str, gpu: str) -> Path:
     return STATE_DIR / f"{fault}.gpu{gpu}.json"
 
 
-def save_state(fault: str, gpu: int, state: dict) -> None:
+def save_state(fault: str, gpu: str, state: dict) -> None:
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     tmp = _state_file(fault, gpu).with_suffix(".tmp")
     tmp.write_text(json.dumps(state))
     tmp.replace(_state_file(fault, gpu))
 
 
-def load_state(fault: str, gpu: int) -> dict | None:
+def load_state(fault: str, gpu: str) -> dict | None:
     try:
         return json.loads(_state_file(fault, gpu).read_text())
     except FileNotFoundError:
@@ -142,11 +212,14 @@ def _all_states() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(STATE_DIR.glob("*.json"))]
 
 
-def spawn_hog(kind: str, args: list[str]) -> int:
-    """Start a detached hog process (this file, hidden subcommand) and return its PID."""
+def spawn_hog(kind: str, devices: list[str], args: list[str]) -> int:
+    """Start a detached hog process (this file, hidden subcommand) on ``devices`` (NVML UUIDs, seen by the hog
+    as cuda:0, cuda:1, ...) and return its PID."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(devices)}
     proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), f"_{kind}", *args],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env,
     )
     return proc.pid
 
@@ -170,53 +243,71 @@ def alive(pid: int) -> bool:
 # ----------------------------------------------------------------------------- inject
 
 
+def _power_cap(uuid: str, watts: int) -> dict:
+    """Clamp the requested cap to the board's range (nvidia-smi refuses values outside it); refuse a cap that
+    would not lower the current limit."""
+    q = query_gpu(uuid, ["power.limit", "power.default_limit", "power.min_limit", "power.max_limit"])
+    low, high, now = float(q["power.min_limit"]), float(q["power.max_limit"]), float(q["power.limit"])
+    applied = int(min(max(watts, low), high))
+    if applied >= now - 1:
+        raise AgentError(f"power cap {watts} W refused: the board accepts {low:g}-{high:g} W and its limit is "
+                         f"already {now:g} W, so the cap would not lower it")
+    nvsmi("-i", uuid, "-pl", str(applied))
+    return {"default_watts": float(q["power.default_limit"]), "watts": applied, "requested_watts": watts,
+            "board_min_watts": low, "board_max_watts": high}
+
+
 def inject(a: argparse.Namespace) -> dict:
-    gpu, fault = a.gpu, a.fault
+    fault = a.fault
+    g = resolve_gpu(a.gpu, a.run)
+    gpu = g["uuid"]
     if load_state(fault, gpu):
         raise AgentError(f"{fault} already injected on GPU {gpu}: recover it first")
-    state: dict = {"fault": fault, "gpu": gpu, "t": time.time()}
+    state: dict = {"fault": fault, "gpu": gpu, "index": int(g["index"]), "t": time.time()}
     if fault == "gpu-power-cap":
-        state["default_watts"] = float(query_gpu(gpu, ["power.default_limit"])["power.default_limit"])
-        nvsmi("-i", str(gpu), "-pl", str(a.watts))
-        state["watts"] = a.watts
+        state.update(_power_cap(gpu, a.watts))
     elif fault == "gpu-clock-lock":
-        nvsmi("-i", str(gpu), "-lgc", f"{a.mhz},{a.mhz}")
+        nvsmi("-i", gpu, "-lgc", f"{a.mhz},{a.mhz}")
         state["mhz"] = a.mhz
     elif fault == "gpu-compute-contention":
         until = str(time.time() + a.duration)
-        state["hog_pids"] = [spawn_hog("gemm", [str(gpu), str(a.size), until]) for _ in range(a.workers)]
+        state["hog_pids"] = [spawn_hog("gemm", [gpu], [str(a.size), until]) for _ in range(a.workers)]
     elif fault == "gpu-memory-pressure":
-        total = float(query_gpu(gpu, ["memory.total"])["memory.total"])
-        mib = int(total * a.fraction)
+        free = float(query_gpu(gpu, ["memory.free"])["memory.free"])
+        mib = int((free - MEM_HEADROOM_MIB) * a.fraction)
+        if mib < 64:
+            raise AgentError(f"GPU {gpu} has {free:g} MiB free: nothing for the memory hog to take (lower the "
+                             "engine's gpu_memory_utilization)")
         until = str(time.time() + a.duration)
-        state["hog_pids"] = [spawn_hog("mem", [str(gpu), str(mib), a.mode, str(a.duration), until])]
-        state["mib"] = mib
+        state["hog_pids"] = [spawn_hog("mem", [gpu], [str(mib), a.mode, str(a.duration), until])]
+        state.update(mib=mib, free_mib_before=free)
     elif fault == "gpu-xid-error":
-        state.update(_xid(gpu, a.xid, a.kill_worker))
+        state.update(_xid(g, a.xid, a.kill_worker, a.run))
     elif fault == "nccl-hang":
-        pid = worker_pid(gpu)
+        pid = worker_pid(gpu, a.run)
         os.kill(pid, signal.SIGSTOP)
         state["stopped_pid"] = pid
     elif fault == "cpu-throttle":
-        version, cg = cpu_cgroup(worker_pid(gpu))
+        version, cg = cpu_cgroup(worker_pid(gpu, a.run))
         state.update(cgroup=str(cg), cgroup_version=version, previous=read_quota(version, cg),
                      throttled_before=throttled_periods(cg))
         write_quota(version, cg, str(a.cpu_percent * a.period_us // 100), str(a.period_us))
     elif fault == "interconnect-degradation":
+        peer = resolve_gpu(a.peer, a.run)
         until = str(time.time() + a.duration)
-        state["hog_pids"] = [spawn_hog("link", [str(gpu), str(a.peer), a.link, until]) for _ in range(a.workers)]
+        state["hog_pids"] = [spawn_hog("link", [gpu, peer["uuid"]], [a.link, until]) for _ in range(a.workers)]
     save_state(fault, gpu, state)
     return {"injected": fault, **state}
 
 
-def _xid(gpu: int, code: int, kill_worker: bool) -> dict:
-    bus = query_gpu(gpu, ["pci.bus_id"])["pci.bus_id"]
-    pid = worker_pid(gpu) if kill_worker else None
-    # The kernel's own format, so log scrapers and DCGM's XID watcher parse it alike (signal-only).
-    line = f"NVRM: Xid (PCI:{bus}): {code}, pid={pid or 0}, name=chaosbench, Ch 00000000\n"
+def _xid(g: dict, code: int, kill_worker: bool, run: str) -> dict:
+    """Emulated: the kernel's line format for log scrapers; DCGM's XID field comes from NVML driver events and
+    does not see it. The real effect is the worker's death."""
+    pid = worker_pid(g["uuid"], run) if kill_worker else None
+    line = f"NVRM: Xid (PCI:{g['bus_id']}): {code}, pid={pid or 0}, name=chaosbench, Ch 00000000\n"
     with open(KMSG, "w") as fh:
         fh.write(f"<3>{line}")
-    out = {"xid": code, "kmsg": line.strip()}
+    out = {"xid": code, "kmsg": line.strip(), "emulated": True}
     if pid is not None:
         # The real effect: the worker on that GPU dies as it would on a fatal XID.
         os.kill(pid, signal.SIGKILL)
@@ -228,17 +319,25 @@ def _xid(gpu: int, code: int, kill_worker: bool) -> dict:
 
 
 def verify(a: argparse.Namespace) -> dict:
-    gpu, fault = a.gpu, a.fault
+    fault = a.fault
+    gpu = resolve_gpu(a.gpu, a.run)["uuid"]
     state = load_state(fault, gpu)
     if state is None:
         return {"verified": False, "reason": f"{fault} not injected on GPU {gpu}"}
     if fault == "gpu-power-cap":
         got = float(query_gpu(gpu, ["power.limit"])["power.limit"])
-        return {"verified": abs(got - state["watts"]) <= 1.0, "power_limit_w": got}
+        return {"verified": abs(got - state["watts"]) <= 1.0, "power_limit_w": got,
+                "requested_watts": state["requested_watts"]}
     if fault == "gpu-clock-lock":
         got = float(query_gpu(gpu, ["clocks.sm"])["clocks.sm"])
         return {"verified": got <= state["mhz"] * 1.05, "sm_clock_mhz": got}
-    if fault in ("gpu-compute-contention", "gpu-memory-pressure", "interconnect-degradation"):
+    if fault == "gpu-memory-pressure":
+        running = [p for p in state["hog_pids"] if alive(p)]
+        free = float(query_gpu(gpu, ["memory.free"])["memory.free"])
+        taken = state["free_mib_before"] - free
+        return {"verified": bool(running) and taken >= 0.5 * state["mib"], "hog_pids_running": running,
+                "taken_mib": taken}
+    if fault in ("gpu-compute-contention", "interconnect-degradation"):
         running = [p for p in state["hog_pids"] if alive(p)]
         return {"verified": bool(running), "hog_pids_running": running}
     if fault == "nccl-hang":
@@ -256,16 +355,20 @@ def verify(a: argparse.Namespace) -> dict:
 
 
 def recover(a: argparse.Namespace) -> dict:
-    gpu, fault = a.gpu, a.fault
+    fault = a.fault
+    try:
+        gpu = resolve_gpu(a.gpu, a.run)["uuid"]
+    except AgentError:  # the worker is gone (a killed rank): recover what the state files say was done
+        gpu = next((s["gpu"] for s in _all_states() if s.get("fault") == fault), a.gpu)
     state = load_state(fault, gpu)
     if state is None:
         return {"recovered": fault, "gpu": gpu, "noop": True}
     done: dict = {}
     if fault == "gpu-power-cap":
-        nvsmi("-i", str(gpu), "-pl", str(int(state["default_watts"])))
+        nvsmi("-i", gpu, "-pl", str(int(state["default_watts"])))
         done["power_limit_w"] = state["default_watts"]
     elif fault == "gpu-clock-lock":
-        nvsmi("-i", str(gpu), "-rgc")
+        nvsmi("-i", gpu, "-rgc")
         done["clocks"] = "reset"
     elif fault == "nccl-hang":
         try:
@@ -284,22 +387,26 @@ def recover(a: argparse.Namespace) -> dict:
 
 
 def status(_: argparse.Namespace) -> dict:
-    out = nvsmi("--query-gpu=index,pci.bus_id,power.limit,clocks.sm,memory.used", "--format=csv,noheader,nounits")
-    gpus = []
+    out = nvsmi("--query-gpu=index,uuid,power.limit,clocks.sm,memory.used", "--format=csv,noheader,nounits")
+    found = []
     for line in out.splitlines():
-        idx, bus, limit, clock, used = (v.strip() for v in line.split(","))
-        gpus.append({"index": int(idx), "pci_bus_id": bus, "power_limit_w": limit, "sm_clock_mhz": clock,
-                     "memory_used_mib": used, "pids": gpu_pids(int(idx))})
-    return {"gpus": gpus, "active": _all_states()}
+        idx, uuid, limit, clock, used = (v.strip() for v in line.split(","))
+        found.append({"index": int(idx), "uuid": uuid, "power_limit_w": limit, "sm_clock_mhz": clock,
+                      "memory_used_mib": used, "pids": gpu_pids(uuid)})
+    return {"gpus": found, "active": _all_states()}
+
+
+def locate(a: argparse.Namespace) -> dict:
+    return {"run": a.run, "workers": run_workers(a.run), "engines": engines_here(a.run)}
 
 
 # ----------------------------------------------------------------------------- hog processes
 
 
-def _gemm(gpu: str, size: str, until: str) -> None:
+def _gemm(size: str, until: str) -> None:
     import torch  # only in the hog process
 
-    dev = torch.device(f"cuda:{gpu}")
+    dev = torch.device("cuda:0")
     n = int(size)
     a, b = torch.randn(n, n, device=dev, dtype=torch.float16), torch.randn(n, n, device=dev, dtype=torch.float16)
     while time.time() < float(until):
@@ -308,10 +415,10 @@ def _gemm(gpu: str, size: str, until: str) -> None:
         torch.cuda.synchronize(dev)
 
 
-def _mem(gpu: str, mib: str, mode: str, duration: str, until: str) -> None:
+def _mem(mib: str, mode: str, duration: str, until: str) -> None:
     import torch
 
-    dev, total, held = torch.device(f"cuda:{gpu}"), int(mib), []
+    dev, total, held = torch.device("cuda:0"), int(mib), []
     chunk = 256 if mode == "growing" else total
     pause = float(duration) / max(1, total // chunk) if mode == "growing" else 0.0
     while sum(t.numel() for t in held) // 2**20 < total and time.time() < float(until):
@@ -321,13 +428,13 @@ def _mem(gpu: str, mib: str, mode: str, duration: str, until: str) -> None:
         time.sleep(0.5)
 
 
-def _link(gpu: str, peer: str, link: str, until: str) -> None:
+def _link(link: str, until: str) -> None:
     import torch
 
-    src = torch.empty(256 * 2**20, dtype=torch.uint8, device=f"cuda:{gpu}")
-    # nvlink: device-to-device copies to the peer GPU; pcie: host-bounce through pinned memory
+    src = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda:0")
+    # nvlink: device-to-device copies to the peer GPU (cuda:1); pcie: host-bounce through pinned memory
     if link == "nvlink":
-        dst = torch.empty_like(src, device=f"cuda:{peer}")
+        dst = torch.empty_like(src, device="cuda:1")
     else:
         dst = torch.empty_like(src, device="cpu").pin_memory()
     while time.time() < float(until):
@@ -350,7 +457,8 @@ def parser() -> argparse.ArgumentParser:
     for name in ("inject", "verify", "recover"):
         c = sub.add_parser(name)
         c.add_argument("fault", choices=FAULTS)
-        c.add_argument("--gpu", type=int, required=True, help="local GPU index on this node")
+        c.add_argument("--gpu", required=True, help="NVML UUID, index, or worker[:k] (k-th GPU of the run)")
+        c.add_argument("--run", default="", help="the RayService whose processes are the run's")
         if name == "inject":
             c.add_argument("--watts", type=int, default=150)
             c.add_argument("--mhz", type=int, default=500)
@@ -360,12 +468,13 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("--mode", choices=("fixed", "growing"), default="fixed")
             c.add_argument("--xid", type=int, default=79)
             c.add_argument("--kill-worker", action=argparse.BooleanOptionalAction, default=True)
-            c.add_argument("--peer", type=int, default=0, help="peer GPU for nvlink load")
+            c.add_argument("--peer", default="worker:1", help="peer GPU for nvlink load (as --gpu)")
             c.add_argument("--link", choices=("nvlink", "pcie"), default="pcie")
             c.add_argument("--duration", type=float, default=60.0, help="hogs stop by themselves after this")
             c.add_argument("--cpu-percent", type=int, default=25, help="CPU quota, percent of one core")
             c.add_argument("--period-us", type=int, default=100000)
     sub.add_parser("status")
+    sub.add_parser("locate").add_argument("--run", required=True)
     return p
 
 
@@ -375,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         HOGS[argv[0]](*argv[1:])
         return 0
     args = parser().parse_args(argv)
-    handler = {"inject": inject, "verify": verify, "recover": recover, "status": status}[args.command]
+    handler = {"inject": inject, "verify": verify, "recover": recover, "status": status, "locate": locate}[args.command]
     try:
         result = handler(args)
     except (AgentError, OSError) as exc:
