@@ -164,3 +164,14 @@ def test_fci_randomwalk_is_unavailable_with_the_reason():
     ok, why = rcaeval.status("fci_randomwalk")
     assert not ok and "Unexpected value" in why
     assert rcaeval.status("fci_pagerank") == (True, "ok")
+
+
+def test_text_cells_become_gaps(tmp_path):
+    path = make_case(tmp_path, "text", "cpu-contention", "node-0", seconds=60, inject_at=30)
+    raw = pd.read_csv(path / "data.csv")
+    raw["node-1_cpu"] = raw["node-1_cpu"].astype(object)
+    raw.loc[5, "node-1_cpu"] = "NaN-ish"
+    raw.to_csv(path / "data.csv", index=False)
+    df = metrics_frame(CaseView(path))
+    assert df["node-1_cpu"].dtype.kind == "f" and df.loc[5, "node-1_cpu"] == df.loc[4, "node-1_cpu"]  # filled
+    assert df["node-0_cpu"].tolist() == raw["node-0_cpu"].tolist()
