@@ -392,7 +392,7 @@ def with_seed(scenario: Any, seed: int | None) -> Any:
 
 def _ensure_ground_truth(writer: CaseWriter, scenario: Any, t0: float | None) -> None:
     """A case that never reached its injection still carries ground truth (unverified) and an inject time."""
-    if not (writer.path / "ground_truth.json").exists():
+    if not (writer.labels_path / "ground_truth.json").exists():
         gt = clean_ground_truth()
         if scenario.spec.faults:
             from harness.faults.catalog import get_fault

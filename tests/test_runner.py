@@ -75,7 +75,7 @@ def short_scenario(tmp_path) -> Path:
 
 def test_trace_windows_default_to_the_nominal_injection(short_scenario):
     sc = load_scenario(short_scenario)
-    assert runner.trace_windows(sc) == [(17.0, 33.0)]
+    assert runner.trace_windows(sc) == [(17.0, 40.0)]  # nominal 25 s - 8 s baseline, + the 20 s nominal window (cut at the end of the load)
     faulty = load_scenario(REPO / "scenarios" / "cpu-throttle.yaml")
     start, dur = faulty.spec.faults[0].start, faulty.spec.faults[0].duration
     assert runner.trace_windows(faulty) == [(start - faulty.spec.traces.baseline, start + dur)]
@@ -298,3 +298,18 @@ def test_an_interrupt_recovers_every_live_fault(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         runner._hold_faults(_fault_spec((0.05, 1.0), (0.2, 1.0)), SimpleNamespace(prometheus_url=""), None, _timeline())
     assert sorted((e, n) for e, n, _ in log) == [("in", "f0"), ("in", "f1"), ("out", "f0"), ("out", "f1")]
+
+
+def test_a_written_ground_truth_is_kept_and_a_missing_one_is_made(tmp_path, short_scenario):
+    from harness.case import CaseWriter
+
+    sc = load_scenario(short_scenario)
+    writer = CaseWriter(tmp_path / "run" / "cases" / "abc123")
+    truth = {**runner.clean_ground_truth(), "fault_id": "cpu-contention", "verified": True, "start": 5.0}
+    writer.write_ground_truth(truth)
+    runner._ensure_ground_truth(writer, sc, 1.0)
+    assert read_ground_truth(writer.path) == truth, "the verified ground truth (labels side) is not replaced"
+    other = CaseWriter(tmp_path / "run" / "cases" / "def456")
+    runner._ensure_ground_truth(other, sc, 1.0)
+    assert read_ground_truth(other.path)["verified"] is False
+    assert float((other.path / "inject_time.txt").read_text()) == pytest.approx(1.0 + sc.spec.nominal_inject)
