@@ -316,9 +316,9 @@ class Sampling:
 
 
 SAMPLING: dict[str, Sampling] = {
-    # the H100 model's cap binds once the rank's draw would pass it: at 400 W only near full work; 200 W is the
-    # board's floor (at half work the clock drops to about a third)
-    "gpu-power-cap": Sampling({"watts": ParamRange(400, 200, 10)}),
+    # the emulated H100 draws ~130-250 W under the testbed load and its limit floor is 200 W: only caps near
+    # the draw bind (a cap above the draw changes nothing and is not verified)
+    "gpu-power-cap": Sampling({"watts": ParamRange(230, 200, 5)}),
     # kernels run 1980/clock longer: x1.1 .. x5 (the idle clock, 345 MHz, is the floor)
     "gpu-clock-lock": Sampling({"sm_clock_mhz": ParamRange(1800, 400, 10, log=True)}),
     # hog processes sharing the rank's core(s): the rank keeps 1/2 .. 1/5 of its CPU
