@@ -83,12 +83,20 @@ def _kill(pid: int) -> None:
 
 
 def preload(methods: Sequence[Method]) -> None:
-    """Import the methods once in the parent so that forked tasks start warm."""
+    """Import the methods once in the parent so that forked tasks start warm.
+
+    ``status()`` imports what the method calls (an RCAEval adapter imports RCAEval only when called); the
+    frozen heap keeps the collector from writing to, and so copying, the parent's pages in every task.
+    """
+    import gc
+
     for m in methods:
         try:
             m.make()
+            m.status()
         except Exception:  # noqa: BLE001, S110 - the task reports it
             pass
+    gc.freeze()
 
 
 def run_local(tasks: Sequence[Task], workers: int, timeout_s: float, on_done: OnDone | None = None) -> None:

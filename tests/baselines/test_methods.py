@@ -39,3 +39,14 @@ def test_entry_point_plugins(monkeypatch):
     assert catalogue["epdet"].kind == "plugin" and catalogue["baro"].kind == "rcaeval"
     ok, why = catalogue["broken"].status()
     assert not ok and "no_such_module" in why
+
+
+def test_preload_imports_what_the_tasks_call():
+    """Forked tasks start warm: RCAEval's module is imported by preload, not once per task."""
+    import subprocess
+
+    code = ("import sys, gc; from harness.eval.methods import select; from harness.eval.fanout import preload; "
+            "preload([m for m in select(['baro']) if m.name == 'baro']); "
+            "print('RCAEval.e2e.baro' in sys.modules, gc.get_freeze_count() > 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True"]
