@@ -192,11 +192,11 @@ def make_bed(run_dir: Path, *, with_prometheus: bool = False) -> FaultBed:
 # --------------------------------------------------------------------------- device layer + Prometheus
 
 DEVICE_EXPORTER = """
-import sys, time
+import json, os, sys, time
 from prometheus_client import Histogram, start_http_server
 from prometheus_client.core import REGISTRY
-from harness.engines.mini.device import DeviceError, DeviceLayer
-rank, index, control_dir, port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+from harness.engines.mini.device import DeviceError, DeviceLayer, kmsg_line
+rank, index, control_dir, port, engine_log = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
 dev = DeviceLayer(rank, index, control_dir, num_blocks=100)
 allreduce = Histogram("chaosbench_rank_allreduce_seconds", "all-reduce", ["rank"]).labels(rank)
 class C:
@@ -215,8 +215,10 @@ while True:  # a rank's step: compute (stretched by the device), then a collecti
         while dev.refresh().collective_hang:
             time.sleep(0.05)
         allreduce.observe(0.001)
-    except DeviceError as e:
-        print(e, flush=True)
+    except DeviceError as e:  # logged as the engine logs a failed rank (the XID line verify reads)
+        with open(engine_log, "a") as fh:
+            fh.write(json.dumps({"time": time.time(), "component": rank, "level": "ERROR",
+                                 "message": kmsg_line(rank, e.xid, os.getpid())}) + "\\n")
     dev.record_busy(time.perf_counter() - t0)
     time.sleep(0.01)
 """
@@ -228,7 +230,9 @@ def start_device_telemetry(bed: FaultBed) -> None:
     env_py = [sys.executable, "-c", DEVICE_EXPORTER]
     for rank in bed.ranks:
         port = free_port()
-        proc = subprocess.Popen([*env_py, rank, rank.split("-")[1], str(bed.control_dir), str(port)],
+        (bed.run_dir / "logs").mkdir(exist_ok=True)
+        proc = subprocess.Popen([*env_py, rank, rank.split("-")[1], str(bed.control_dir), str(port),
+                                 str(bed.run_dir / "logs" / "engine.jsonl")],
                                 env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         bed.pids.append(proc.pid)

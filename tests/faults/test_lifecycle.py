@@ -59,7 +59,7 @@ def test_success_writes_ground_truth_and_leaves_nothing(bed: FaultBed, tmp_path:
 
 def test_rank_fault_ground_truth_names_rank_and_node(bed: FaultBed, tmp_path: Path) -> None:
     w = writer_for(tmp_path, bed)
-    with injected(bed, make_step("nccl-hang", rank=1), w, 3) as fault:
+    with injected(bed, make_step("nccl-hang", rank=1, params={"mode": "sigstop"}), w, 0) as fault:
         assert snapshot(bed)["rank states"]["rank-1"] == "stopped"
         fault.abort("stop condition: test")
     truth = json.loads((w.path / "ground_truth.json").read_text())
@@ -120,7 +120,7 @@ CHILD_CASES = [
     (signal.SIGKILL, {"fault_id": "cpu-contention", "node": "node-1", "params": {"workers": 2}}),
     (signal.SIGKILL, {"fault_id": "network-delay", "node": "node-1",
                       "params": {"delay_ms": 30.0, "loss_percent": 5.0}}),
-    (signal.SIGKILL, {"fault_id": "nccl-hang", "rank": 1}),
+    (signal.SIGKILL, {"fault_id": "nccl-hang", "rank": 1, "params": {"mode": "sigstop"}}),
 ]
 
 
