@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.case import CaseView, read_ground_truth
+from harness.case import CaseView, labels_dir_of, read_ground_truth
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 REPO = Path(__file__).resolve().parents[2]
@@ -58,13 +58,14 @@ def window(case: Path, column: str) -> tuple[float, float]:
 
 
 def assert_clean_case(case: Path, fault_id: str, recovery_dir: Path) -> dict:
-    manifest = json.loads((case / "manifest.json").read_text())
+    manifest = json.loads((labels_dir_of(case) / "manifest.full.json").read_text())
     assert manifest["status"] == "completed", manifest.get("reason")
     truth = read_ground_truth(case)
     assert truth["fault_id"] == fault_id and truth["verified"] is True
     assert FAULT_LEN - 1 <= truth["end"] - truth["start"] <= FAULT_LEN + 15
     assert float((case / "inject_time.txt").read_text()) == pytest.approx(truth["start"], abs=1e-3)
     assert not (case / "fault-journal.jsonl").exists() and not list(recovery_dir.glob("*.jsonl"))
+    assert "status" not in json.loads((case / "manifest.json").read_text()), "the blind manifest has no status"
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
     assert "chaosbench:" not in rules
     return dict(truth)
