@@ -4,7 +4,8 @@ Pipeline (one module per stage): ``importers`` (Chrome/Kineto JSON -> columnar e
 -> ``ttc`` (trees) -> ``waits`` (waits vs compute, thread classes, busy time per compute thread and step)
 -> ``ttad`` (cross-worker and intra-worker scores) -> ``localize`` (deepest anomalous events, verdict, ranking:
 compute threads that explain the waits first) -> ``node_first`` (with a topology: a node whose ranks are
-all to blame comes first).
+all to blame comes first) -> ``blamed_events`` (the events reported are the blamed components', not their
+victims' waits) -> ``with_nodes`` (the nodes of the ranked ranks follow them).
 
 Public calls:
 - ``outpost(path, worker_key="pid", lam=4.0, split=None) -> OutpostReport`` for any trace file or
@@ -27,8 +28,8 @@ from detectors.outpost.ttad import Scores, TTADConfig, anomalous, score
 from detectors.outpost.ttc import Forest, build
 from detectors.outpost.waits import with_busy
 
-__all__ = ["Analysis", "OutpostEvent", "OutpostRank", "OutpostReport", "analyze", "detect", "node_first", "outpost",
-           "report"]
+__all__ = ["Analysis", "OutpostEvent", "OutpostRank", "OutpostReport", "analyze", "blamed_events", "detect",
+           "node_first", "outpost", "report", "with_nodes"]
 
 DEFAULT_LAMBDA = 4.0
 
@@ -226,6 +227,34 @@ def node_first(rep: OutpostReport, rank_node: dict[str, str]) -> OutpostReport:
     return replace(rep, ranking=(head, *sorted(rep.ranking, key=lambda r: r.component not in members)))
 
 
+def with_nodes(rep: OutpostReport, rank_node: dict[str, str]) -> OutpostReport:
+    """After the ranked ranks, the nodes that host them (in the order of their first rank): the next place an
+    operator looks, and with one rank per node the traces cannot tell the rank's device from its host."""
+    named = {r.component for r in rep.ranking}
+    nodes = [rank_node[r.component] for r in rep.ranking if rank_node.get(r.component) not in (None, *named)]
+    if not nodes:
+        return rep
+    low = min(r.score for r in rep.ranking)
+    tail = tuple(OutpostRank("", n, n, "", low, 0, 0, cause=False) for n in dict.fromkeys(nodes))
+    return replace(rep, ranking=rep.ranking + tail)
+
+
+def blamed_events(rep: OutpostReport, rank_node: dict[str, str], hung: bool = False) -> OutpostReport:
+    """Waits are victims at the event level too: the events reported are those of the components the ranking
+    blames (its cause entries and its first entry; a node stands for its ranks). The victims' waits stay in the
+    count (``n_localized``); in a hang (``hung``: ``stopped_first`` named the rank) only its first entry is
+    blamed. When no compute explains the waits (a slow link: waits are the evidence) or the
+    blamed components have no event (a hung rank that never entered the collective), every event is kept."""
+    if not rep.ranking or not rep.events:
+        return rep
+    causes = {r.component for r in rep.ranking if r.cause and r.events and not hung}  # hung: its first entry
+    if not causes and not hung:
+        return rep
+    blamed = causes | {rep.ranking[0].component}
+    kept = tuple(e for e in rep.events if e.component in blamed or rank_node.get(e.component) in blamed)
+    return replace(rep, events=kept) if kept else rep
+
+
 def detect(case) -> "Result":  # noqa: F821 - detectors.api imported lazily
     """The detector contract: traces of the case, history = events before the injection time."""
     from harness.errors import CaseInvalid
@@ -235,8 +264,7 @@ def detect(case) -> "Result":  # noqa: F821 - detectors.api imported lazily
         raise CaseInvalid(f"{case.path}: no traces (traces/*.json[.gz])")
     traces = outpost(files, "pid", DEFAULT_LAMBDA, split=case.inject_time)
     rep = stopped_first(traces, case)
-    if rep.ranking != traces.ranking:  # a hung rank was named: it stays first
-        return to_result(rep)
+    hung = rep.ranking != traces.ranking  # a hung rank was named: it stays first
     try:
         rank_node = dict(case.topology.rank_node)
     except Exception:  # noqa: BLE001 - an incomplete topology.json: its rank_node alone, else rank level
@@ -244,5 +272,7 @@ def detect(case) -> "Result":  # noqa: F821 - detectors.api imported lazily
             rank_node = dict(json.loads((Path(case.path) / "topology.json").read_text()).get("rank_node", {}))
         except Exception:  # noqa: BLE001
             rank_node = {}
-    return to_result(node_first(rep, rank_node))
+    if not hung:
+        rep = node_first(rep, rank_node)
+    return to_result(with_nodes(blamed_events(rep, rank_node, hung), rank_node))
 

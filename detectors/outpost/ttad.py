@@ -8,7 +8,8 @@ are the same on every rank, while the slowed rank's own work (outside the collec
 Cross-worker: events are grouped with their peers on the other workers (same structural role,
 path of ancestor names, step and occurrence), among threads of the same class (what they run, see
 ``waits.thread_classes``: the same pipeline stage of every replica) when the class has peers, else
-among every worker. The expected duration of an event is the
+among every worker (a worker alone in its class, such as a rank 0 that also samples, is compared with
+all the others, not left without a reference). The expected duration of an event is the
 leave-one-out median of its group, so one outlier never pulls its own reference (with mean/sigma
 over a group that includes it, one outlier among n can never exceed z = sqrt(n-1)). The scale is
 the robust spread (1.4826 * MAD) of these residuals pooled over every step and worker of the
@@ -135,11 +136,18 @@ def cross_worker(forest: Forest, logd: np.ndarray, hist: np.ndarray | None, cfg:
     key = _mix(_mix(_mix(forest.path, forest.role.astype(np.uint64)), (forest.step + 1).astype(np.uint64)),
                forest.occ.astype(np.uint64))
     group = pd.factorize(key)[0]
+    ref, size = None, None
     if forest.thread_class is not None:  # peers of the same class first (the same pipeline stage)
         by_class = pd.factorize(_mix(key, forest.thread_class[forest.table.thread]))[0]
         alone = np.bincount(by_class)[by_class] < cfg.min_group
+        if alone.any():  # a worker alone in its class (rank 0 also samples) is compared with every worker
+            ref, size = _loo_median(group, logd)
         group = pd.factorize(np.where(alone, group, by_class + group.max() + 1))[0]
-    ref, size = _loo_median(group, logd)
+    ref_c, size_c = _loo_median(group, logd)
+    if ref is None:
+        ref, size = ref_c, size_c
+    else:
+        ref, size = np.where(alone, ref, ref_c), np.where(alone, size, size_c)
     # groups of one worker: duplicates of the same worker do not count as peers
     usable = size >= cfg.min_group
     resid = logd - ref

@@ -121,7 +121,9 @@ def test_real_sigstop_inside_the_transport_is_not_blamed_on_a_gap() -> None:
     assert result.status == "ok", result.error
     assert result.anomalous is True
     traces_only, _, _ = _run("nccl-hang")
-    assert result.components() == list(dict.fromkeys(r.component for r in traces_only.ranking))
+    ranks = list(dict.fromkeys(r.component for r in traces_only.ranking))
+    assert result.components()[: len(ranks)] == ranks  # then the nodes of these ranks (with_nodes)
+    assert all(c.startswith("node-") for c in result.components()[len(ranks):])
 
 
 def _hang_report(t0: float, waits: dict[str, str]):
