@@ -27,6 +27,14 @@ _RANK_IN_TEXT = re.compile(r"\brank[-_ ]?(\d+)\b", re.I)
 TRANSPORT = re.compile(r"^(gloo|nccl|rccl)[:_]|nccl(dev)?kernel", re.I)
 
 
+# bytes per packet on a node whose traffic fell by half or more: a shaped (bandwidth-capped) link queues
+# full-size segments and sends them back to back, so the average packet grows; an added delay leaves the
+# traffic round-trip bound with as many small packets (acks, short messages) as before
+SEGMENT_GROW = 1.2
+SEGMENT_FLAT = 1.05
+TRAFFIC_FALL = 0.5
+_NET_SERIES = re.compile(r"(transmit|receive|tx|rx)[:_](bytes|packets)", re.I)
+
 BUSY_PREFIX = "busy: "  # Outpost's per-step compute-time aggregates (detectors.outpost.waits)
 WEAK = 0.1  # a weak finding (|z| below z_min) weighs this much: it only breaks ties between components
 
@@ -53,9 +61,13 @@ def _grade_event(ev: AnomalousEvent) -> float:
     return float(np.clip(min(by_ratio, by_time), 0.1, 1.0))
 
 
-def family_of(metric: str, kb: KnowledgeBase) -> str | None:
+def family_of(metric: str, kb: KnowledgeBase, rising: bool | None = None) -> str | None:
+    """The first family whose pattern matches; given the direction the series moved (``rising``), the first
+    one that matches in that direction (GPU power falling is a cap, rising is extra work on the GPU)."""
     for name, fam in kb.families.items():
-        if fam.regex().search(metric):
+        if not fam.regex().search(metric):
+            continue
+        if rising is None or fam.bit is not None or rising == (fam.direction == "up"):
             return name
     return None
 
@@ -81,15 +93,17 @@ def metric_findings(ctx: AnalysisContext, kb: KnowledgeBase, hard_only: bool) ->
     out = []
     for dev in (*ctx.deviations, *ctx.weak_deviations):
         weak = abs(dev.z) < ctx.windows.z_min
-        name = family_of(dev.metric, kb)
+        name = family_of(dev.metric, kb, dev.z > 0)
         if name is None:
             continue
         fam = kb.families[name]
-        if hard_only and not fam.hard:
+        change = abs(dev.after - dev.before)
+        # a soft signal that moved by a large share of its level (a node's memory doubling) is no load wobble
+        hard = fam.hard or (fam.hard_rel is not None and change >= fam.hard_rel * abs(dev.before))
+        if hard_only and not hard:
             continue
         if fam.explained_by and dev.component in ctx.topology.nodes and _explained(dev, fam.explained_by, ctx):
             continue
-        change = abs(dev.after - dev.before)
         if (fam.min_change is not None and change < fam.min_change) or \
                 (fam.min_rel is not None and change < fam.min_rel * abs(dev.before)):
             continue
@@ -100,6 +114,38 @@ def metric_findings(ctx: AnalysisContext, kb: KnowledgeBase, hard_only: bool) ->
         strength = _grade_z(dev.z) * (WEAK if weak else 1.0)
         out.append(Finding(fam.finding_key(name), dev.component, strength, dev.describe(), weak))
     return out
+
+
+def segment_findings(ctx: AnalysisContext) -> list[Finding]:
+    """net_bulk_segments / net_small_segments per node, from its byte and packet rates (both directions)."""
+    out = []
+    for node in ctx.topology.nodes:
+        sums = {"bytes": [0.0, 0.0], "packets": [0.0, 0.0]}
+        bytes_z: list[float] = []
+        for d in (*ctx.deviations, *ctx.weak_deviations):
+            m = _NET_SERIES.search(d.metric) if d.component == node else None
+            if m and np.isfinite(d.before) and np.isfinite(d.after):
+                sums[m.group(2).lower()][0] += d.before
+                sums[m.group(2).lower()][1] += d.after
+                if m.group(2).lower() == "bytes":
+                    bytes_z.append(d.z)
+        (b0, b1), (p0, p1) = sums["bytes"], sums["packets"]
+        if min(b0, p0, p1) <= 0 or b1 > TRAFFIC_FALL * b0:
+            continue
+        growth = (b1 / p1) / (b0 / p0)
+        if SEGMENT_FLAT < growth < SEGMENT_GROW:
+            continue
+        z = min(bytes_z)
+        weak = abs(z) < ctx.windows.z_min
+        key = "net_bulk_segments" if growth >= SEGMENT_GROW else "net_small_segments"
+        detail = (f"{node} traffic {_fmt_rate(b0)} -> {_fmt_rate(b1)} B/s, bytes per packet "
+                  f"{b0 / p0:.0f} -> {b1 / p1:.0f} (x{growth:.2f})")
+        out.append(Finding(key, node, _grade_z(z) * (WEAK if weak else 1.0), detail, weak))
+    return out
+
+
+def _fmt_rate(x: float) -> str:
+    return f"{x:.3g}"
 
 
 def log_findings(ctx: AnalysisContext, kb: KnowledgeBase) -> list[Finding]:
@@ -280,7 +326,8 @@ def all_findings(ctx: AnalysisContext, kb: KnowledgeBase) -> list[Finding]:
     quiet = ctx.outpost != "unavailable" and not ctx.events and ctx.outpost_anomalous is not True
     metric = metric_findings(ctx, kb, hard_only=quiet)
     coll = [f for f in metric if f.key == "collective_slow" and not f.weak]
-    found = metric + log_findings(ctx, kb) + trace_findings(ctx, kb, coll)
+    segments = [] if quiet else segment_findings(ctx)
+    found = metric + segments + log_findings(ctx, kb) + trace_findings(ctx, kb, coll)
     return [f for f in found if f.strength > 0]
 
 

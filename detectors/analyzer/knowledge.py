@@ -35,6 +35,14 @@ TRACE_FINDINGS = frozenset(
     }
 )
 
+# Findings derived from several metric series at once (detectors.analyzer.findings.segment_findings).
+DERIVED_FINDINGS = frozenset(
+    {
+        "net_bulk_segments",  # a node's traffic collapsed while its bytes per packet grew: a bandwidth-bound link
+        "net_small_segments",  # its traffic collapsed with no larger packets: round trips (delay) bound it
+    }
+)
+
 Scope = Literal["self", "node", "peers", "any"]
 StepAt = Literal["symptom", "target", "peers", "node_ranks"]
 
@@ -52,6 +60,7 @@ class Family(_Model):
     explained_by: str | None = None  # a node's change matched by its ranks' metric (regex) is theirs, not the node's
     min_change: float | None = None  # smallest absolute change that counts (a zero baseline makes any z huge)
     min_rel: float | None = None  # smallest relative change that counts (load-driven wobble is smaller)
+    hard_rel: float | None = None  # a soft family's change of at least this share of its level counts as hard
 
     def finding_key(self, name: str) -> str:
         return self.finding or name
@@ -99,7 +108,7 @@ class KnowledgeBase(_Model):
 
     def finding_names(self) -> frozenset[str]:
         fams = {fam.finding_key(name) for name, fam in self.families.items()}
-        return frozenset(fams) | frozenset(self.logs) | TRACE_FINDINGS
+        return frozenset(fams) | frozenset(self.logs) | TRACE_FINDINGS | DERIVED_FINDINGS
 
     @model_validator(mode="after")
     def _complete(self) -> KnowledgeBase:
