@@ -21,6 +21,7 @@ from detectors.api import AnomalousEvent
 STALL_US = 1_000_000.0  # an op lasting a second or more, 20x its usual time: a hang or a stopped process
 STALL_RATIO = 20.0
 MANY_STALLS = 3  # stalled collectives per rank beyond which the stall is the link's, not one stopped rank's
+HANG_US = 5_000_000.0  # a collective stuck this long on one rank alone is a hang, not a slow step
 _RANK_IN_TEXT = re.compile(r"\brank[-_ ]?(\d+)\b", re.I)
 # the transport of a collective (the backend's op on its own thread, or the NCCL kernel): a rank waiting there
 # has handed its part over; a rank stalled in the collective call above it has not
@@ -199,6 +200,14 @@ def _stalls(events: list[AnomalousEvent], rx: re.Pattern[str], ranks: list[str])
                                  rx, ranks)
     if hung:
         return hung
+    if len(best) == 1:
+        # one rank stalled for seconds in a collective and no other rank reported: Outpost already counted
+        # the peers' waits as victims of it (a slow rank's steps overrun by a second or two, not by this)
+        (rank, f), = best.items()
+        longest = max(ev.dur for ev in events if ev.component == rank and _is_collective(ev, rx))
+        if f.strength < 1.0 and longest >= HANG_US:
+            return [Finding("rank_stall", rank, 1.0, f"{f.detail}: the only rank stalled, for "
+                                                     f"{longest / 1e6:.3g} s, in a collective")]
     if sum(f.strength == 1.0 for f in best.values()) > 1:  # one stopped rank stalls the others: several
         # ranks stalled outside a collective are waiting (inside an enclosing range), not stopped
         return [Finding("collective_slow", f.component, 1.0, f"{f.detail}: waiting") for f in best.values()]

@@ -59,3 +59,12 @@ def test_a_grown_busy_aggregate_is_slowness_not_a_stop():
     attention compute in a step that takes 35 ms) is compute slowness: the rank ran, it did not stop."""
     events = [ev("rank-1", "busy: attention [b67ab5]", 1_480, expected_ms=35.0)]
     assert not any(f.key == "rank_stall" for f in _stalls(events, RX, RANKS))
+
+
+def test_one_rank_stalled_for_seconds_alone_is_the_hung_one():
+    """Outpost reports waits as victims: for a live hang only the hung rank's stuck collective is left."""
+    got = _stalls([ev("rank-1", "allreduce", 17_500)], RX, RANKS)
+    assert [(f.key, f.component, f.strength) for f in got] == [("rank_stall", "rank-1", 1.0)]
+    # a slow rank's collective overrunning by a second or two is no hang: it stays ambiguous
+    short = _stalls([ev("rank-1", "allreduce", 1_600)], RX, RANKS)
+    assert [(f.key, f.strength) for f in short] == [("rank_stall", 0.5)]
