@@ -241,16 +241,21 @@ def with_nodes(rep: OutpostReport, rank_node: dict[str, str]) -> OutpostReport:
 
 def blamed_events(rep: OutpostReport, rank_node: dict[str, str], hung: bool = False) -> OutpostReport:
     """Waits are victims at the event level too: the events reported are those of the components the ranking
-    blames (its cause entries and its first entry; a node stands for its ranks). The victims' waits stay in the
+    blames (its first entry, and its cause entries with at least ``NODE_SHARE`` of the top one's evidence, as
+    ``node_first`` counts them; a node stands for its ranks). The victims' waits stay in the
     count (``n_localized``); in a hang (``hung``: ``stopped_first`` named the rank) only its first entry is
     blamed. When no compute explains the waits (a slow link: waits are the evidence) or the
     blamed components have no event (a hung rank that never entered the collective), every event is kept."""
     if not rep.ranking or not rep.events:
         return rep
-    causes = {r.component for r in rep.ranking if r.cause and r.events and not hung}  # hung: its first entry
-    if not causes and not hung:
+    per: dict[str, float] = {}
+    for r in rep.ranking:
+        if r.cause and r.events and not hung:  # hung: its first entry only
+            per[r.component] = per.get(r.component, 0.0) + r.score
+    if not per and not hung:
         return rep
-    blamed = causes | {rep.ranking[0].component}
+    top = max(per.values(), default=0.0)
+    blamed = {c for c, s in per.items() if s >= NODE_SHARE * top} | {rep.ranking[0].component}
     kept = tuple(e for e in rep.events if e.component in blamed or rank_node.get(e.component) in blamed)
     return replace(rep, events=kept) if kept else rep
 

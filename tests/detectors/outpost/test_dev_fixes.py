@@ -42,8 +42,9 @@ def test_a_worker_alone_in_its_class_is_compared_with_every_worker(tmp_path: Pat
     assert rep.anomalous and rep.ranking[0].component == "rank-0"
 
 
-def _rep(ranking: list[tuple[str, bool, int]], events: list[str]) -> OutpostReport:
-    ranks = tuple(OutpostRank("", c, c, "main", 10.0 - i, n, 5, cause) for i, (c, cause, n) in enumerate(ranking))
+def _rep(ranking: list[tuple[str, bool, int]], events: list[str], scores: list[float] | None = None) -> OutpostReport:
+    scores = scores or [10.0 - i for i in range(len(ranking))]
+    ranks = tuple(OutpostRank("", c, c, "main", s, n, 5, cause) for s, (c, cause, n) in zip(scores, ranking))
     evs = tuple(OutpostEvent("", c, c, "main", "mlp", "mlp", 1, 1.0, 2.0, 1.0, 5.0) for c in events)
     return OutpostReport(True, ranks, evs, 10, len(evs), len(evs), 1.0, 4.0, 0.1)
 
@@ -52,6 +53,8 @@ def test_events_of_the_blamed_ranks_only() -> None:
     rn = {"rank-0": "node-0", "rank-1": "node-0", "rank-2": "node-1"}
     rep = _rep([("rank-1", True, 3), ("rank-0", False, 4)], ["rank-1", "rank-0", "rank-0", "rank-2"])
     assert [e.component for e in blamed_events(rep, rn).events] == ["rank-1"]  # rank-0's waits are victims
+    weak = _rep([("rank-1", True, 3), ("rank-2", True, 2)], ["rank-1", "rank-2"], [10.0, 2.0])
+    assert [e.component for e in blamed_events(weak, rn).events] == ["rank-1"]  # under NODE_SHARE of the top
     waits_only = _rep([("rank-0", False, 4), ("rank-2", False, 2)], ["rank-0", "rank-2"])
     assert blamed_events(waits_only, rn) == waits_only  # a slow link: the waits are the evidence
     hang = _rep([("rank-2", False, 0), ("rank-0", False, 4)], ["rank-0"])
