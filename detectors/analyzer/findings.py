@@ -213,9 +213,11 @@ def _stalls(events: list[AnomalousEvent], rx: re.Pattern[str], ranks: list[str])
         return [Finding("collective_slow", f.component, 1.0, f"{f.detail}: waiting") for f in best.values()]
     in_collectives = bool(best) and all(f.strength < 1.0 for f in best.values())
     silent = [r for r in ranks if not any(ev.component == r for ev in events)]
-    if in_collectives and len(best) == len(ranks) - 1 and len(silent) == 1:
-        # every peer is stuck in a collective and one rank shows nothing at all: it never joined (stopped);
-        # a rank with slow compute of its own is a straggler instead (see _straggler)
+    longest = max((ev.dur for ev in events if ev.component in best), default=0.0)
+    if in_collectives and len(best) == len(ranks) - 1 >= 2 and len(silent) == 1 and longest >= HANG_US:
+        # every peer (two or more agree) is stuck for seconds in a collective and one rank shows nothing at
+        # all: it never joined (stopped); a rank with slow compute of its own is a straggler instead (see
+        # _straggler). One stalled rank of two says nothing: Outpost may have dropped the other's waits
         absent = silent[0]
         waiting = [Finding("collective_slow", f.component, 1.0, f"{f.detail}: waiting") for f in best.values()]
         return [*waiting, Finding("rank_stall", absent, 1.0, f"{', '.join(sorted(best))} stalled in a collective "

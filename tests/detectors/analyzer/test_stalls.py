@@ -68,3 +68,13 @@ def test_one_rank_stalled_for_seconds_alone_is_the_hung_one():
     # a slow rank's collective overrunning by a second or two is no hang: it stays ambiguous
     short = _stalls([ev("rank-1", "allreduce", 1_600)], RX, RANKS)
     assert [(f.key, f.strength) for f in short] == [("rank_stall", 0.5)]
+
+
+def test_one_waiting_rank_of_two_does_not_make_the_other_stopped():
+    """Two ranks, rank-0 stalled 1.6 s in a collective (a contended rank's own wait), rank-1 silent: Outpost
+    may have dropped rank-1's waits as victims, so rank-1 is not called stopped; neither are the silent ranks
+    behind a second-long wait of three peers."""
+    two = _stalls([ev("rank-0", "gloo:all_reduce", 1_600)], RX, ["rank-0", "rank-1"])
+    assert not any(f.key == "rank_stall" and f.component == "rank-1" for f in two)
+    short = _stalls([ev(r, "gloo:all_reduce", 1_600) for r in ("rank-0", "rank-2", "rank-3")], RX, RANKS)
+    assert not any(f.key == "rank_stall" and f.component == "rank-1" for f in short)
