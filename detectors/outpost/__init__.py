@@ -12,6 +12,25 @@ Public calls:
   directory (``split``: unix seconds before which a worker's events are its healthy history).
 - ``analyze`` + ``report``: the same in two halves, so a lambda sweep scores a case once.
 - ``detect(case) -> Result``: the detector contract (detectors.api).
+
+Faults visible in traces. Outpost reads only the per-rank traces, so it can name a fault's component only when
+the fault's mechanism changes the duration or the progress of the work those traces record on the target's
+ranks, and not alike on every rank. By mechanism (FAULTS.md), not by what Outpost gets right:
+
+- visible: gpu-clock-lock and gpu-power-cap (every kernel of the rank slower; a power cap only when it is below
+  the board's draw under the load, else no kernel changes), gpu-compute-contention (a co-located hog stretches
+  the rank's kernels), nccl-hang (the rank stops in the collective), cpu-throttle (a CPU quota on the node's
+  own processes stretches its ranks' work).
+- not visible: network-delay and interconnect-degradation (a link is slower: the collectives of every rank on
+  both ends of it wait alike, so the traces show that communication slowed, not which node's link),
+  gpu-memory-pressure (the engine schedules smaller batches: every tensor-parallel rank runs the same batch,
+  so no rank's work changes against another's), gpu-xid-error (the worker dies and restarts: the traces of
+  the fault window are lost), and on the local testbed cpu-contention and host-memory-pressure (the emulated
+  nodes share the machine's CPUs and memory, so the stress slows every rank; on a cluster, where a node's
+  host is its own, they would be visible as a node whose ranks are all slower).
+- one rank per node: a node's only rank and the node run the same traced work, so a slowed rank cannot be
+  told from a slowed host by timing; Outpost names the rank and puts its node right after it
+  (``with_nodes``): node-level AC@1 and component-level AC@2 credit it, component-level AC@1 does not.
 """
 
 from __future__ import annotations
@@ -228,15 +247,27 @@ def node_first(rep: OutpostReport, rank_node: dict[str, str]) -> OutpostReport:
 
 
 def with_nodes(rep: OutpostReport, rank_node: dict[str, str]) -> OutpostReport:
-    """After the ranked ranks, the nodes that host them (in the order of their first rank): the next place an
-    operator looks, and with one rank per node the traces cannot tell the rank's device from its host."""
+    """The nodes that host the ranked ranks, as the next places an operator looks: a node with one rank right
+    after that rank (its traces cannot tell the rank's device from its host), the others after every rank,
+    in the order of their first rank."""
     named = {r.component for r in rep.ranking}
-    nodes = [rank_node[r.component] for r in rep.ranking if rank_node.get(r.component) not in (None, *named)]
-    if not nodes:
-        return rep
-    low = min(r.score for r in rep.ranking)
-    tail = tuple(OutpostRank("", n, n, "", low, 0, 0, cause=False) for n in dict.fromkeys(nodes))
-    return replace(rep, ranking=rep.ranking + tail)
+    size: dict[str, int] = {}
+    for n in rank_node.values():
+        size[n] = size.get(n, 0) + 1
+    low = min((r.score for r in rep.ranking), default=0.0)
+    out: list[OutpostRank] = []
+    later: list[str] = []
+    for r in rep.ranking:
+        out.append(r)
+        node = rank_node.get(r.component)
+        if node is None or node in named or node in later or any(x.component == node for x in out):
+            continue
+        if size[node] == 1:
+            out.append(OutpostRank("", node, node, "", r.score, 0, 0, cause=False))
+        else:
+            later.append(node)
+    tail = [OutpostRank("", n, n, "", low, 0, 0, cause=False) for n in later]
+    return replace(rep, ranking=tuple(out + tail)) if len(out) + len(tail) > len(rep.ranking) else rep
 
 
 def blamed_events(rep: OutpostReport, rank_node: dict[str, str], hung: bool = False) -> OutpostReport:

@@ -66,8 +66,11 @@ def test_events_of_the_blamed_ranks_only() -> None:
 def test_nodes_follow_their_ranks() -> None:
     rn = {"rank-0": "node-0", "rank-1": "node-1"}
     rep = with_nodes(_rep([("rank-1", True, 3), ("rank-0", False, 4)], []), rn)
-    assert [r.component for r in rep.ranking] == ["rank-1", "rank-0", "node-1", "node-0"]
-    assert not rep.ranking[2].cause and rep.ranking[2].score <= rep.ranking[1].score
+    assert [r.component for r in rep.ranking] == ["rank-1", "node-1", "rank-0", "node-0"]  # one rank per node
+    assert not rep.ranking[1].cause and rep.ranking[1].score <= rep.ranking[0].score
+    two = {"rank-0": "node-0", "rank-1": "node-0", "rank-2": "node-1"}
+    rep2 = with_nodes(_rep([("rank-1", True, 3), ("rank-2", False, 4)], []), two)
+    assert [r.component for r in rep2.ranking] == ["rank-1", "rank-2", "node-1", "node-0"]  # node-1: one rank
     named = _rep([("node-0", True, 5), ("rank-0", True, 3), ("rank-1", True, 2)], [])
     assert [r.component for r in with_nodes(named, {**rn, "rank-1": "node-0"}).ranking] == ["node-0", "rank-0",
                                                                                              "rank-1"]
