@@ -34,6 +34,7 @@ TRANSPORT = re.compile(r"^(gloo|nccl|rccl)[:_]|nccl(dev)?kernel", re.I)
 SEGMENT_GROW = 1.2
 SEGMENT_FLAT = 1.05
 TRAFFIC_FALL = 0.5
+EGRESS_MARGIN = 1.05
 _NET_SERIES = re.compile(r"(transmit|receive|tx|rx)[:_](bytes|packets)", re.I)
 
 BUSY_PREFIX = "busy: "  # Outpost's per-step compute-time aggregates (detectors.outpost.waits)
@@ -143,6 +144,33 @@ def segment_findings(ctx: AnalysisContext) -> list[Finding]:
                   f"{b0 / p0:.0f} -> {b1 / p1:.0f} (x{growth:.2f})")
         out.append(Finding(key, node, _grade_z(z) * (WEAK if weak else 1.0), detail, weak))
     return out
+
+
+def egress_queue_findings(ctx: AnalysisContext) -> list[Finding]:
+    """net_egress_queue: of the nodes whose traffic collapsed, the one whose outgoing packets grew the most
+    (by 5 % more than any other's): a link fault queues the node's egress (a shaper's backlog, held packets),
+    which then leaves in larger packets while its peer keeps sending small ones. Breaks the tie of a link
+    that joins the only two nodes, where every other counter moves alike on both sides."""
+    growth: dict[str, float] = {}
+    for node in ctx.topology.nodes:
+        got: dict[str, MetricDeviation] = {}
+        for d in (*ctx.deviations, *ctx.weak_deviations):
+            m = _NET_SERIES.search(d.metric) if d.component == node else None
+            if m and m.group(1).lower() in ("transmit", "tx") and np.isfinite(d.before) and np.isfinite(d.after):
+                got[m.group(2).lower()] = d
+        if len(got) < 2 or min(got["bytes"].before, got["packets"].before, got["packets"].after) <= 0:
+            continue
+        if got["bytes"].after > TRAFFIC_FALL * got["bytes"].before:
+            continue
+        growth[node] = (got["bytes"].after / got["packets"].after) / (got["bytes"].before / got["packets"].before)
+    if len(growth) < 2:
+        return []
+    ranked = sorted(growth.items(), key=lambda kv: -kv[1])
+    (top, g), (_, second) = ranked[0], ranked[1]
+    if g < EGRESS_MARGIN * second:
+        return []
+    return [Finding("net_egress_queue", top, 1.0, f"{top}'s outgoing bytes per packet x{g:.2f}, "
+                                                  f"the other nodes' at most x{second:.2f}")]
 
 
 def _fmt_rate(x: float) -> str:
@@ -337,7 +365,7 @@ def all_findings(ctx: AnalysisContext, kb: KnowledgeBase) -> list[Finding]:
     quiet = ctx.outpost != "unavailable" and not ctx.events and ctx.outpost_anomalous is not True
     metric = metric_findings(ctx, kb, hard_only=quiet)
     coll = [f for f in metric if f.key == "collective_slow" and not f.weak]
-    segments = [] if quiet else segment_findings(ctx)
+    segments = [] if quiet else segment_findings(ctx) + egress_queue_findings(ctx)
     found = metric + segments + log_findings(ctx, kb) + trace_findings(ctx, kb, coll)
     return [f for f in found if f.strength > 0]
 

@@ -40,6 +40,7 @@ DERIVED_FINDINGS = frozenset(
     {
         "net_bulk_segments",  # a node's traffic collapsed while its bytes per packet grew: a bandwidth-bound link
         "net_small_segments",  # its traffic collapsed with no larger packets: round trips (delay) bound it
+        "net_egress_queue",  # of the nodes whose traffic collapsed, the one whose outgoing packets grew most
     }
 )
 

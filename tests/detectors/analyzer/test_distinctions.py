@@ -11,7 +11,7 @@ import pandas as pd
 
 from detectors.analyzer import detect
 from detectors.analyzer.context import AnalysisContext, MetricDeviation, Windows
-from detectors.analyzer.findings import family_of, segment_findings
+from detectors.analyzer.findings import egress_queue_findings, family_of, segment_findings
 from detectors.analyzer.knowledge import default_kb
 from detectors.analyzer.output import parse
 from harness.case import CaseView, Topology
@@ -139,3 +139,25 @@ def _network_case(path: Path, packets_after: float) -> Path:
 def test_delay_keeps_packets_small_and_bandwidth_loss_fills_them(tmp_path: Path):
     assert _answer(_network_case(tmp_path / "delay", 400.0))[0] == "network-delay"
     assert _answer(_network_case(tmp_path / "bw", 60.0))[0] == "interconnect-degradation"
+
+
+def _tx(node: str, bytes_after: float, packets_after: float) -> list[MetricDeviation]:
+    return [MetricDeviation(node, f"{NODE}network_transmit_bytes:rate", 2e6, bytes_after, -10.0, "rate"),
+            MetricDeviation(node, f"{NODE}network_transmit_packets:rate", 2000.0, packets_after, -10.0, "rate")]
+
+
+def test_the_node_whose_outgoing_packets_grew_most_holds_the_queue():
+    got = egress_queue_findings(_ctx(_tx("node-0", 2e5, 130.0) + _tx("node-1", 2e5, 100.0)))
+    assert [(f.key, f.component) for f in got] == [("net_egress_queue", "node-1")]  # x2.0 vs x1.54
+    assert egress_queue_findings(_ctx(_tx("node-0", 2e5, 102.0) + _tx("node-1", 2e5, 100.0))) == []  # within 5 %
+    assert egress_queue_findings(_ctx(_tx("node-0", 1.8e6, 130.0) + _tx("node-1", 2e5, 100.0))) == []  # one fell
+
+
+def test_the_queue_side_breaks_the_tie_of_a_link_between_two_nodes(tmp_path: Path):
+    path = _network_case(tmp_path / "bw", 60.0)
+    df = pd.read_csv(path / "data.csv")
+    w = _window(df)
+    df.loc[w, f"node-0_{NODE}network_transmit_packets:rate"] = 90.0  # node-1's packets grew more: its queue
+    case = write_case(tmp_path / "bw1", None, frame=df,
+                      events=[_ev(r, "allreduce", 120.0, 5.0) for r in RANKS])
+    assert _answer(case) == ("interconnect-degradation", "node-1")
