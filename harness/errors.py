@@ -54,3 +54,7 @@ class PluginInvalid(ChaosbenchError):
     """A detector plugin that cannot be loaded or does not satisfy the contract."""
 
     exit_code = 5
+
+
+class CommandFailed(ChaosbenchError):
+    """A command of a fault mechanism or of the testbed (tc, iptables, ip) exited non-zero or hung."""

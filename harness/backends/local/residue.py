@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 from harness.backends.local.cleanup import testbed_pids
 from harness.backends.local.plan import TestbedPlan
 from harness.faults.mech import cgroups, procs, tc
+from harness.faults.mech.netns import run as run_in
 
 SHAPING_QDISCS = ("tbf", "htb", "netem", "hfsc", "prio")
 
@@ -37,8 +37,7 @@ def _marked_processes(key_prefix: str) -> list[str]:
 
 
 def _iptables_rules(netns: str | None, key_prefix: str) -> list[str]:
-    cmd = (["ip", "netns", "exec", netns] if netns else []) + ["iptables-save"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+    out = run_in(["iptables-save"], netns, check=False).stdout
     tag = f"chaosbench:{key_prefix}"
     return [f"iptables rule left{' in ' + netns if netns else ''}: {line.strip()[:120]}"
             for line in out.splitlines() if tag in line]

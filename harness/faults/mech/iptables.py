@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import re
 import shlex
-import subprocess
 from dataclasses import dataclass
+
+from harness.errors import CommandFailed
+from harness.faults.mech.netns import run as _run
 
 COMMENT_PREFIX = "chaosbench:"
 
 
 def comment(key: str) -> str:
     return f"{COMMENT_PREFIX}{key}"
-
-
-def _run(args: list[str], netns: str | None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    cmd = (["ip", "netns", "exec", netns] if netns else []) + args
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=15)
-    if check and res.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)}: {res.stderr.strip()}")
-    return res
 
 
 @dataclass(frozen=True)
@@ -64,5 +58,5 @@ def remove_all(netns: str | None, key: str) -> int:
         n += 1
     left = rules(netns, key)
     if left:
-        raise RuntimeError(f"iptables rules of {key} could not be removed: {[r.spec for r in left]}")
+        raise CommandFailed(f"iptables rules of {key} could not be removed: {[r.spec for r in left]}")
     return n

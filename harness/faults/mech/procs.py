@@ -14,6 +14,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.errors import CommandFailed
+from harness.faults.mech.netns import command
+
 MARKER_ENV = "CHAOSBENCH_FAULT"
 
 
@@ -72,7 +75,7 @@ def spawn(
     """Start ``argv`` marked with ``marker``, in the given cgroups (before exec, so children inherit them),
     pinned to ``cpus``, inside ``netns``; in its own session so a terminal Ctrl-C reaches only the harness."""
     env = {**os.environ, **(extra_env or {}), MARKER_ENV: marker}
-    cmd = (["ip", "netns", "exec", netns] if netns else []) + list(argv)
+    cmd = command(argv, netns)
     dirs, cores = list(dict.fromkeys(cgroup_dirs)), set(cpus)
 
     def setup() -> None:
@@ -140,7 +143,7 @@ def kill_marked(marker: str, sessions: Sequence[int] = (), timeout: float = 10.0
             if pid not in killed:
                 killed.append(pid)
         if time.monotonic() > deadline:
-            raise RuntimeError(f"processes of fault {marker} survive SIGKILL: {pids}")
+            raise CommandFailed(f"processes of fault {marker} survive SIGKILL: {pids}")
         time.sleep(0.05)
     for pid in killed:
         _reap(pid)

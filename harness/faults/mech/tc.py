@@ -7,14 +7,11 @@ import subprocess
 from dataclasses import dataclass
 
 from harness.errors import PreflightFailed
+from harness.faults.mech import netns as ns
 
 
 def _tc(args: list[str], netns: str | None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    cmd = (["ip", "netns", "exec", netns] if netns else []) + ["tc", *args]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=15)
-    if check and res.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {res.stderr.strip() or res.stdout.strip()}")
-    return res
+    return ns.run(["tc", *args], netns, check=check)
 
 
 @dataclass(frozen=True)
