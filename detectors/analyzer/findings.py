@@ -118,20 +118,29 @@ def metric_findings(ctx: AnalysisContext, kb: KnowledgeBase, hard_only: bool) ->
     return out
 
 
+def _traffic(ctx: AnalysisContext, node: str) -> dict[tuple[str, str], MetricDeviation]:
+    """The node's changed traffic series by (direction, unit): ("transmit", "bytes") and so on."""
+    out: dict[tuple[str, str], MetricDeviation] = {}
+    for d in (*ctx.deviations, *ctx.weak_deviations):
+        m = _NET_SERIES.search(d.metric) if d.component == node else None
+        if m and np.isfinite(d.before) and np.isfinite(d.after):
+            direction = "transmit" if m.group(1).lower() in ("transmit", "tx") else "receive"
+            out[(direction, m.group(2).lower())] = d
+    return out
+
+
 def segment_findings(ctx: AnalysisContext) -> list[Finding]:
     """net_bulk_segments / net_small_segments per node, from its byte and packet rates (both directions)."""
     out = []
     for node in ctx.topology.nodes:
-        sums = {"bytes": [0.0, 0.0], "packets": [0.0, 0.0]}
-        bytes_z: list[float] = []
-        for d in (*ctx.deviations, *ctx.weak_deviations):
-            m = _NET_SERIES.search(d.metric) if d.component == node else None
-            if m and np.isfinite(d.before) and np.isfinite(d.after):
-                sums[m.group(2).lower()][0] += d.before
-                sums[m.group(2).lower()][1] += d.after
-                if m.group(2).lower() == "bytes":
-                    bytes_z.append(d.z)
-        (b0, b1), (p0, p1) = sums["bytes"], sums["packets"]
+        series = _traffic(ctx, node)
+        pairs = [(series[(d, "bytes")], series[(d, "packets")]) for d in ("transmit", "receive")
+                 if (d, "bytes") in series and (d, "packets") in series]  # a direction counts with both
+        if not pairs:
+            continue
+        b0, b1 = sum(b.before for b, _ in pairs), sum(b.after for b, _ in pairs)
+        p0, p1 = sum(p.before for _, p in pairs), sum(p.after for _, p in pairs)
+        bytes_z = [b.z for b, _ in pairs]
         if min(b0, p0, p1) <= 0 or b1 > TRAFFIC_FALL * b0:
             continue
         growth = (b1 / p1) / (b0 / p0)
@@ -153,16 +162,13 @@ def egress_queue_findings(ctx: AnalysisContext) -> list[Finding]:
     that joins the only two nodes, where every other counter moves alike on both sides."""
     growth: dict[str, float] = {}
     for node in ctx.topology.nodes:
-        got: dict[str, MetricDeviation] = {}
-        for d in (*ctx.deviations, *ctx.weak_deviations):
-            m = _NET_SERIES.search(d.metric) if d.component == node else None
-            if m and m.group(1).lower() in ("transmit", "tx") and np.isfinite(d.before) and np.isfinite(d.after):
-                got[m.group(2).lower()] = d
-        if len(got) < 2 or min(got["bytes"].before, got["packets"].before, got["packets"].after) <= 0:
+        series = _traffic(ctx, node)
+        by, pk = series.get(("transmit", "bytes")), series.get(("transmit", "packets"))
+        if by is None or pk is None or min(by.before, pk.before, pk.after) <= 0:
             continue
-        if got["bytes"].after > TRAFFIC_FALL * got["bytes"].before:
+        if by.after > TRAFFIC_FALL * by.before:
             continue
-        growth[node] = (got["bytes"].after / got["packets"].after) / (got["bytes"].before / got["packets"].before)
+        growth[node] = (by.after / pk.after) / (by.before / pk.before)
     if len(growth) < 2:
         return []
     ranked = sorted(growth.items(), key=lambda kv: -kv[1])
@@ -232,7 +238,7 @@ def _stalls(events: list[AnomalousEvent], rx: re.Pattern[str], ranks: list[str])
         # one rank stalled for seconds in a collective and no other rank reported: Outpost already counted
         # the peers' waits as victims of it (a slow rank's steps overrun by a second or two, not by this)
         (rank, f), = best.items()
-        longest = max(ev.dur for ev in events if ev.component == rank and _is_collective(ev, rx))
+        longest = max((ev.dur for ev in events if ev.component == rank and _is_collective(ev, rx)), default=0.0)
         if f.strength < 1.0 and longest >= HANG_US:
             return [Finding("rank_stall", rank, 1.0, f"{f.detail}: the only rank stalled, for "
                                                      f"{longest / 1e6:.3g} s, in a collective")]

@@ -78,3 +78,8 @@ def test_one_waiting_rank_of_two_does_not_make_the_other_stopped():
     assert not any(f.key == "rank_stall" and f.component == "rank-1" for f in two)
     short = _stalls([ev(r, "gloo:all_reduce", 1_600) for r in ("rank-0", "rank-2", "rank-3")], RX, RANKS)
     assert not any(f.key == "rank_stall" and f.component == "rank-1" for f in short)
+
+
+def test_one_rank_stalled_outside_collectives_stays_a_stop():
+    got = _stalls([ev("rank-1", "engine.step", 12_000)], RX, RANKS)
+    assert [(f.key, f.component, f.strength) for f in got] == [("rank_stall", "rank-1", 1.0)]
