@@ -45,6 +45,7 @@ from pydantic import Field, ValidationError, model_validator
 from harness.errors import InputInvalid, ScenarioInvalid
 from harness.faults.catalog import CATALOG, FAULTS, SAMPLING
 from harness.registry import did_you_mean
+from harness.rundir import read_labels_file
 from harness.scenario import (
     Metadata,
     Scenario,
@@ -465,25 +466,6 @@ def _read_json(path: Path) -> Any:
         raise InputInvalid(f"{path}: not readable JSON ({exc})") from None
 
 
-def _read_labels(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        raise InputInvalid(f"{path}: file not found") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputInvalid(f"{path}: line {n}: not JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise InputInvalid(f"{path}: line {n}: not a JSON object")
-        rows.append(row)
-    return rows
-
-
 def intensity_bin(value: float | None) -> str:
     if value is None:
         return "none"
@@ -524,7 +506,7 @@ def dataset_card(run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     run = _read_json(run_dir / "run.json")
     planned = _read_json(run_dir / "plan.json")
-    labels = _read_labels(run_dir / "labels.jsonl")
+    labels = read_labels_file(run_dir / "labels.jsonl")
 
     def counts(values) -> dict[str, int]:
         return dict(sorted(Counter(values).items()))

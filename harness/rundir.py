@@ -76,6 +76,44 @@ def execution_order(jobs: Sequence[CaseJob]) -> list[CaseJob]:
     return out
 
 
+def parse_labels(text: str, source: str, *, torn_tail_ok: bool = False) -> list[LabelRecord]:
+    """labels.jsonl: one JSON object per line with a unique ``case_id``; a bad line is an InputInvalid naming
+    ``source`` and the line. ``torn_tail_ok``: a last line without its newline that is not JSON was cut short
+    by its writer and is skipped."""
+    records: list[LabelRecord] = []
+    seen: set[str] = set()
+    lines = text.splitlines()
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if torn_tail_ok and n == len(lines) and not text.endswith("\n"):
+                break
+            raise InputInvalid(f"{source}: line {n}: not JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise InputInvalid(f"{source}: line {n}: not a JSON object")
+        cid = rec.get("case_id")
+        if not isinstance(cid, str) or not cid or "/" in cid or cid.startswith("."):
+            raise InputInvalid(f"{source}: line {n}: no valid case_id")
+        if cid in seen:
+            raise InputInvalid(f"{source}: line {n}: case_id {cid} listed twice")
+        seen.add(cid)
+        records.append(rec)
+    return records
+
+
+def read_labels_file(path: Path, *, torn_tail_ok: bool = False) -> list[LabelRecord]:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise InputInvalid(f"{path}: file not found") from None
+    except OSError as exc:
+        raise InputInvalid(f"{path}: unreadable ({exc})") from None
+    return parse_labels(text, str(path), torn_tail_ok=torn_tail_ok)
+
+
 class RunDir:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -133,15 +171,10 @@ class RunDir:
 
     # ---------------------------------------------------------------- labels
     def read_labels(self) -> list[LabelRecord]:
+        """The labels written so far; a torn last line (a crash, or a run still appending) is skipped."""
         if not self.labels_file.is_file():
             return []
-        out = []
-        for line in self.labels_file.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a crash can leave a torn last line
-        return out
+        return read_labels_file(self.labels_file, torn_tail_ok=True)
 
     def _rewrite_labels(self, records: list[LabelRecord]) -> None:
         from harness.case import atomic_write_text

@@ -4,6 +4,7 @@ the case scenarios, the loader's one-line errors, the shipped campaigns, the dat
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -24,6 +25,7 @@ from harness.campaign import (
 )
 from harness.errors import InputInvalid, ScenarioInvalid
 from harness.faults.catalog import CATALOG, FAULTS, SAMPLING
+from harness.rundir import RunDir, parse_labels
 from harness.scenario import Scenario
 
 REPO = Path(__file__).resolve().parents[1]
@@ -333,9 +335,31 @@ def test_dataset_card_counts_a_hand_written_run(tmp_path):
 def test_dataset_card_refuses_a_bad_labels_file(tmp_path):
     (tmp_path / "run.json").write_text("{}")
     (tmp_path / "plan.json").write_text("[]")
-    (tmp_path / "labels.jsonl").write_text('{"index": 0}\nnot json\n')
+    (tmp_path / "labels.jsonl").write_text('{"case_id": "a1", "index": 0}\nnot json\n')
     with pytest.raises(InputInvalid, match="labels.jsonl: line 2: not JSON"):
         write_dataset_card(tmp_path)
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ('{"case_id": "a1"}\n[1]\n', "line 2: not a JSON object"),
+    ('{"case_id": "a1"}\n{"index": 1}\n', "line 2: no valid case_id"),
+    ('{"case_id": "../x"}\n', "line 1: no valid case_id"),
+    ('{"case_id": "a1"}\n\n{"case_id": "a1"}\n', "line 3: case_id a1 listed twice"),
+    ('{"case_id": "a1"}\n{"case_id": "b', "line 2: not JSON"),
+])
+def test_labels_reader_names_the_bad_line(text, problem):
+    with pytest.raises(InputInvalid, match=f"^run/labels.jsonl: {re.escape(problem)}"):
+        parse_labels(text, "run/labels.jsonl")
+
+
+def test_run_dir_skips_only_a_torn_last_line(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.read_labels() == []
+    run.labels_file.write_text('{"case_id": "a1"}\n{"case_id": "b2"}\n{"case_id": "c')
+    assert [r["case_id"] for r in run.read_labels()] == ["a1", "b2"]
+    run.labels_file.write_text('{"case_id": "a1"}\n{"case_id": "c\n{"case_id": "b2"}\n')
+    with pytest.raises(InputInvalid, match="labels.jsonl: line 2: not JSON"):
+        run.read_labels()
 
 
 # ----------------------------------------------------------------------------- CLI

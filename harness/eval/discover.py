@@ -18,7 +18,6 @@ with its ``problem``: it is reported, never scored, and never stops the others.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -35,6 +34,7 @@ from harness.case import (
     read_ground_truth,
 )
 from harness.errors import CaseInvalid, InputInvalid
+from harness.rundir import read_labels_file
 
 Layout = Literal["run", "chaosbench", "rcaeval"]
 SPLITS = ("dev", "test", "all")
@@ -137,32 +137,8 @@ def is_run_dir(root: Path) -> bool:
     return (Path(root) / LABELS_FILE).is_file() and (Path(root) / "cases").is_dir()
 
 
-def parse_labels(text: str, source: str) -> list[dict[str, Any]]:
-    """labels.jsonl: one JSON object per line with a unique ``case_id``."""
-    records, seen = [], set()
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputInvalid(f"{source}:{n}: not valid JSON ({exc})") from exc
-        cid = rec.get("case_id") if isinstance(rec, dict) else None
-        if not isinstance(cid, str) or not cid or "/" in cid or cid.startswith("."):
-            raise InputInvalid(f"{source}:{n}: no valid case_id")
-        if cid in seen:
-            raise InputInvalid(f"{source}:{n}: case_id {cid} listed twice")
-        seen.add(cid)
-        records.append(rec)
-    return records
-
-
 def read_labels(root: Path) -> list[dict[str, Any]]:
-    f = Path(root) / LABELS_FILE
-    try:
-        return parse_labels(f.read_text(), str(f))
-    except OSError as exc:
-        raise InputInvalid(f"{f}: unreadable ({exc})") from exc
+    return read_labels_file(Path(root) / LABELS_FILE)
 
 
 def _run_case(cases: Path, rec: dict[str, Any]) -> CaseRef:

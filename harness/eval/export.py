@@ -18,7 +18,8 @@ from typing import Any
 
 from harness.errors import InputInvalid
 from harness.eval.blind import copy_blind
-from harness.eval.discover import LABELS_FILE, is_run_dir, parse_labels, read_labels
+from harness.eval.discover import LABELS_FILE, is_run_dir, read_labels
+from harness.rundir import parse_labels
 
 RUN_FILES = (LABELS_FILE, "dataset_card.md", "dataset_card.json", "plan.json", "run.json")
 
