@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from harness.errors import InputInvalid, ScenarioInvalid
 from harness.faults.catalog import CATALOG, FAULTS, SAMPLING
@@ -52,11 +52,11 @@ from harness.scenario import (
     Strict,
     Suite,
     Verify,
-    _format_error,
     _read_yaml,
     deep_merge,
     load_document,
     parse_document,
+    validate_model,
 )
 from harness.types import Duration, between, format_duration
 
@@ -417,14 +417,7 @@ def _problems(campaign: Campaign, source: str, base_doc: dict[str, Any]) -> list
 
 
 def parse_campaign(doc: dict[str, Any], source: str, campaign_path: str | Path) -> Campaign:
-    try:
-        campaign = Campaign.model_validate(doc)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            where, msg = _format_error(err)
-            lines.append(f"{source}: {where}: {msg}" if where else f"{source}: {msg}")
-        raise ScenarioInvalid(lines) from None
+    campaign = validate_model(Campaign, doc, source)
     problems = _problems(campaign, source, _base_document(campaign, campaign_path))
     if problems:
         raise ScenarioInvalid(problems)
