@@ -15,11 +15,12 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from harness import runner
+from harness import probes, runner, stages, timeline
 from harness.backends.local.cleanup import leftovers
 from harness.backends.local.plan import read_plan
 from harness.case import CaseView, find_cases, labels_dir_of, read_ground_truth
 from harness.errors import PreflightFailed
+from harness.faults import lifecycle
 from harness.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,10 +76,10 @@ def short_scenario(tmp_path) -> Path:
 
 def test_trace_windows_default_to_the_nominal_injection(short_scenario):
     sc = load_scenario(short_scenario)
-    assert runner.trace_windows(sc) == [(17.0, 40.0)]  # nominal 25 s - 8 s baseline, + the 20 s nominal window (cut at the end of the load)
+    assert timeline.trace_windows(sc) == [(17.0, 40.0)]  # nominal 25 s - 8 s baseline, + the 20 s nominal window (cut at the end of the load)
     faulty = load_scenario(REPO / "scenarios" / "cpu-throttle.yaml")
     start, dur = faulty.spec.faults[0].start, faulty.spec.faults[0].duration
-    assert runner.trace_windows(faulty) == [(start - faulty.spec.traces.baseline, start + dur)]
+    assert timeline.trace_windows(faulty) == [(start - faulty.spec.traces.baseline, start + dur)]
 
 
 def test_with_seed_overrides_only_the_seed(short_scenario):
@@ -91,14 +92,14 @@ def test_with_seed_overrides_only_the_seed(short_scenario):
 def test_probes_and_stop_conditions(monkeypatch, short_scenario):
     sc = load_scenario(short_scenario)
     values = {"q": [1.0]}
-    monkeypatch.setattr(runner, "promql", lambda url, q: values["q"])
-    assert runner.probes_hold("u", sc.spec.steady_state) is None
+    monkeypatch.setattr(probes, "promql", lambda url, q: values["q"])
+    assert probes.probes_hold("u", sc.spec.steady_state) is None
     values["q"] = [0.0]
-    assert "engine-serves-requests" in runner.probes_hold("u", sc.spec.steady_state)
+    assert "engine-serves-requests" in probes.probes_hold("u", sc.spec.steady_state)
     values["q"] = []
-    assert "no data" in runner.probes_hold("u", sc.spec.steady_state)
+    assert "no data" in probes.probes_hold("u", sc.spec.steady_state)
     cond = type("C", (), {"name": "c", "query": "q", "for_": 0.2})()
-    watch = runner.StopWatch("u", [cond])
+    watch = probes.StopWatch("u", [cond])
     values["q"] = [1.0]
     assert watch.check() is None  # starts holding
     time.sleep(0.25)
@@ -275,10 +276,13 @@ def _fake_injections(monkeypatch, log: list, fail_on: str | None = None):
     monkeypatch.setattr(lifecycle, "injected", injected)
 
 
-def _timeline() -> runner.Timeline:
-    rec = runner.Recorder.__new__(runner.Recorder)
+def _timeline() -> timeline.Timeline:
+    rec = stages.Recorder.__new__(stages.Recorder)
     rec.progress = None
-    return runner.Timeline(time.time(), [], rec, 10.0)
+    return timeline.Timeline(time.time(), [], rec, 10.0)
+
+
+BED = SimpleNamespace(prometheus_url="", promql=lambda q: q)
 
 
 def test_overlapping_faults_are_each_held_for_their_own_window(monkeypatch):
@@ -286,7 +290,7 @@ def test_overlapping_faults_are_each_held_for_their_own_window(monkeypatch):
     _fake_injections(monkeypatch, log)
     spec = _fault_spec((0.1, 0.5), (0.3, 0.5))  # f0 [0.1, 0.6], f1 [0.3, 0.8]
     tl = _timeline()
-    assert runner._hold_faults(spec, SimpleNamespace(prometheus_url=""), None, tl) == ("completed", None)
+    assert lifecycle.hold_faults(spec, BED, None, tl) == ("completed", None)
     assert [(e, n) for e, n, _ in log] == [("in", "f0"), ("in", "f1"), ("out", "f0"), ("out", "f1")]
     t = {(e, n): at - tl.t0 for e, n, at in log}
     assert t[("out", "f0")] == pytest.approx(0.6, abs=0.1) and t[("out", "f1")] == pytest.approx(0.8, abs=0.1)
@@ -296,7 +300,7 @@ def test_an_interrupt_recovers_every_live_fault(monkeypatch):
     log: list = []
     _fake_injections(monkeypatch, log, fail_on="f1")
     with pytest.raises(KeyboardInterrupt):
-        runner._hold_faults(_fault_spec((0.05, 1.0), (0.2, 1.0)), SimpleNamespace(prometheus_url=""), None, _timeline())
+        lifecycle.hold_faults(_fault_spec((0.05, 1.0), (0.2, 1.0)), BED, None, _timeline())
     assert sorted((e, n) for e, n, _ in log) == [("in", "f0"), ("in", "f1"), ("out", "f0"), ("out", "f1")]
 
 
@@ -313,3 +317,46 @@ def test_a_written_ground_truth_is_kept_and_a_missing_one_is_made(tmp_path, shor
     runner._ensure_ground_truth(other, sc, 1.0)
     assert read_ground_truth(other.path)["verified"] is False
     assert float((other.path / "inject_time.txt").read_text()) == pytest.approx(1.0 + sc.spec.nominal_inject)
+
+
+def test_a_case_reaches_the_testbed_only_through_the_backend_contract(tmp_path, monkeypatch):
+    """A whole case body (load, gate, trace window, recovery probes, collect) on the fake testbed: every hook the
+    runner needs is in harness.backends.base.Testbed, called in timeline order."""
+    sys.path.insert(0, str(REPO / "tests" / "fixtures"))
+    from fake_run import FakeTestbed
+
+    from harness.case import CaseWriter
+    from harness.rundir import CaseJob
+    from harness.testbeds import Bed
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(f"""include: {REPO}/scenarios/_base.yaml
+metadata: {{name: tiny}}
+spec:
+  workload: {{duration: 3s, warmup: 0.5s}}
+  nominal_inject: 1s
+  traces: {{enabled: true, windows: [{{start: 0.5s, duration: 1s}}]}}
+  faults: []
+""")
+    calls: list[str] = []
+    testbed = FakeTestbed(tmp_path / "tb", lambda **rec: calls.append(rec.get("hook", rec["event"])))
+    monkeypatch.setattr(probes, "promql", lambda url, q: [1.0])
+    monkeypatch.setattr(runner, "PROBE_SETTLE_S", 0.5)
+    writer = CaseWriter(tmp_path / "run" / "cases" / "abc123")
+    rec = stages.Recorder(writer)
+    job = CaseJob(index=0, case_id="abc123", scenario=load_scenario(path), group="")
+    status, reason, extras = runner._run_case(job, writer, rec, Bed(testbed, ""))
+    assert (status, reason) == ("completed", None) and extras["engine"] == "mini"
+    hooks = [c for c in calls if c != "promql"]
+    assert hooks == ["deploy", "new_case", "start_load", "start_profile", "stop_profile", "collect_case"]
+    assert calls.count("promql") == 2 * len(job.scenario.spec.steady_state)  # baseline gate + recovery probes
+    assert (writer.path / "data.csv").is_file() and (writer.path / "load" / "summary.json").is_file()
+    assert {"load.start", "baseline.gate", "traces.start", "traces.stop", "recovery.probes", "collect"} <= set(rec.timings)
+
+
+def test_a_backend_that_breaks_the_contract_is_named(tmp_path):
+    from harness.backends.base import check_testbed
+    from harness.errors import PluginInvalid
+
+    with pytest.raises(PluginInvalid, match=r"backend 'odd' returned a SimpleNamespace that lacks .*collect_case"):
+        check_testbed("odd", SimpleNamespace(api_url="http://x", teardown=lambda: None))

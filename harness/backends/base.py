@@ -1,8 +1,18 @@
-"""What a deployed testbed tells the rest of the harness (faults, load, collectors).
+"""The backend contract: what a deployed testbed offers the run pipeline, declared once.
 
-A backend's ``deploy`` returns a ``Testbed``; fault injectors, the load driver and
-the collectors only use this interface, so they work the same on every backend
-that can provide it.
+A backend is a ``deploy(scenario, run_dir, **kw) -> Testbed`` registered in harness.backends.BACKENDS. The
+runner and the fault lifecycle use a testbed only through ``Testbed`` below; a backend class subclasses it,
+implements the abstract members (those that raise NotImplementedError) and overrides the defaults that do not suit
+it. The defaults fit a testbed whose engine this machine can reach (the local backend): the local fault
+modules, Locust in a process here, the engine's own /start_profile and /stop_profile, PromQL unchanged.
+The runner checks a deployed testbed against this contract (``check_testbed``) before using it.
+
+When the runner calls what (one case):
+
+    deploy -> new_case() -> start_load(config, load_dir) -> promql(q) for the probes and stop conditions
+    -> injector(fault_id) per fault (harness.faults.lifecycle) -> start_profile()/stop_profile() at the trace
+    windows -> collect_case(writer, scenario, ...) -> [reusable: fault_residue(case_id) before the next case]
+    -> teardown()
 """
 
 from __future__ import annotations
@@ -10,9 +20,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from harness.case import atomic_write_json
+from harness.errors import PluginInvalid
+
+if TYPE_CHECKING:
+    from harness.case import CaseWriter
+    from harness.faults.base import Injector
+    from harness.load.driver import LoadConfig
+    from harness.load.summary import RequestRecord
+    from harness.scenario import Scenario
+
+PROFILE_TIMEOUT_S = 300  # the engine writes every rank's trace before /stop_profile answers
 
 
 @dataclass(frozen=True)
@@ -62,23 +82,121 @@ class DeviceControl:
         atomic_write_json(self.path, {"seq": seq})
 
 
-class Testbed(Protocol):
-    """A running system under test."""
+class LoadRun(Protocol):
+    """A running load (harness.load.driver.LoadRun: Locust here; the k8s backend's Locust Job)."""
 
-    backend: str
-    engine: str
-    run_dir: Path
+    def wait_started(self, timeout_s: float = ...) -> float:
+        """Unix time the load began."""
+        ...
+
+    def stop(self, grace_s: float = ...) -> None: ...
+
+    def finish(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """Wait for the end (stop after ``timeout_s``); write requests.jsonl, Locust CSVs, summary.json to the
+        load dir and return the summary (``requests``, ``errors``, ``throughput_rps``, ``goodput_rps``, ...)."""
+        ...
+
+
+class Leftovers(Protocol):
+    """What a teardown could not remove."""
+
+    def describe(self) -> str:
+        """One line; "nothing" when everything is gone."""
+        ...
+
+
+@dataclass(frozen=True)
+class Left:
+    """Leftovers as lines (a backend that only knows what failed)."""
+
+    items: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return "; ".join(self.items) or "nothing"
+
+
+@runtime_checkable
+class Testbed(Protocol):
+    """A running system under test. Subclass it and implement the members that raise NotImplementedError."""
+
+    backend: str  # the BACKENDS name: local, k8s
+    engine: str  # the engine that serves (the k8s backend always serves vLLM, whatever the scenario says)
+    run_dir: Path  # the testbed's own files: logs, load records (load/<case_id>/), state
     nodes: dict[str, NodeInfo]
     ranks: dict[str, RankInfo]
     api_url: str  # OpenAI-compatible base URL (e.g. http://10.232.0.2:8000)
     prometheus_url: str  # e.g. http://127.0.0.1:9090
+    reusable: bool = False  # True: consecutive cases may share it (``fault_residue`` must then tell the truth)
 
-    def device(self, rank: str) -> DeviceControl: ...
+    # ---------------------------------------------------------------- what the local fault modules reach
+    def device(self, rank: str) -> DeviceControl:
+        """The rank's emulated device layer (a backend without one raises PreflightFailed)."""
+        raise NotImplementedError
 
     def node_pids(self, node: str) -> list[int]:
         """PIDs of every process of the system under test running on ``node``."""
-        ...
+        raise NotImplementedError
 
     def rank_pid(self, rank: str) -> int:
         """Current PID of the rank's worker process (it can change after a restart)."""
-        ...
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- what the runner calls
+    def injector(self, fault_id: str) -> Injector:
+        """The fault's injector on this backend (harness.faults.base.Injector); default: the local module."""
+        from harness.faults.base import injector
+
+        return injector(fault_id)
+
+    def promql(self, query: str) -> str:
+        """A scenario's PromQL (probes, stop conditions) in this backend's metric names; default: unchanged."""
+        return query
+
+    def start_load(self, config: LoadConfig, load_dir: Path) -> LoadRun:
+        """Start the load (records go to ``load_dir``); default: Locust in a process of this machine."""
+        from harness.load.driver import start_load
+
+        return start_load(config, load_dir)
+
+    def start_profile(self) -> None:
+        """Start the engine's trace window; default: the engine's ``/start_profile``."""
+        self._post("/start_profile")
+
+    def stop_profile(self) -> None:
+        """End the trace window; the traces are written by the time it returns. Default: ``/stop_profile``."""
+        self._post("/stop_profile")
+
+    def _post(self, path: str) -> None:
+        import httpx
+
+        httpx.post(f"{self.api_url}{path}", timeout=PROFILE_TIMEOUT_S).raise_for_status()
+
+    def new_case(self) -> None:
+        """Before each case: forget what belongs to the previous one (e.g. its trace files). Default: nothing."""
+        return
+
+    def collect_case(self, writer: CaseWriter, scenario: Scenario, t0: float, t_end: float,
+                     requests: list[RequestRecord], case_start: float) -> None:
+        """Write the blind case's data.csv, logs.csv and traces/ for the load window [t0, t_end] (logs from
+        ``case_start`` on) into ``writer.path``; journal what was collected (``writer.event``, stages
+        ``collect.*``). The runner has already copied the load records."""
+        raise NotImplementedError
+
+    def fault_residue(self, case_id: str) -> list[str]:
+        """What the faults of case ``case_id`` left behind, one line each (empty: every rollback held).
+        Asked only of a ``reusable`` testbed, before it takes the next case."""
+        return []
+
+    def teardown(self) -> Leftovers:
+        """Remove everything deploy made; always completes; says what could not be removed."""
+        raise NotImplementedError
+
+
+def check_testbed(backend: str, testbed: object) -> Testbed:
+    """The deployed ``testbed`` if it satisfies the contract, else PluginInvalid naming what it lacks."""
+    if isinstance(testbed, Testbed):
+        return testbed
+    wanted = sorted({m for m in (*Testbed.__annotations__, *vars(Testbed)) if not m.startswith("_")})
+    missing = [m for m in wanted if not hasattr(testbed, m)]
+    raise PluginInvalid(f"backend {backend!r} returned a {type(testbed).__name__} that lacks "
+                        f"{', '.join(missing) or 'nothing'} of harness.backends.base.Testbed")

@@ -1,4 +1,5 @@
-"""One fault's lifecycle: preflight, journal, inject, verify, hold (the caller's block), always recover.
+"""One fault's lifecycle: preflight, journal, inject, verify, hold (the caller's block), always recover; and a
+case's fault windows (``hold_faults``: each fault of the scenario injected at its start, recovered at its end).
 
     with injected(testbed, step, writer, index) as fault:
         ...hold for step.duration; on a stop condition: fault.abort("p99 latency > 5 s")...
@@ -10,34 +11,34 @@ truth says ``verified: false``, and ``FaultNotVerified`` is raised if ``step.ver
 "not-verified"). On exit, whatever happened (exception, KeyboardInterrupt, SIGTERM): recover with SIGINT and
 SIGTERM held back, record the recovery time as the ground truth's end, mark the journal entry done. A SIGKILL
 leaves the journal entry for ``replay_fault_journals``. All events use stages ``fault.*`` (hidden from
-detectors by CaseView).
+detectors by CaseView). The fault's injector comes from the testbed (``Testbed.injector``): the local modules,
+or the k8s backend's Chaos Mesh objects and fault agent.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
+from harness import signals
 from harness.backends.base import Testbed
-from harness.case import CaseWriter, GroundTruth, atomic_write_json
-from harness.errors import ChaosbenchError, FaultNotVerified, PreflightFailed
-from harness.faults.base import Evidence, Handle, Injector, injector
+from harness.case import CaseStatus, CaseWriter, GroundTruth, atomic_write_json
+from harness.errors import ChaosbenchError, FaultNotVerified
+from harness.faults.base import Evidence, Handle, Injector
 from harness.faults.catalog import FaultSpec, get_fault
 from harness.faults.journal import Journal
+from harness.stages import stage
+
+if TYPE_CHECKING:
+    from harness.scenario import FaultStep, ScenarioSpec
+    from harness.timeline import Timeline
 
 VERIFY_POLL_S = 0.25
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so every ``finally`` (recovery first) runs."""
-
 
 @dataclass
 class Injection:
@@ -69,7 +70,7 @@ def make_key(writer: CaseWriter, index: int, fault_id: str) -> str:
     return f"{writer.final_dir.name}.{index}.{fault_id}.{uuid.uuid4().hex[:6]}"
 
 
-def ground_truth(testbed: Testbed, step: Any, spec: FaultSpec, start: float | None, end: float | None,
+def ground_truth(testbed: Testbed, step: FaultStep, spec: FaultSpec, start: float | None, end: float | None,
                  verified: bool) -> GroundTruth:
     rank = step.target.rank
     node = step.target.node if rank is None else testbed.ranks[f"rank-{rank}"].node
@@ -79,35 +80,6 @@ def ground_truth(testbed: Testbed, step: Any, spec: FaultSpec, start: float | No
         start=start, end=end, mechanism=spec.local_mechanism if local else spec.cluster_mechanism,
         realism=spec.local_realism if local else "real", verified=verified,
     )
-
-
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM -> Terminated while the fault is in, unless somebody (the runner) already handles SIGTERM."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (
-        signal.SIG_DFL, None
-    ):
-        yield
-        return
-
-    def raise_terminated(signum: int, frame: Any) -> None:
-        raise Terminated(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM back while recovering; they are delivered (and raise) right after."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _poll_verify(mod: Injector, handle: Handle, testbed: Testbed, timeout: float) -> tuple[Evidence | None, str]:
@@ -124,23 +96,21 @@ def _poll_verify(mod: Injector, handle: Handle, testbed: Testbed, timeout: float
 
 def _recover(mod: Injector, handle: Handle, journal: Journal, writer: CaseWriter) -> str | None:
     """Recover (retrying once); returns the error text if it still failed."""
-    t0 = time.time()
-    writer.event("fault.recover", "start")
-    error = None
-    for attempt in (1, 2):
-        try:
-            mod.recover(handle)
-            error = None
-            break
-        except Exception as exc:  # noqa: BLE001 - recorded, retried, then reported
-            error = f"{type(exc).__name__}: {exc}"
-            time.sleep(0.5 * attempt)
-    if error is None:
-        journal.done()
-        writer.event("fault.recover", "end", duration_s=round(time.time() - t0, 3))
-    else:
-        journal.failed(error)
-        writer.event("fault.recover", "end", "failed", error=error, duration_s=round(time.time() - t0, 3))
+    with stage(writer, "fault.recover") as st:
+        error = None
+        for attempt in (1, 2):
+            try:
+                mod.recover(handle)
+                error = None
+                break
+            except Exception as exc:  # noqa: BLE001 - recorded, retried, then reported
+                error = f"{type(exc).__name__}: {exc}"
+                time.sleep(0.5 * attempt)
+        if error is None:
+            journal.done()
+        else:
+            journal.failed(error)
+            st.fail(error)
     return error
 
 
@@ -152,47 +122,35 @@ def _write_truth(writer: CaseWriter, index: int, truth: GroundTruth) -> None:
         atomic_write_json(writer.labels_path / f"ground_truth-{index}.json", truth)
 
 
-def _verify_into_case(mod: Injector, handle: Handle, testbed: Testbed, step: Any, spec: FaultSpec,
+def _verify_into_case(mod: Injector, handle: Handle, testbed: Testbed, step: FaultStep, spec: FaultSpec,
                       writer: CaseWriter, inj: Injection, index: int) -> None:
-    writer.event("fault.verify", "start", detail={"timeout_s": step.verify.timeout, "signal": spec.verify_signal})
-    evidence, last_error = _poll_verify(mod, handle, testbed, step.verify.timeout)
-    if evidence is not None:
-        seen = time.time()  # a timestamped signal (e.g. a log line) dates the fault better than the polling did
-        at = evidence.at if evidence.at is not None and inj.requested_at <= evidence.at <= seen else seen
-        inj.verified_at, inj.evidence = at, evidence
+    with stage(writer, "fault.verify", {"timeout_s": step.verify.timeout, "signal": spec.verify_signal}) as st:
+        evidence, last_error = _poll_verify(mod, handle, testbed, step.verify.timeout)
+        if evidence is not None:
+            seen = time.time()  # a timestamped signal (e.g. a log line) dates the fault better than the polling did
+            at = evidence.at if evidence.at is not None and inj.requested_at <= evidence.at <= seen else seen
+            inj.verified_at, inj.evidence = at, evidence
+            if index == 0:
+                writer.write_inject_time(inj.verified_at)
+            _write_truth(writer, index, ground_truth(testbed, step, spec, inj.verified_at, None, True))
+            st.end.update(duration_s=round(inj.verified_at - inj.requested_at, 3), detail=evidence.to_json())
+            return
         if index == 0:
-            writer.write_inject_time(inj.verified_at)
-        _write_truth(writer, index, ground_truth(testbed, step, spec, inj.verified_at, None, True))
-        writer.event("fault.verify", "end", duration_s=round(inj.verified_at - inj.requested_at, 3),
-                     detail=evidence.to_json())
-        return
-    if index == 0:
-        writer.write_inject_time(inj.requested_at)
-    _write_truth(writer, index, ground_truth(testbed, step, spec, inj.requested_at, None, False))
-    reason = f"{spec.id} on {inj.component}: verify signal ({spec.verify_signal}) not seen in {step.verify.timeout:g} s"
-    writer.event("fault.verify", "end", "failed", error=reason + (f"; last probe error: {last_error}" if last_error
-                                                                   else ""))
+            writer.write_inject_time(inj.requested_at)
+        _write_truth(writer, index, ground_truth(testbed, step, spec, inj.requested_at, None, False))
+        reason = (f"{spec.id} on {inj.component}: verify signal ({spec.verify_signal}) not seen in "
+                  f"{step.verify.timeout:g} s")
+        st.fail(reason + (f"; last probe error: {last_error}" if last_error else ""))
     if step.verify.required:
         raise FaultNotVerified(reason)
 
 
-def _preflight(mod: Injector, testbed: Testbed, step: Any, writer: CaseWriter) -> None:
-    writer.event("fault.preflight", "start", detail={"fault_id": step.id, "target": step.target.component})
-    try:
-        mod.preflight(testbed, step)
-    except PreflightFailed as exc:
-        writer.event("fault.preflight", "end", "failed", error=str(exc))
-        raise
-    writer.event("fault.preflight", "end")
-
-
 @contextmanager
-def injected(testbed: Testbed, step: Any, writer: CaseWriter, index: int) -> Iterator[Injection]:
+def injected(testbed: Testbed, step: FaultStep, writer: CaseWriter, index: int) -> Iterator[Injection]:
     """Inject ``step`` on ``testbed`` for the duration of the block; always recovered (see module doc)."""
-    # a backend with its own injectors (k8s: Chaos Mesh + fault agent) supplies them; else the local modules
-    backend_injector = getattr(testbed, "injector", None)
-    spec, mod = get_fault(step.id), (backend_injector or injector)(step.id)
-    _preflight(mod, testbed, step, writer)
+    spec, mod = get_fault(step.id), testbed.injector(step.id)
+    with stage(writer, "fault.preflight", {"fault_id": step.id, "target": step.target.component}):
+        mod.preflight(testbed, step)  # PreflightFailed: nothing was changed
     key = make_key(writer, index, spec.id)
     handle = mod.prepare(testbed, step, key)
     journal = Journal(key, writer.labels_path)
@@ -200,14 +158,13 @@ def injected(testbed: Testbed, step: Any, writer: CaseWriter, index: int) -> Ite
     inj = Injection(spec.id, step.target.component, key, requested_at=time.time(),
                     _on_abort=lambda reason: writer.event("fault.abort", "point", detail={"reason": reason}))
     failure: BaseException | None = None
-    with _sigterm_raises():
+    with signals.interrupts_raise(override=False):  # the runner's handlers, if it runs us, stay in place
         try:
-            writer.event("fault.inject", "start", detail={"key": key, "params": step.params.model_dump()})
-            try:
-                handle = mod.inject(handle, testbed)
-            finally:
-                journal.update(dict(handle))
-            writer.event("fault.inject", "end", duration_s=round(time.time() - inj.requested_at, 3))
+            with stage(writer, "fault.inject", {"key": key, "params": step.params.model_dump()}):
+                try:
+                    handle = mod.inject(handle, testbed)
+                finally:
+                    journal.update(dict(handle))
             _verify_into_case(mod, handle, testbed, step, spec, writer, inj, index)
             yield inj
         except BaseException as exc:
@@ -217,7 +174,7 @@ def injected(testbed: Testbed, step: Any, writer: CaseWriter, index: int) -> Ite
                              traceback=traceback.format_exc())
             raise
         finally:
-            with _signals_held():
+            with signals.held():
                 error = _recover(mod, handle, journal, writer)
                 inj.recovered_at = time.time()
                 _write_truth(writer, index, ground_truth(testbed, step, spec, inj.verified_at or inj.requested_at,
@@ -225,3 +182,61 @@ def injected(testbed: Testbed, step: Any, writer: CaseWriter, index: int) -> Ite
             if error is not None and failure is None:
                 raise ChaosbenchError(f"recovery of {spec.id} on {inj.component} failed: {error}; "
                                       f"run `chaosbench cleanup` (journal key {key})")
+
+
+def hold_faults(spec: ScenarioSpec, testbed: Testbed, writer: CaseWriter,
+                tl: Timeline) -> tuple[CaseStatus, str | None]:
+    """Inject each fault of ``spec`` at its start and recover it at its end; faults may overlap (compound cases),
+    so each injection's context is entered and left on its own. A fault is held for its declared duration from
+    when it was verified (verification waits for a scrape or two), so the ground-truth window is as long as
+    declared. Returns (status, reason): completed, aborted (a stop condition held) or not-verified."""
+    from harness.probes import StopWatch
+
+    watch = StopWatch(testbed.prometheus_url, spec.stop_conditions, rewrite=testbed.promql)
+    todo = sorted(range(len(spec.faults)), key=lambda i: spec.faults[i].start)
+    live: dict[int, tuple[AbstractContextManager[Injection], Injection, float]] = {}  # index: (cm, Injection, end)
+    aborted: list[str] = []
+
+    def stop() -> bool:
+        why = watch.check() if live else None
+        if why:
+            aborted.append(why)
+            for _, inj, _ in live.values():
+                inj.abort(why)
+        return why is not None
+
+    def close_all(exc: BaseException | None) -> None:
+        for i in sorted(live, key=lambda i: live[i][2]):
+            cm, _, _ = live.pop(i)
+            try:
+                cm.__exit__(*((type(exc), exc, exc.__traceback__) if exc else (None, None, None)))
+            except BaseException:  # noqa: BLE001 - every fault is recovered; the first error is the one raised
+                if exc is None:
+                    raise
+
+    try:
+        while (todo or live) and not aborted:
+            ending = min(live, key=lambda i: live[i][2]) if live else None
+            if todo and (ending is None or spec.faults[todo[0]].start <= live[ending][2]):
+                i = todo.pop(0)
+                step = spec.faults[i]
+                tl.wait_until(step.start, tick=spec.telemetry.step, check=stop)
+                if aborted:
+                    break
+                cm = injected(testbed, step, writer, i)
+                inj = cm.__enter__()
+                start = max(step.start, inj.verified_at - tl.t0) if inj.verified_at is not None else step.start
+                live[i] = (cm, inj, start + step.duration)
+            elif ending is not None:
+                tl.wait_until(live[ending][2], tick=spec.telemetry.step, check=stop)
+                if not aborted:
+                    cm, _, _ = live.pop(ending)
+                    cm.__exit__(None, None, None)
+    except FaultNotVerified as exc:
+        close_all(None)
+        return "not-verified", str(exc)
+    except BaseException as exc:
+        close_all(exc)
+        raise
+    close_all(None)
+    return ("aborted", aborted[0]) if aborted else ("completed", None)

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.backends.base import DeviceControl, NodeInfo, RankInfo
+from harness.backends.base import DeviceControl, NodeInfo, RankInfo, Testbed
 
 REPO = Path(__file__).resolve().parents[2]
 CG = Path("/sys/fs/cgroup")
@@ -68,7 +68,7 @@ def _subnet() -> int:
 
 
 @dataclass
-class FaultBed:
+class FaultBed(Testbed):
     run_dir: Path
     nodes: dict[str, NodeInfo]
     ranks: dict[str, RankInfo]

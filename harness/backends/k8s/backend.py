@@ -3,11 +3,11 @@
 ``deploy_k8s(scenario, run_dir)`` renders ``<run_dir>/k8s`` (as ``--dry-run`` does),
 runs playbooks/k8s/deploy.yml (site.yml with ``install=True``: k3s/operators too)
 through ansible-runner, waits for the RayService with the Kubernetes client and
-returns a ``K8sTestbed``. Beyond the Testbed protocol it offers what the run pipeline
-needs on a cluster, where nothing runs on this machine: ``injector(fault_id)``,
-``start_load(load_dir)`` (the Locust Job), ``start_profile()``/``stop_profile()``
-(vLLM's profiler through the Ray head), ``collect_case(...)`` and ``promql(query)``
-(the scenario's PromQL with the cluster's metric names).
+returns a ``K8sTestbed``. It overrides the Testbed contract's defaults (harness.backends.base) with what a
+cluster needs, where nothing runs on this machine: ``injector(fault_id)`` (Chaos Mesh and the fault agent),
+``start_load(config, load_dir)`` (the Locust Job), ``start_profile()``/``stop_profile()`` (vLLM's profiler
+through the Ray head), ``collect_case(...)`` and ``promql(query)`` (the scenario's PromQL with the cluster's
+metric names). It is not reusable across cases: each case gets a fresh deployment.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from harness.backends.base import NodeInfo, RankInfo
+from harness.backends.base import DeviceControl, Left, NodeInfo, RankInfo, Testbed
 from harness.backends.k8s import collect
 from harness.backends.k8s.client import K8sClient
 from harness.backends.k8s.faults import FaultAction, locate_command, plan_faults
@@ -33,6 +33,12 @@ from harness.backends.k8s.placement import Placement, from_located
 from harness.backends.k8s.settings import MIN_RAY, MIN_VLLM, K8sSettings, image_ray_version, version_tuple
 from harness.case import atomic_write_json, atomic_write_text
 from harness.errors import PreflightFailed
+
+if TYPE_CHECKING:
+    from harness.case import CaseWriter
+    from harness.load.driver import LoadConfig
+    from harness.load.summary import RequestRecord
+    from harness.scenario import Scenario
 
 REPO = Path(__file__).resolve().parents[3]
 PLAYBOOKS = REPO / "playbooks"
@@ -121,7 +127,7 @@ class K8sLoadRun:
 
 
 @dataclass
-class K8sTestbed:
+class K8sTestbed(Testbed):
     settings: K8sSettings
     client: K8sClient
     run_dir: Path
@@ -149,8 +155,8 @@ class K8sTestbed:
     def api_url(self) -> str:
         return self.settings.api_url  # in-cluster: the Locust Job reaches it, this machine need not
 
-    # -- the Testbed protocol's local-only parts ------------------------------------------------------------
-    def device(self, rank: str):
+    # -- the Testbed contract's local-only parts ------------------------------------------------------------
+    def device(self, rank: str) -> DeviceControl:
         raise PreflightFailed("the k8s backend has real GPUs: no emulated device layer")
 
     def node_pids(self, node: str) -> list[int]:
@@ -163,7 +169,7 @@ class K8sTestbed:
     def injector(self, fault_id: str) -> K8sInjector:
         return K8sInjector(fault_id, self.client, self.actions, self.settings.kubeconfig)
 
-    def start_load(self, config, load_dir: Path) -> K8sLoadRun:
+    def start_load(self, config: LoadConfig, load_dir: Path) -> K8sLoadRun:
         """Drop-in for harness.load.driver.start_load: the rendered Locust Job (``config`` gives the SLOs;
         the Job's own copy of the LoadConfig was rendered from the same scenario)."""
         self.playbook("deploy.yml", {**self._vars(), "cb_start_load": True}, self.run_dir / "ansible", self.inventory)
@@ -183,36 +189,37 @@ class K8sTestbed:
             raise PreflightFailed(f"profiler {action}: {answer.get('error') or res.stderr.strip() or res.rc}")
         return answer
 
-    def start_profile(self) -> dict[str, Any]:
-        return self._profile("start")
+    def start_profile(self) -> None:
+        self._profile("start")
 
-    def stop_profile(self) -> dict[str, Any]:
-        return self._profile("stop")
+    def stop_profile(self) -> None:
+        self._profile("stop")
 
-    def collect_case(self, case_dir: Path, scenario, t0: float, t_end: float,
-                     requests: list[dict[str, Any]] | None = None) -> dict[str, int]:
-        """data.csv, logs.csv and traces/ of ``case_dir`` from the cluster."""
+    def collect_case(self, writer: CaseWriter, scenario: Scenario, t0: float, t_end: float,
+                     requests: list[RequestRecord], case_start: float) -> None:
+        """data.csv, logs.csv and traces/ of the case from the cluster (pod logs from a minute before the load)."""
+        case_dir = writer.path
         queries = collect.column_queries(self.settings, scenario)
         view = collect.ClusterView(self.node_map, self.worker_pods, self.placement)
         cols = collect.export_data_csv(self.prometheus_url, self.settings, queries, view, t0, t_end,
                                        case_dir / "data.csv", requests)
         lines = collect.export_logs_csv(self.client, t0 - 60, time.time(), case_dir / "logs.csv")
         traces = collect.collect_traces(self.client, self.settings, case_dir / "traces")
-        return {"columns": cols, "log_lines": lines, "traces": len(traces)}
+        writer.event("collect.backend", "point", detail={"columns": cols, "log_lines": lines, "traces": len(traces)})
 
     def _vars(self) -> dict[str, Any]:
         return {**yaml.safe_load((self.k8s_dir / "vars.yml").read_text()), "cb_node_map": self.node_map}
 
-    def teardown(self) -> list[str]:
-        """Delete the run's objects (faults first); returns what could not be removed."""
+    def teardown(self) -> Left:
+        """Delete the run's objects (faults first); says what could not be removed."""
         try:
             self.playbook("teardown.yml", self._vars(), self.run_dir / "ansible", self.inventory)
         except PreflightFailed as exc:
-            return [str(exc)]
-        return []
+            return Left((str(exc),))
+        return Left()
 
 
-def deploy_k8s(scenario, run_dir: Path, *, prometheus_url: str | None = None, inventory: Path | None = None,
+def deploy_k8s(scenario: Scenario, run_dir: Path, *, prometheus_url: str | None = None, inventory: Path | None = None,
                install: bool = False, client: K8sClient | None = None,
                playbook: PlaybookRunner = run_playbook) -> K8sTestbed:
     """Render, deploy (site.yml with ``install``, else deploy.yml), wait until vLLM serves; a K8sTestbed."""

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from harness.errors import PreflightFailed
+from harness.signals import handlers_kept
 
 REPO = Path(__file__).resolve().parents[3]
 PLAYBOOKS = REPO / "playbooks"
@@ -25,17 +24,6 @@ def _first_failure(runner: Any) -> str:
     return f"status {runner.status}, rc {runner.rc}"
 
 
-def _handlers() -> dict[int, Any] | None:
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-
-def _restore(saved: dict[int, Any] | None) -> None:
-    for sig, handler in (saved or {}).items():
-        signal.signal(sig, handler)
-
-
 def run_playbook(name: str, extravars: dict[str, Any], private_dir: Path) -> None:
     """Run ``playbooks/local/<name>``; raise PreflightFailed naming the first failed task."""
     import ansible_runner
@@ -49,8 +37,7 @@ def run_playbook(name: str, extravars: dict[str, Any], private_dir: Path) -> Non
         "ANSIBLE_LOCALHOST_WARNING": "False",
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
     }
-    saved = _handlers()  # ansible-runner replaces the SIGINT/SIGTERM handlers for good: give ours back
-    try:
+    with handlers_kept():  # ansible-runner replaces the SIGINT/SIGTERM handlers for good: give ours back
         runner = ansible_runner.run(
             private_data_dir=str(private_dir),
             playbook=str(PLAYBOOKS / "local" / name),
@@ -60,8 +47,6 @@ def run_playbook(name: str, extravars: dict[str, Any], private_dir: Path) -> Non
             quiet=True,
             rotate_artifacts=2,
         )
-    finally:
-        _restore(saved)
     if runner.status == "canceled":  # Ctrl-C/SIGTERM while the playbook ran
         raise KeyboardInterrupt(f"playbook {name} interrupted")
     if runner.rc != 0 or runner.status != "successful":

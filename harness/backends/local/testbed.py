@@ -13,22 +13,25 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from harness.backends.base import DeviceControl, NodeInfo, RankInfo
+from harness.backends.base import DeviceControl, NodeInfo, RankInfo, Testbed
 from harness.backends.local import preflight
 from harness.backends.local.ansible import run_playbook
 from harness.backends.local.cleanup import Leftovers, cleanup, testbed_pids
 from harness.backends.local.plan import NodePlan, TestbedPlan, make_plan
 from harness.case import atomic_write_json
 from harness.errors import ChaosbenchError, PreflightFailed
-from harness.registry import import_ref
+from harness.signals import handlers_kept
+
+if TYPE_CHECKING:
+    from harness.case import CaseWriter
+    from harness.load.summary import RequestRecord
+    from harness.scenario import Scenario
 
 RAY_NUM_CPUS = 8  # logical slots per Ray node: ranks + Serve replicas, not real cores
 RAY_OBJECT_STORE_BYTES = 100 * 1024 * 1024
@@ -120,7 +123,7 @@ def _wait_targets(prom_url: str, components: set[str], timeout_s: float = 90.0) 
 
 
 @dataclass
-class LocalTestbed:
+class LocalTestbed(Testbed):
     plan: TestbedPlan
     engine: str
     control_dir: Path
@@ -129,6 +132,7 @@ class LocalTestbed:
     handle: EngineHandle | None = None
     ranks: dict[str, RankInfo] = field(default_factory=dict)
     backend: str = "local"
+    reusable: bool = True  # fault_residue sees every trace a local fault leaves
     teardown_leftovers: Leftovers | None = None
 
     @property
@@ -183,6 +187,35 @@ class LocalTestbed:
         for f in self.trace_dir.glob("rank-*.json*"):
             f.unlink(missing_ok=True)
 
+    # --------------------------------------------------------------- collect
+    def collect_case(self, writer: CaseWriter, scenario: Scenario, t0: float, t_end: float,
+                     requests: list[RequestRecord], case_start: float) -> None:
+        """data.csv from this testbed's Prometheus, logs.csv from the engine's and Ray's logs, the ranks' traces."""
+        from harness.collect.logs import export_logs_csv
+        from harness.collect.prometheus import Column, export_data_csv
+
+        extra = [Column(m.name, f"sum({m.query})", "gauge", component=m.component)
+                 for m in scenario.spec.telemetry.extra_metrics]
+        report = export_data_csv(self.prometheus_url, t0, t_end, writer.path / "data.csv",
+                                 step=scenario.spec.telemetry.step, requests=requests, extra=extra,
+                                 health_path=writer.labels_path / "testbed_health.csv")
+        writer.event("collect.metrics", "point", detail={"rows": report.rows, "columns": report.columns,
+                                                          "filled_cells": report.filled_cells,
+                                                          "dropped_columns": list(report.dropped_columns)})
+        pid_rank = {r.pid: name for name, r in self.ranks.items() if r.pid}
+        if self.handle is not None:
+            try:
+                pid_rank.update({pid: name for name, pid in self.handle.rank_pids().items()})
+            except Exception:  # noqa: BLE001 - a dead engine still leaves its logs
+                pass
+        ray_nodes = self.plan.nodes if self.plan.isolated else self.plan.nodes[:1]  # no namespaces: one Ray node
+        ray_dirs = {n.name: Path(n.ray_temp) / "session_latest" / "logs" for n in ray_nodes}
+        n = export_logs_csv(writer.path / "logs.csv", engine_log=self.run_dir / "logs" / "engine.jsonl",
+                            ray_log_dirs=ray_dirs, pid_rank=pid_rank, start=max(t0 - 60, case_start), end=time.time())
+        writer.event("collect.logs", "point", detail={"lines": n})
+        for f in sorted(self.trace_dir.glob("rank-*.json*")):
+            shutil.copy2(f, writer.path / "traces" / f.name)
+
     # --------------------------------------------------------------- teardown
     def save_ray_logs(self) -> Path:
         dest = self.run_dir / "logs" / "ray"
@@ -221,12 +254,9 @@ class LocalTestbed:
 
 
 def _resolve_engine(name: str) -> EngineDeploy:
-    try:
-        from harness.engines import ENGINES  # type: ignore[attr-defined]
+    from harness.engines import ENGINES
 
-        return ENGINES.get(name)  # type: ignore[no-any-return]
-    except ImportError:
-        return import_ref(f"harness.engines.{name}:deploy")  # type: ignore[return-value]
+    return ENGINES.get(name)  # type: ignore[no-any-return]
 
 
 def start_infra(run_dir: Path, n_nodes: int, *, isolated: bool | None = None, fault_ids: list[str] | None = None,
@@ -269,11 +299,9 @@ def connect_ray(plan: TestbedPlan) -> None:
     if ray.is_initialized():
         ray.shutdown()
     node_ip = plan.driver.ip if plan.driver else plan.head.ip
-    saved = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
-    ray.init(address=ray_address(plan), _node_ip_address=node_ip, log_to_driver=False,
-             logging_level="WARNING", configure_logging=False)
-    if saved is not None:  # ray.init installs a SIGTERM handler that exits without our teardown
-        signal.signal(signal.SIGTERM, saved)
+    with handlers_kept():  # ray.init installs a SIGTERM handler that exits without our teardown
+        ray.init(address=ray_address(plan), _node_ip_address=node_ip, log_to_driver=False,
+                 logging_level="WARNING", configure_logging=False)
 
 
 def disconnect_ray() -> None:
@@ -283,7 +311,7 @@ def disconnect_ray() -> None:
         ray.shutdown()
 
 
-def deploy_local(scenario: Any, run_dir: Path, *, engine_deploy: EngineDeploy | None = None,
+def deploy_local(scenario: Scenario, run_dir: Path, *, engine_deploy: EngineDeploy | None = None,
                  isolated: bool | None = None, run_id: str | None = None) -> LocalTestbed:
     """Deploy the whole testbed for ``scenario`` (harness.scenario.Scenario) under ``run_dir``."""
     dep = scenario.spec.deployment

@@ -23,7 +23,7 @@ def run(argv: Sequence[str], netns: str | None, *, check: bool = True,
     with ``check`` (the message names the command and its error output)."""
     cmd = command(argv, netns)
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as exc:
         raise CommandFailed(f"{shlex.join(cmd)}: timed out after {timeout_s:g} s") from exc
     if check and res.returncode != 0:
