@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 MAX_METRICS = 4
 
@@ -22,18 +23,31 @@ def _robust_scale(values, before_mask):
     return (values - med) / spread
 
 
-def timeline_png(df, inject: float, end: float | None, sli: str | None, metrics: Sequence[str],
-                 title: str) -> str:
-    """A data: URI of the case's timeline figure."""
+def _render(draw: Callable[[Any], None], **subplots: Any) -> str:
+    """A PNG data: URI of the figure ``plt.subplots(**subplots)`` drawn by ``draw(axes)``; always closed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, axes = plt.subplots(**subplots)
+    try:
+        draw(axes)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def timeline_png(df, inject: float, end: float | None, sli: str | None, metrics: Sequence[str],
+                 title: str) -> str:
+    """A data: URI of the case's timeline figure."""
     t = df["time"].to_numpy(dtype=float)
     x = t - inject
-    fig, axes = plt.subplots(2, 1, figsize=(7.5, 3.4), sharex=True, dpi=80)
-    try:
+
+    def draw(axes) -> None:
         top, bottom = axes
         if sli and sli in df:
             top.plot(x, df[sli].to_numpy(dtype=float), lw=1, color="#1f77b4")
@@ -52,24 +66,15 @@ def timeline_png(df, inject: float, end: float | None, sli: str | None, metrics:
             ax.axvline(0, color="#d62728", lw=0.8)
             ax.tick_params(labelsize=7)
         top.set_title(title, fontsize=9)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-    finally:
-        plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+    return _render(draw, nrows=2, ncols=1, figsize=(7.5, 3.4), sharex=True, dpi=80)
 
 
 def detectability_png(curves: dict[str, list[tuple[str, float | None, list[float] | None]]]) -> str:
     """A data: URI of AC@1 against fault intensity, one line per method (``curves``: method -> [(bin, AC@1,
     interval)]), intervals as error bars."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=80)
-    try:
+    def draw(ax) -> None:
         for i, (method, points) in enumerate(curves.items()):
             pts = [(j, v, ci) for j, (_, v, ci) in enumerate(points) if v is not None]
             if not pts:
@@ -85,9 +90,5 @@ def detectability_png(curves: dict[str, list[tuple[str, float | None, list[float
         ax.set_ylim(-0.05, 1.05)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6, loc="best", frameon=False)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-    finally:
-        plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+    return _render(draw, figsize=(7.5, 3.6), dpi=80)
