@@ -1,5 +1,8 @@
 """Evaluate RCA methods on a dataset: run cases x methods against blind copies, score, write the results.
 
+The public face of the evaluation stage; its internals are in harness/eval/ (discovery, blind copies, the method
+catalogue, the fan-out, outcomes, export). ``methods_of`` says which methods ``chaosbench run`` evaluates.
+
 ``evaluate(dataset, out_dir, methods, workers, ...) -> out_dir``. ``dataset`` is a run directory (cases/ +
 labels.jsonl), an archive of one written by ``chaosbench export`` (read directly), or a directory of older case
 directories or RCAEval cases (harness.eval.discover). Detectors read only blind copies of the cases
@@ -16,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.eval.blind import blind_cases
 from harness.eval.discover import CaseRef, discover, ground_truth, is_run_dir, open_view
@@ -24,7 +27,27 @@ from harness.eval.fanout import OnDone, Task, preload, read_result, run_inline, 
 from harness.eval.methods import Method, select
 from harness.score.aggregate import CaseOutcome, score_methods
 
+if TYPE_CHECKING:
+    from harness.campaign import Campaign
+    from harness.scenario import Scenario, Suite
+
 DEFAULT_TIMEOUT_S = 300.0
+
+
+def methods_of(doc: Scenario | Suite | Campaign, path: Path) -> list[str] | None:
+    """The methods a run's document names, in order: a scenario's ``spec.evaluation.detectors``; a suite's, those
+    of its scenarios then its own ``spec.detectors``; None for a campaign (the default method set)."""
+    from harness.scenario import Scenario, Suite, expand_suite
+
+    if isinstance(doc, Scenario):
+        return list(doc.spec.evaluation.detectors)
+    if not isinstance(doc, Suite):
+        return None
+    names: dict[str, None] = {}
+    for scenario, _, _ in expand_suite(doc, path):
+        names.update(dict.fromkeys(scenario.spec.evaluation.detectors))
+    names.update(dict.fromkeys(doc.spec.detectors))
+    return list(names)
 
 
 def plan(refs: Sequence[CaseRef], methods: Sequence[Method], out_dir: Path) -> list[Task]:
@@ -35,7 +58,7 @@ def plan(refs: Sequence[CaseRef], methods: Sequence[Method], out_dir: Path) -> l
 def _outcomes(refs: Sequence[CaseRef], methods: Sequence[Method], out_dir: Path) -> list[CaseOutcome]:
     """Outcomes of the evaluable cases; invalid and unverified cases are listed in scores.json, not here."""
     from baselines.inputs import case_components, metric_columns
-    from harness.eval.collect import outcome
+    from harness.eval.outcomes import outcome
 
     out: list[CaseOutcome] = []
     for ref in refs:

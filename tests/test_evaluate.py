@@ -215,3 +215,29 @@ def test_export_and_eval_the_archive(run_dir, tmp_path):
 def test_plugins_are_named_module_function():
     names = [m.name for m in select(["eval_fixtures:flags_everything", "x=eval_fixtures:raising"])]
     assert names[:2] == ["eval_fixtures:flags_everything", "x"]
+
+
+def test_the_methods_a_run_evaluates_come_from_its_document(repo):
+    from harness.campaign import load_any
+    from harness.evaluate import methods_of
+    from harness.scenario import load_scenario, load_suite
+
+    path = repo / "scenarios" / "suites" / "smoke.yaml"
+    methods = methods_of(load_suite(path), path)
+    assert methods[:2] == ["outpost", "analyzer"] and "baro" in methods and "random" in methods
+    assert len(methods) == len(set(methods))
+    scenario = repo / "scenarios" / "clean.yaml"
+    assert methods_of(load_scenario(scenario), scenario) == list(load_scenario(scenario).spec.evaluation.detectors)
+    campaign = repo / "scenarios" / "campaigns" / "benchmark.yaml"
+    assert methods_of(load_any(campaign), campaign) is None  # a campaign: the default method set
+
+
+def test_eval_with_the_report_over_a_run(tmp_path):
+    from harness.eval.synthetic import make_dataset
+
+    make_dataset(tmp_path / "run", 4, seed=3)  # a run: cases/ + labels.jsonl
+    eval_dir = evaluate(tmp_path / "run", tmp_path / "run" / "eval", ["baro", "random"], workers=1, report=True)
+    assert eval_dir == tmp_path / "run" / "eval"
+    assert (eval_dir / "scores.json").is_file() and (eval_dir / "leaderboard.md").is_file()
+    text = (eval_dir / "report.html").read_text()
+    assert "baro" in text and "random" in text

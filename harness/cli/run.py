@@ -8,13 +8,26 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from harness.errors import InputInvalid
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from harness.campaign import Campaign
+    from harness.rundir import CaseJob
+    from harness.runner import Log, OnCase
+    from harness.scenario import Scenario, Suite
+    from harness.stages import Progress as OnPhase
+
+    Document = Scenario | Suite | Campaign
 
 
 @contextmanager
@@ -39,10 +52,10 @@ def terminal_to_log(log: Path) -> Iterator[int]:
 class PlainProgress:
     """One line per case phase, for a terminal that is not one (CI logs, a redirected run)."""
 
-    def __init__(self, console) -> None:
+    def __init__(self, console: Console) -> None:
         self.console, self.t0, self.case, self.phase = console, time.monotonic(), "", ""
 
-    def on_case(self, i: int, n: int, job) -> None:
+    def on_case(self, i: int, n: int, job: CaseJob) -> None:
         self.case, self.phase = f"case {i + 1}/{n} {job.case_id}", ""
 
     def on_phase(self, name: str, fraction: float | None) -> None:
@@ -54,7 +67,7 @@ class PlainProgress:
         self.console.print(f"[{time.monotonic() - self.t0:7.1f}s] {msg}", highlight=False)
 
 
-def _rich_progress(console) -> tuple[object, Callable, Callable, Callable]:
+def _rich_progress(console: Console) -> tuple[Progress, OnCase, OnPhase, Log]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -62,7 +75,7 @@ def _rich_progress(console) -> tuple[object, Callable, Callable, Callable]:
     overall = bar.add_task("cases", total=None)
     phase = bar.add_task("starting", total=1.0)
 
-    def on_case(i: int, n: int, job) -> None:
+    def on_case(i: int, n: int, job: CaseJob) -> None:
         bar.update(overall, total=n, completed=i, description=f"case {i + 1}/{n} {job.case_id}")
         bar.update(phase, completed=0)
 
@@ -72,7 +85,7 @@ def _rich_progress(console) -> tuple[object, Callable, Callable, Callable]:
     return bar, on_case, on_phase, lambda msg: bar.console.print(msg, highlight=False)
 
 
-def _with_overrides(doc, path: Path, backend: str | None, repetitions: int | None):
+def _with_overrides(doc: Document, path: Path, backend: str | None, repetitions: int | None) -> Document:
     """Apply command-line overrides through the same loader as the file itself (so they are validated too)."""
     from harness.scenario import Suite, load_scenario
 
@@ -94,7 +107,7 @@ def _with_overrides(doc, path: Path, backend: str | None, repetitions: int | Non
     return load_scenario(path, {"deployment": {"backend": backend}}) if backend else doc
 
 
-def _dry_run(doc, path: Path, out: Path) -> None:
+def _dry_run(doc: Document, path: Path, out: Path) -> None:
     from harness.backends.k8s import dry_run
     from harness.scenario import Suite, expand_suite
 
@@ -140,19 +153,7 @@ def register(app: typer.Typer) -> None:
         _run(doc, path, out, resume, seed, split, evaluate, workers, local=backend != "k8s")
 
 
-def _methods(doc, path: Path) -> list[str] | None:
-    from harness.scenario import Scenario, Suite
-
-    if isinstance(doc, Suite):
-        from harness.benchmark import suite_methods
-
-        return suite_methods(doc, path)
-    if isinstance(doc, Scenario):
-        return list(doc.spec.evaluation.detectors)
-    return None  # a campaign: the default method set
-
-
-def _run(doc, path: Path, out: Path, resume: Path | None, seed: int | None, split: str | None, evaluate: bool,
+def _run(doc: Document, path: Path, out: Path, resume: Path | None, seed: int | None, split: str | None, evaluate: bool,
          workers: int, local: bool = True) -> None:
     from rich.console import Console
 
@@ -179,9 +180,10 @@ def _run(doc, path: Path, out: Path, resume: Path | None, seed: int | None, spli
             eval_dir = report = None
             if evaluate and cases:
                 on_phase("evaluating methods", None)
-                from harness.benchmark import evaluate_and_report
+                from harness.evaluate import evaluate as evaluate_run, methods_of
 
-                eval_dir, report = evaluate_and_report(run.root, _methods(doc, path), workers)
+                eval_dir = evaluate_run(run.root, run.root / "eval", methods_of(doc, path), workers, report=True)
+                report = eval_dir / "report.html"
         statuses = {}
         for rec in run.read_labels():
             statuses[rec.get("status", "?")] = statuses.get(rec.get("status", "?"), 0) + 1
