@@ -15,7 +15,10 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.backends.base import Testbed
 
 PROBE_REQUESTS = 3
 PROBE_MAX_TOKENS = 8
@@ -63,7 +66,7 @@ def within(p: Probe, reference: Probe) -> bool:
     return p.error is None and p.median_s <= LATENCY_FACTOR * reference.median_s + LATENCY_SLACK_S
 
 
-def recovery_gate(testbed: Any, model: str, reference: Probe, previous_case: str | None,
+def recovery_gate(testbed: Testbed, model: str, reference: Probe, previous_case: str | None,
                   timeout_s: float = GATE_TIMEOUT_S) -> tuple[str | None, dict[str, Any]]:
     """(None, detail) when the testbed may take the next case, else (the reason, detail)."""
     t0 = time.monotonic()

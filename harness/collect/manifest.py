@@ -8,9 +8,12 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import psutil
+
+if TYPE_CHECKING:
+    from harness.scenario import Scenario
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,7 +68,7 @@ def machine() -> dict[str, Any]:
             "memory_bytes": psutil.virtual_memory().total, "root": os.geteuid() == 0, "argv": sys.argv[:8]}
 
 
-def build_manifest(scenario: Any, *, seed: int, run_id: str, timings: dict[str, float], **extra: Any) -> Manifest:
+def build_manifest(scenario: Scenario, *, seed: int, run_id: str, timings: dict[str, float], **extra: Any) -> Manifest:
     dep = scenario.spec.deployment
     m: Manifest = {
         "chaosbench": {"git_sha": git_sha(), "version": _version("chaosbench")},

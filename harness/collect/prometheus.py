@@ -31,10 +31,17 @@ returned in ``ExportReport``. Columns with no sample at all are dropped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from prometheus_api_client import PrometheusConnect
+
+    from harness.load.summary import RequestRecord
 
 RATE_WINDOW = "5s"
 SKIP_PREFIXES = ("python_", "scrape_", "up", "promhttp_", "process_start_time", "process_max_fds",
@@ -69,7 +76,7 @@ class ExportReport:
     components: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _prom(url: str):
+def _prom(url: str) -> PrometheusConnect:
     from prometheus_api_client import PrometheusConnect
 
     return PrometheusConnect(url=url, disable_ssl=True)
@@ -120,7 +127,8 @@ def columns_for(metrics: dict[str, str]) -> list[Column]:
     return cols
 
 
-def query_frame(url: str, columns: list[Column], start: float, end: float, step: float):
+def query_frame(url: str, columns: list[Column], start: float, end: float,
+                step: float) -> tuple[pd.DataFrame, dict[str, str]]:
     """Range-query every column; a DataFrame indexed by integer unix second."""
     import pandas as pd
 
@@ -142,7 +150,7 @@ def query_frame(url: str, columns: list[Column], start: float, end: float, step:
     return pd.DataFrame(data), kinds
 
 
-def fill_gaps(df, kinds: dict[str, str]):
+def fill_gaps(df: pd.DataFrame, kinds: dict[str, str]) -> tuple[pd.DataFrame, int]:
     """Forward-fill short gaps, then long ones (0 for rates, last value for gauges). Returns (df, filled cells)."""
     import numpy as np
 
@@ -156,7 +164,7 @@ def fill_gaps(df, kinds: dict[str, str]):
     return df, before - int(df.isna().sum().sum())
 
 
-def sli_frame(requests: list[dict[str, Any]], index, window_s: float = 5.0):
+def sli_frame(requests: Sequence[RequestRecord], index: pd.Index, window_s: float = 5.0) -> pd.DataFrame:
     """ingress_latency and ingress_error_rate per second, from the client's request records."""
     import numpy as np
     import pandas as pd
@@ -174,7 +182,7 @@ def sli_frame(requests: list[dict[str, Any]], index, window_s: float = 5.0):
 
 
 def export_data_csv(url: str, start: float, end: float, out: Path, *, step: float = 1.0,
-                    requests: list[dict[str, Any]] | None = None,
+                    requests: Sequence[RequestRecord] | None = None,
                     extra: list[Column] | None = None, health_path: Path | None = None) -> ExportReport:
     """data.csv at ``out``; the testbed machine's own ``host_*`` columns go to ``health_path`` (when given)."""
     import pandas as pd
@@ -202,7 +210,7 @@ def export_data_csv(url: str, start: float, end: float, out: Path, *, step: floa
                         components=comps)
 
 
-def _write_csv(df, path: Path) -> None:
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".csv.tmp")
     df.to_csv(tmp, index=False, float_format="%.6g")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,8 +39,6 @@ if TYPE_CHECKING:
     from harness.load.summary import RequestRecord
     from harness.scenario import Scenario
 
-REPO = Path(__file__).resolve().parents[3]
-PLAYBOOKS = REPO / "playbooks"
 DEFAULT_PROMETHEUS = "http://127.0.0.1:9090"  # kubectl -n monitoring port-forward svc/...-prometheus 9090
 LOAD_OUT = "/out"
 LOAD_FILES = ("requests.jsonl", "started.json", "exit_code", "locust.log", "locust_stats.csv",
@@ -50,26 +47,10 @@ PlaybookRunner = Callable[[str, dict[str, Any], Path, Path | None], None]
 
 
 def run_playbook(name: str, extravars: dict[str, Any], private_dir: Path, inventory: Path | None = None) -> None:
-    """Run ``playbooks/k8s/<name>`` with ansible-runner; PreflightFailed names the first failed task."""
-    import ansible_runner
+    """Run ``playbooks/k8s/<name>`` through ansible-runner (harness.backends.local.ansible.play)."""
+    from harness.backends.local.ansible import PLAYBOOKS, play
 
-    from harness.backends.local.ansible import _first_failure
-
-    private_dir.mkdir(parents=True, exist_ok=True)
-    envvars = {
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "ANSIBLE_ROLES_PATH": str(PLAYBOOKS / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_LOCALHOST_WARNING": "False",
-    }
-    runner = ansible_runner.run(
-        private_data_dir=str(private_dir), playbook=str(PLAYBOOKS / "k8s" / name),
-        inventory=str(inventory) if inventory else f"localhost ansible_connection=local "
-                                                    f"ansible_python_interpreter={sys.executable}",
-        extravars=extravars, envvars=envvars, quiet=True, rotate_artifacts=3,
-    )
-    if runner.rc != 0 or runner.status != "successful":
-        raise PreflightFailed(f"playbook k8s/{name} failed: {_first_failure(runner)} (log: {private_dir}/artifacts)")
+    play(PLAYBOOKS / "k8s" / name, extravars, private_dir, str(inventory) if inventory else None, rotate_artifacts=3)
 
 
 @dataclass

@@ -12,10 +12,13 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.backends.k8s.settings import NODE_LABEL
 from harness.errors import FaultNotVerified, PreflightFailed
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 AGENT_SELECTOR = "app.kubernetes.io/name=chaosbench-fault-agent"
 CHAOS_GROUP, CHAOS_VERSION = "chaos-mesh.org", "v1alpha1"
@@ -44,7 +47,7 @@ def _conditions_true(status: dict[str, Any], kind: str) -> bool:
 
 
 class K8sClient:
-    def __init__(self, namespace: str, api_client=None, kubeconfig: str | None = None,
+    def __init__(self, namespace: str, api_client: ApiClient | None = None, kubeconfig: str | None = None,
                  exec_stream: Callable[..., Any] | None = None, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic):
         from kubernetes import client, config

@@ -21,7 +21,7 @@ import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from harness.backends.k8s.placement import Placement, expected
 from harness.backends.k8s.settings import PROFILER_DIR, K8sSettings
@@ -29,6 +29,8 @@ from harness.errors import PreflightFailed
 
 if TYPE_CHECKING:
     from harness.backends.k8s.client import K8sClient
+    from harness.load.summary import RequestRecord
+    from harness.scenario import Scenario
 
 VLLM_HISTOGRAMS = ("time_to_first_token_seconds", "inter_token_latency_seconds", "e2e_request_latency_seconds",
                    "request_queue_time_seconds")
@@ -171,7 +173,7 @@ def _rank(s: K8sSettings, rank: int) -> list[tuple[str, str, str]]:
     return out
 
 
-def column_queries(s: K8sSettings, scenario) -> list[ColumnQuery]:
+def column_queries(s: K8sSettings, scenario: Scenario) -> list[ColumnQuery]:
     """Every data.csv column of a k8s run and its query."""
     cols = [ColumnQuery(f"ingress_{m}", "ingress", q, k) for m, q, k in _ingress(s)]
     for node in s.node_names:
@@ -204,7 +206,7 @@ def component_node(placement: Placement, component: str) -> str | None:
 
 
 def export_data_csv(prometheus_url: str, s: K8sSettings, queries: list[ColumnQuery], view: ClusterView,
-                    start: float, end: float, out: Path, requests: list[dict[str, Any]] | None = None) -> int:
+                    start: float, end: float, out: Path, requests: list[RequestRecord] | None = None) -> int:
     """Range-query every column into ``out`` (data.csv) as the local collector does; returns the column count."""
     import pandas as pd
 

@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -34,6 +34,9 @@ from harness.backends.k8s.settings import (
 )
 from harness.case import atomic_write_text
 from harness.errors import PreflightFailed
+
+if TYPE_CHECKING:
+    from harness.scenario import Scenario
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -157,7 +160,7 @@ def _ray_env(s: K8sSettings) -> list[dict[str, Any]]:
     return env
 
 
-def locust_files(s: K8sSettings, scenario) -> dict[str, str]:
+def locust_files(s: K8sSettings, scenario: Scenario) -> dict[str, str]:
     """The harness's own locustfile and its config (the local driver's LoadConfig, paths inside the Job)."""
     from dataclasses import asdict
 
@@ -170,7 +173,7 @@ def locust_files(s: K8sSettings, scenario) -> dict[str, str]:
     return {"locustfile.py": LOCUSTFILE.read_text(), "load-config.json": json.dumps(config, indent=2) + "\n"}
 
 
-def _locust(s: K8sSettings, scenario) -> dict[str, Any]:
+def _locust(s: K8sSettings, scenario: Scenario) -> dict[str, Any]:
     w = scenario.spec.workload
     # Same command line as harness/load/driver.py; the container then waits to be collected.
     shell = (
@@ -185,7 +188,7 @@ def _locust(s: K8sSettings, scenario) -> dict[str, Any]:
             "job_deadline": int(w.duration) + 3600 + 600}
 
 
-def manifests(s: K8sSettings, scenario) -> dict[str, str]:
+def manifests(s: K8sSettings, scenario: Scenario) -> dict[str, str]:
     step = _step(s.step_s)
     serve_yaml = yaml.safe_dump(serve_config(s), sort_keys=False)
     return {
@@ -217,7 +220,7 @@ def helm_values(s: K8sSettings, install_driver: bool = False) -> dict[str, str]:
     }
 
 
-def playbook_vars(s: K8sSettings, scenario, k8s_dir: Path, fault_files: list[str]) -> dict[str, Any]:
+def playbook_vars(s: K8sSettings, scenario: Scenario, k8s_dir: Path, fault_files: list[str]) -> dict[str, Any]:
     """Extra vars for playbooks/k8s/*.yml. Paths are absolute so ansible-runner can run from anywhere."""
     return {
         "cb_scenario": scenario.metadata.name,
@@ -249,7 +252,7 @@ def _manifest_names() -> list[str]:
             "manifests/60-locust.yaml"]
 
 
-def render_all(scenario, k8s_dir: Path) -> Rendered:
+def render_all(scenario: Scenario, k8s_dir: Path) -> Rendered:
     s = from_scenario(scenario)
     files = {**manifests(s, scenario), **helm_values(s)}
     actions = plan_faults(s, scenario)
@@ -267,7 +270,7 @@ def render_all(scenario, k8s_dir: Path) -> Rendered:
     return Rendered(settings=s, files=files)
 
 
-def _plan(s: K8sSettings, scenario, names: list[str]) -> dict[str, Any]:
+def _plan(s: K8sSettings, scenario: Scenario, names: list[str]) -> dict[str, Any]:
     engine = scenario.spec.deployment.engine
     return {
         "scenario": scenario.metadata.name,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import DeviceControl
+from harness.backends.base import DeviceControl, Testbed
 from harness.case import atomic_write_json
 
 RANK_LABEL = "rank"  # the label the engine's device exporter puts on DCGM_* series (rank-<i>)
@@ -79,15 +79,15 @@ def series(metric: str, rank: str) -> str:
     return f'{metric}{{{RANK_LABEL}="{rank}"}}'
 
 
-def control_path(testbed: Any, rank: str) -> str:
+def control_path(testbed: Testbed, rank: str) -> str:
     return str(testbed.device(rank).path)
 
 
-def check_control_dir(fault_id: str, testbed: Any, rank: str) -> None:
+def check_control_dir(fault_id: str, testbed: Testbed, rank: str) -> None:
     from harness.errors import PreflightFailed
 
     path = testbed.device(rank).path
     if not path.parent.is_dir():
         raise PreflightFailed(f"{fault_id}: the device control dir {path.parent} does not exist (engine not mini?)")
-    if not getattr(testbed, "prometheus_url", None):
+    if not testbed.prometheus_url:
         raise PreflightFailed(f"{fault_id}: the testbed has no Prometheus to read the DCGM_* verify signal from")

@@ -20,6 +20,10 @@ import select
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from netfilterqueue import Packet
 
 
 def _write_status(path: Path | None, held: int, released: int) -> None:
@@ -39,7 +43,7 @@ def serve(queue_num: int, delay_ms: float, jitter_ms: float, correlation: float,
     counts = {"held": 0, "released": 0}
     last = {"d": delay_ms}
 
-    def hold(pkt) -> None:
+    def hold(pkt: Packet) -> None:
         sample = rng.uniform(delay_ms - jitter_ms, delay_ms + jitter_ms)
         last["d"] = correlation * last["d"] + (1 - correlation) * sample
         heapq.heappush(pending, (time.monotonic() + max(0.0, last["d"]) / 1000, next(order), pkt))
