@@ -193,6 +193,11 @@ def _finalize(writer: CaseWriter, job: CaseJob, rec: Recorder, status: CaseStatu
 # ----------------------------------------------------------------------------- many cases
 
 
+def _reason(exc: Exception) -> str:
+    """A failed case's reason: the message of an error raised on purpose, else the type too."""
+    return str(exc) if isinstance(exc, ChaosbenchError) else f"{type(exc).__name__}: {exc}"
+
+
 def run_jobs(jobs: list[CaseJob], run: RunDir, *, progress: Progress | None = None, on_case: OnCase | None = None,
              deploy_kwargs: dict[str, Any] | None = None, log: Log | None = None) -> list[Path]:
     """Run ``jobs`` (harness.rundir.CaseJob) into the run directory ``run`` (harness.rundir.RunDir), in order.
@@ -225,8 +230,7 @@ def run_jobs(jobs: list[CaseJob], run: RunDir, *, progress: Progress | None = No
                     writer.event("run", "point", "failed", error="interrupted")
                     raise
                 except Exception as exc:  # noqa: BLE001 - the case is finalized as failed, the run goes on
-                    error = exc
-                    reason = str(exc) if isinstance(exc, ChaosbenchError) else f"{type(exc).__name__}: {exc}"
+                    error, reason = exc, _reason(exc)
                     say(f"case {job.case_id}: {reason}")
                 if bed is not None and bed.down:
                     bed = None
@@ -278,7 +282,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, seed: int | None = None, *, 
     except KeyboardInterrupt:
         error = Interrupted(f"interrupted; testbed torn down, partial case left at {writer.path}")
     except Exception as exc:  # noqa: BLE001 - finalize as failed, then re-raise
-        error, reason = exc, f"{type(exc).__name__}: {exc}" if not isinstance(exc, ChaosbenchError) else str(exc)
+        error, reason = exc, _reason(exc)
     finally:
         if bed is not None:
             with rec.stage("teardown"):

@@ -1,5 +1,5 @@
-"""Backends: where the system under test runs. Each entry is a ``deploy(scenario, run_dir, **kw)``
-returning a running ``harness.backends.base.Testbed`` that also has ``teardown()``."""
+"""Backends: where the system under test runs. Each entry is a ``deploy(scenario, run_dir, **kw)`` returning a
+running testbed that satisfies the backend contract, ``harness.backends.base.Testbed``."""
 
 from __future__ import annotations
 
