@@ -4,7 +4,7 @@
 
     deploy, ready              backend testbed (harness.testbeds; the contract: harness.backends.base), engine
                                serving; a reusable testbed takes the next case after the recovery gate
-    load start (t0)            Locust in its own process (harness.load.driver)
+    load start (t0)            testbed.start_load: Locust in its own process (harness.load.driver; k8s: a Job)
     warm-up                    until t0 + workload.warmup
     baseline gate              steady-state probes (harness.probes) just before the first fault
                                (clean run: at t0 + nominal_inject); a failed gate = no injection, case "failed"
