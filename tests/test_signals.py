@@ -14,12 +14,10 @@ from harness import signals
 
 def test_sigterm_and_sigint_raise_inside_and_the_handlers_come_back():
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    with pytest.raises(signals.Terminated):
-        with signals.interrupts_raise():
-            os.kill(os.getpid(), signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt):
-        with signals.interrupts_raise():
-            os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(signals.Terminated), signals.interrupts_raise():
+        os.kill(os.getpid(), signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), signals.interrupts_raise():
+        os.kill(os.getpid(), signal.SIGINT)
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 

@@ -180,7 +180,8 @@ def _run(doc: Document, path: Path, out: Path, resume: Path | None, seed: int | 
             eval_dir = report = None
             if evaluate and cases:
                 on_phase("evaluating methods", None)
-                from harness.evaluate import evaluate as evaluate_run, methods_of
+                from harness.evaluate import evaluate as evaluate_run
+                from harness.evaluate import methods_of
 
                 eval_dir = evaluate_run(run.root, run.root / "eval", methods_of(doc, path), workers, report=True)
                 report = eval_dir / "report.html"

@@ -210,7 +210,7 @@ def hold_faults(spec: ScenarioSpec, testbed: Testbed, writer: CaseWriter,
             cm, _, _ = live.pop(i)
             try:
                 cm.__exit__(*((type(exc), exc, exc.__traceback__) if exc else (None, None, None)))
-            except BaseException:  # noqa: BLE001 - every fault is recovered; the first error is the one raised
+            except BaseException:  # every fault is recovered; the first error is the one raised
                 if exc is None:
                     raise
 
