@@ -22,7 +22,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.errors import ScenarioInvalid
-from harness.faults.catalog import CATALOG, FAULTS, Params
+from harness.faults.catalog import fault_specs, get_fault
+from harness.faults.spec import FaultSpec
 from harness.registry import did_you_mean
 from harness.types import Duration, PositiveDuration, between
 
@@ -173,7 +174,7 @@ class _FaultStepBase(Strict):
     verify: Verify = Verify()
 
 
-def _fault_step_model(spec) -> type[_FaultStepBase]:
+def _fault_step_model(spec: FaultSpec) -> type[_FaultStepBase]:
     """One step model per fault id: ``id`` is the tag, ``params`` that fault's parameter model."""
     model = type(
         "FaultStep_" + spec.id.replace("-", "_"),
@@ -188,8 +189,9 @@ def _fault_step_model(spec) -> type[_FaultStepBase]:
     return model
 
 
-_STEP_MODELS = tuple(_fault_step_model(spec) for spec in CATALOG)
+_STEP_MODELS = tuple(_fault_step_model(spec) for spec in fault_specs())  # shipped and plugin faults
 FaultStep = Annotated[Union[_STEP_MODELS], Field(discriminator="id")]  # type: ignore[valid-type]
+_FAULT_IDS = tuple(spec.id for spec in fault_specs())
 
 
 class StopCondition(Strict):
@@ -267,7 +269,7 @@ class Scenario(Strict):
         topo, load = spec.deployment.topology, spec.workload
         out: list[tuple[str, str]] = []
         for i, step in enumerate(spec.faults):
-            where, kind = f"spec.faults[{i}]", FAULTS[step.id].target
+            where, kind = f"spec.faults[{i}]", get_fault(step.id).target
             if kind == "rank" and step.target.rank is None:
                 out.append((f"{where}.target", f"{step.id} targets a rank: give target.rank"))
             if kind == "node" and step.target.node is None:
@@ -324,9 +326,9 @@ class Suite(Strict):
 
 def _format_error(err: dict[str, Any]) -> tuple[str, str]:
     loc = list(err["loc"])
-    # drop the union tag pydantic adds after faults[i]: faults, 0, 'cpu-contention', params -> faults[0].params
+    # drop the union tag pydantic adds after faults[i]: faults, 0, '<fault id>', params -> faults[0].params
     for i in range(len(loc) - 2):
-        if loc[i] == "faults" and isinstance(loc[i + 1], int) and isinstance(loc[i + 2], str) and loc[i + 2] in FAULTS:
+        if loc[i] == "faults" and isinstance(loc[i + 1], int) and loc[i + 2] in _FAULT_IDS:
             del loc[i + 2]
             break
     path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
@@ -335,7 +337,7 @@ def _format_error(err: dict[str, Any]) -> tuple[str, str]:
         msg = "unknown key"
     elif kind == "union_tag_invalid":
         bad = err.get("input", {}).get("id") if isinstance(err.get("input"), dict) else None
-        msg = f"unknown fault id {bad!r}{did_you_mean(str(bad), list(FAULTS))}; see `chaosbench faults`"
+        msg = f"unknown fault id {bad!r}{did_you_mean(str(bad), list(_FAULT_IDS))}; see `chaosbench faults`"
         path = f"{path}.id"
     elif kind == "union_tag_not_found":
         msg = "missing fault id"

@@ -1,13 +1,15 @@
-"""The injector interface: one module per fault id, four steps plus a preflight.
+"""The fault module contract: one module per fault id, its spec, four local steps plus a preflight, and its
+cluster action.
 
-Each module ``harness/faults/<id with _>.py`` defines::
+Each module (``harness/faults/<id with _>.py``, or a plugin's, see ``harness.faults.catalog``) defines::
 
-    SPEC = FAULTS["<id>"]                                    # the catalog entry
+    SPEC = FaultSpec(...)                                    # harness.faults.spec: what the fault is and takes
     preflight(testbed, step) -> None                         # raise PreflightFailed with the reason
     prepare(testbed, step, key) -> Handle                    # no side effect: everything needed to undo
     inject(handle, testbed) -> Handle                        # make the fault; returns the handle (+ pids)
     verify(handle, testbed) -> Evidence | None               # one poll: evidence once the signal is seen
     recover(handle) -> None                                  # idempotent; works from the handle alone
+    cluster(step, kit) -> ClusterParts                       # k8s: Chaos Mesh objects / fault-agent commands
 
 ``prepare`` comes before ``inject`` so the lifecycle can journal the handle BEFORE anything changes: a crash in
 the middle of ``inject`` still leaves a journal entry that ``recover`` can undo (helper processes are found by
@@ -17,13 +19,15 @@ A handle is a JSON object (TypedDict), so recovery can run in another process af
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import asdict, dataclass, field
-from types import ModuleType
-from typing import Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from harness.backends.base import Testbed
-from harness.faults.catalog import FAULT_IDS, FaultSpec, get_fault
+
+if TYPE_CHECKING:
+    from harness.backends.k8s.faults import ClusterKit, ClusterParts
+    from harness.faults.spec import FaultSpec
+    from harness.scenario import FaultStep
 
 
 class Handle(TypedDict):
@@ -49,11 +53,13 @@ class Evidence:
 
 
 class Injector(Protocol):
+    """The five local steps (a fault module, or a backend's adapter such as the k8s one)."""
+
     SPEC: FaultSpec
 
-    def preflight(self, testbed: Testbed, step: Any) -> None: ...
+    def preflight(self, testbed: Testbed, step: FaultStep) -> None: ...
 
-    def prepare(self, testbed: Testbed, step: Any, key: str) -> Handle: ...
+    def prepare(self, testbed: Testbed, step: FaultStep, key: str) -> Handle: ...
 
     def inject(self, handle: Any, testbed: Testbed) -> Handle: ...
 
@@ -62,20 +68,18 @@ class Injector(Protocol):
     def recover(self, handle: Any) -> None: ...
 
 
-def module_name(fault_id: str) -> str:
-    return "harness.faults." + fault_id.replace("-", "_")
+class FaultModule(Injector, Protocol):
+    """A fault module: the local steps plus its cluster action."""
+
+    def cluster(self, step: FaultStep, kit: ClusterKit) -> ClusterParts: ...
 
 
 def injector(fault_id: str) -> Injector:
-    """The injector module of ``fault_id`` (unknown ids raise InputInvalid with a suggestion)."""
-    get_fault(fault_id)
-    module: ModuleType = importlib.import_module(module_name(fault_id))
-    return module  # type: ignore[return-value]
+    """The fault module of ``fault_id``, shipped or plugin (unknown ids raise InputInvalid with a suggestion)."""
+    from harness.faults.catalog import fault_module
+
+    return fault_module(fault_id)
 
 
-def injectors() -> dict[str, Injector]:
-    return {fid: injector(fid) for fid in FAULT_IDS}
-
-
-def base_handle(spec: FaultSpec, step: Any, key: str) -> Handle:
+def base_handle(spec: FaultSpec, step: FaultStep, key: str) -> Handle:
     return Handle(fault_id=spec.id, key=key, component=step.target.component)

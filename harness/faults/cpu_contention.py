@@ -8,15 +8,42 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from harness.backends.base import Testbed
 from harness.faults import targets
 from harness.faults.base import Evidence, Handle, base_handle
-from harness.faults.catalog import FAULTS
 from harness.faults.mech import procs
+from harness.faults.spec import FaultSpec, ParamRange, Params, Sampling
+from harness.types import between
 
-SPEC = FAULTS["cpu-contention"]
+if TYPE_CHECKING:
+    from harness.backends.k8s.faults import ClusterKit, ClusterParts
+    from harness.scenario import FaultStep
+
+
+class CpuContentionParams(Params):
+    workers: between(int, 1, 64, "stressor workers (one busy thread each)") = 2
+    load: between(int, 1, 100, "percent load of each worker") = 100
+
+
+SPEC = FaultSpec(
+    id="cpu-contention",
+    fault_class="CPU",
+    description="CPU hogs on the node compete with the inference processes for cores.",
+    target="node",
+    params=CpuContentionParams,
+    cluster_mechanism="Chaos Mesh StressChaos cpu (or stress-ng) on the node",
+    local_mechanism="stress-ng --cpu pinned to the node's cores, in the node's cgroup",
+    local_realism="real",
+    verify_signal="node CPU saturation; CPU pressure (PSI) rises",
+    recovery="kill the stressor",
+    seen_in=("traces", "metrics"),
+    sampling=Sampling({"workers": ParamRange(1, 4, 1), "load": ParamRange(40, 100, 5, weight=0.5)}),
+    key_metrics=("cpu", "pressure"),
+    needs_root="stressor placed in the node's cgroup",
+)
+
 MIN_BUSY_SHARE = 0.02  # verified once it burns this share of what it asked for (an overloaded machine gives little)
 
 
@@ -28,14 +55,14 @@ class CpuContentionHandle(Handle):
     pids: list[int]
 
 
-def preflight(testbed: Testbed, step: Any) -> None:
+def preflight(testbed: Testbed, step: FaultStep) -> None:
     targets.need_binaries(SPEC.id, "stress-ng")
     node = targets.node(testbed, step)
     if node.cgroups:
         targets.need_root(SPEC.id)
 
 
-def prepare(testbed: Testbed, step: Any, key: str) -> CpuContentionHandle:
+def prepare(testbed: Testbed, step: FaultStep, key: str) -> CpuContentionHandle:
     node = targets.node(testbed, step)
     cpus = list(node.cpus) or sorted(os.sched_getaffinity(0))
     p = step.params
@@ -79,3 +106,10 @@ def _psi() -> float:
 
 def recover(handle: CpuContentionHandle) -> None:
     procs.kill_marked(handle["key"], handle.get("pids", []))
+
+
+def cluster(step: FaultStep, kit: ClusterKit) -> ClusterParts:
+    stress = {"cpu": {"workers": step.params.workers, "load": step.params.load}}
+    obj = kit.chaos("StressChaos", {**kit.on_node(step.duration), "stressors": stress})
+    return {"chaos_objects": (obj,),
+            "evidence_query": f'sum(rate(container_cpu_usage_seconds_total{{{kit.pods}}}[{kit.rate_window(True)}]))'}

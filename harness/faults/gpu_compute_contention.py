@@ -11,16 +11,42 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from harness.backends.base import Testbed
 from harness.faults import targets
 from harness.faults.base import Evidence, Handle, base_handle
-from harness.faults.catalog import FAULTS
 from harness.faults.cpu_contention import MIN_BUSY_SHARE, busy_rate
 from harness.faults.mech import procs
+from harness.faults.spec import FaultSpec, ParamRange, Params, Sampling
+from harness.types import between
 
-SPEC = FAULTS["gpu-compute-contention"]
+if TYPE_CHECKING:
+    from harness.backends.k8s.faults import ClusterKit, ClusterParts
+    from harness.scenario import FaultStep
+
+
+class GpuComputeContentionParams(Params):
+    workers: between(int, 1, 16, "hog processes (GEMM loops) on the target") = 1
+    matrix_size: between(int, 64, 8192, "square GEMM size of the hog") = 256
+
+
+SPEC = FaultSpec(
+    id="gpu-compute-contention",
+    fault_class="GPU",
+    description="Another workload shares the GPU's compute: the rank's kernels wait and stretch.",
+    target="rank",
+    params=GpuComputeContentionParams,
+    cluster_mechanism="dcgmproftester -t 1004 or a GEMM hog pod on the target GPU",
+    local_mechanism="a real GEMM hog process pinned to the rank's CPU core(s)",
+    local_realism="real",
+    verify_signal="hog process running; the rank's kernel durations and gaps grow",
+    recovery="kill the hog",
+    seen_in=("traces", "metrics"),
+    # hog processes sharing the rank's core(s): the rank keeps 1/2 .. 1/5 of its CPU
+    sampling=Sampling({"workers": ParamRange(1, 4, 1)}),
+    key_metrics=("util", "step", "kernel"),
+)
 
 
 class GpuComputeContentionHandle(Handle):
@@ -34,13 +60,13 @@ class GpuComputeContentionHandle(Handle):
     pids: list[int]
 
 
-def preflight(testbed: Testbed, step: Any) -> None:
+def preflight(testbed: Testbed, step: FaultStep) -> None:
     targets.rank_pid(testbed, step)
     if targets.node(testbed, step).cgroups:
         targets.need_root(SPEC.id)
 
 
-def prepare(testbed: Testbed, step: Any, key: str) -> GpuComputeContentionHandle:
+def prepare(testbed: Testbed, step: FaultStep, key: str) -> GpuComputeContentionHandle:
     pid = targets.rank_pid(testbed, step)
     node = targets.node(testbed, step)
     before = sorted(os.sched_getaffinity(pid))
@@ -73,3 +99,9 @@ def recover(handle: GpuComputeContentionHandle) -> None:
     procs.kill_marked(handle["key"], handle.get("pids", []))
     if procs.same_process(handle["rank_pid"], handle["rank_started"]):
         procs.set_affinity_all_threads(handle["rank_pid"], handle["rank_affinity"])
+
+
+def cluster(step: FaultStep, kit: ClusterKit) -> ClusterParts:
+    p = step.params
+    extra = ("--workers", str(p.workers), "--size", str(p.matrix_size), "--duration", str(step.duration))
+    return {**kit.agent("gemm-hog", *extra), "evidence_query": kit.dcgm("DCGM_FI_PROF_GR_ENGINE_ACTIVE")}

@@ -9,15 +9,47 @@ Verify: DCGM_FI_DEV_FB_USED of the rank above its value before the fault. Recove
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
 
 from harness.backends.base import Testbed
 from harness.faults import targets
 from harness.faults.base import Evidence, Handle, base_handle
-from harness.faults.catalog import FAULTS
 from harness.faults.mech import device, procs
+from harness.faults.spec import FaultSpec, ParamRange, Params, Sampling
+from harness.types import between
 
-SPEC = FAULTS["gpu-memory-pressure"]
+if TYPE_CHECKING:
+    from harness.backends.k8s.faults import ClusterKit, ClusterParts
+    from harness.scenario import FaultStep
+
+
+class GpuMemoryPressureParams(Params):
+    fraction: between(float, 0.05, 0.99, "share of device memory taken by the hog") = 0.8
+    mode: Literal["fixed", "growing"] = Field("fixed", description="take it at once or grow to it over the window")
+
+
+SPEC = FaultSpec(
+    id="gpu-memory-pressure",
+    fault_class="GPU",
+    description="A helper takes most of the GPU's memory: fewer KV-cache blocks, preemptions, slow allocations.",
+    target="rank",
+    params=GpuMemoryPressureParams,
+    cluster_mechanism="helper process taking params.fraction of the memory the engine left free (vLLM runs with "
+    "gpu_memory_utilization 0.5 under this fault), fixed or growing, on the target GPU",
+    local_mechanism="device layer shrinks the rank's memory pool: fewer KV blocks, preemptions, slower allocations",
+    local_realism="emulated",
+    verify_signal="DCGM_FI_DEV_FB_USED up; vllm:kv_cache_usage_perc and vllm:num_preemptions rise",
+    recovery="free the memory",
+    seen_in=("traces", "metrics"),
+    sampling=Sampling({"fraction": ParamRange(0.3, 0.95, 0.01)}, {"mode": ("fixed", "growing")}),
+    key_metrics=("fb_used", "kv_cache", "preempt"),
+    local_needs=("device-layer",),
+    # vLLM preallocates its share of device memory at start: the hog can only take what the engine left free
+    cluster_engine_kwargs={"gpu_memory_utilization": 0.5},
+)
+
 GROWING_START = 0.25  # growing mode starts at this share of the final fraction
 
 
@@ -31,11 +63,11 @@ class GpuMemoryPressureHandle(Handle):
     pids: list[int]
 
 
-def preflight(testbed: Testbed, step: Any) -> None:
+def preflight(testbed: Testbed, step: FaultStep) -> None:
     device.check_control_dir(SPEC.id, testbed, targets.rank(testbed, step).name)
 
 
-def prepare(testbed: Testbed, step: Any, key: str) -> GpuMemoryPressureHandle:
+def prepare(testbed: Testbed, step: FaultStep, key: str) -> GpuMemoryPressureHandle:
     rank = targets.rank(testbed, step).name
     path = device.control_path(testbed, rank)
     return GpuMemoryPressureHandle(
@@ -72,3 +104,13 @@ def verify(handle: GpuMemoryPressureHandle, testbed: Testbed) -> Evidence | None
 def recover(handle: GpuMemoryPressureHandle) -> None:
     procs.kill_marked(handle["key"], handle.get("pids", []))
     device.restore(handle["control_file"], handle["previous"])
+
+
+def cluster(step: FaultStep, kit: ClusterKit) -> ClusterParts:
+    p = step.params
+    extra = ("--fraction", str(p.fraction), "--mode", p.mode, "--duration", str(step.duration))
+    return {**kit.agent("memory-hog", *extra), "evidence_query": kit.dcgm("DCGM_FI_DEV_FB_USED"),
+            "notes": ((f"the hog takes params.fraction of the memory free at inject time (the engine runs with "
+                      f"gpu_memory_utilization={kit.settings.gpu_memory_utilization:g} and has preallocated its KV "
+                      "cache, so the pressure shows as allocation failures and slow allocations, not fewer KV "
+                      "blocks)"),)}

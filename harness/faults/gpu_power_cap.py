@@ -8,16 +8,47 @@ Recover: the previous control values.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.backends.base import Testbed
 from harness.engines.mini.device import DeviceState
 from harness.faults import targets
 from harness.faults.base import Evidence, Handle, base_handle
-from harness.faults.catalog import FAULTS
 from harness.faults.mech import device
+from harness.faults.spec import FaultSpec, ParamRange, Params, Sampling
+from harness.types import between
 
-SPEC = FAULTS["gpu-power-cap"]
+if TYPE_CHECKING:
+    from harness.backends.k8s.faults import ClusterKit, ClusterParts
+    from harness.scenario import FaultStep
+
+
+class GpuPowerCapParams(Params):
+    watts: between(int, 50, 1000, "power limit to set, in watts") = 150
+    default_watts: between(int, 100, 1000, "the board's default limit, restored on recovery") = 700
+
+
+SPEC = FaultSpec(
+    id="gpu-power-cap",
+    fault_class="GPU",
+    description="The GPU's power limit is lowered: clocks drop under load and every kernel on that GPU runs slower.",
+    target="rank",
+    params=GpuPowerCapParams,
+    cluster_mechanism="nvidia-smi -i <GPU UUID> -pl <watts, clamped to the board's power.min_limit..max_limit> "
+    "from the privileged fault agent",
+    local_mechanism="device layer (H100 SXM5 model) enforces the limit (200..700 W): while the rank's draw "
+                    "would exceed it, its clock drops and its kernels slow down by the clock ratio",
+    local_realism="emulated",
+    verify_signal="DCGM_FI_DEV_POWER_MGMT_LIMIT at the cap; draw at the cap with the power-cap clock event bit",
+    recovery="restore the default power limit",
+    seen_in=("traces", "metrics"),
+    # the emulated H100 draws ~130-250 W under the testbed load and its limit floor is 200 W: only caps near
+    # the draw bind (a cap above the draw changes nothing and is not verified)
+    sampling=Sampling({"watts": ParamRange(230, 200, 5)}),
+    key_metrics=("power",),
+    local_needs=("device-layer",),
+)
+
 POWER_CAP_BIT = 0x4
 
 
@@ -27,11 +58,11 @@ class GpuPowerCapHandle(Handle):
     previous: dict[str, Any]
 
 
-def preflight(testbed: Testbed, step: Any) -> None:
+def preflight(testbed: Testbed, step: FaultStep) -> None:
     device.check_control_dir(SPEC.id, testbed, targets.rank(testbed, step).name)
 
 
-def prepare(testbed: Testbed, step: Any, key: str) -> GpuPowerCapHandle:
+def prepare(testbed: Testbed, step: FaultStep, key: str) -> GpuPowerCapHandle:
     path = device.control_path(testbed, targets.rank(testbed, step).name)
     return GpuPowerCapHandle(**base_handle(SPEC, step, key), control_file=path,
                              fields={"power_limit_w": step.params.watts},
@@ -59,3 +90,12 @@ def verify(handle: GpuPowerCapHandle, testbed: Testbed) -> Evidence | None:
 
 def recover(handle: GpuPowerCapHandle) -> None:
     device.restore(handle["control_file"], handle["previous"])
+
+
+def cluster(step: FaultStep, kit: ClusterKit) -> ClusterParts:
+    return {**kit.agent("power-cap", "--watts", str(step.params.watts)),
+            "evidence_query": kit.dcgm("DCGM_FI_DEV_POWER_MGMT_LIMIT"),
+            "notes": (("the cap is clamped to the board's power.min_limit..power.max_limit (nvidia-smi) and "
+                      "refused when that leaves it at or above the current limit; recovery restores the "
+                      "board's default limit read at inject time (params.default_watts is the local "
+                      "emulation's value)"),)}

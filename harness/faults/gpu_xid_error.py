@@ -10,15 +10,44 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, NotRequired
+from typing import TYPE_CHECKING, Any, NotRequired
+
+from pydantic import Field
 
 from harness.backends.base import Testbed
 from harness.faults import targets
 from harness.faults.base import Evidence, Handle, base_handle
-from harness.faults.catalog import FAULTS
 from harness.faults.mech import device
+from harness.faults.spec import FaultSpec, Params
+from harness.types import between
 
-SPEC = FAULTS["gpu-xid-error"]
+if TYPE_CHECKING:
+    from harness.backends.k8s.faults import ClusterKit, ClusterParts
+    from harness.scenario import FaultStep
+
+
+class GpuXidErrorParams(Params):
+    xid: between(int, 1, 255, "XID code reported (79: GPU has fallen off the bus, 48: double-bit ECC)") = 79
+    restart: bool = Field(True, description="restart the failed worker after the error")
+
+
+SPEC = FaultSpec(
+    id="gpu-xid-error",
+    fault_class="GPU",
+    description="The GPU reports an XID error: the worker on it fails and is restarted.",
+    target="rank",
+    params=GpuXidErrorParams,
+    cluster_mechanism="emulated: an 'NVRM: Xid' line to /dev/kmsg (DCGM_FI_DEV_XID_ERRORS stays 0: it counts "
+    "NVML driver events) plus SIGKILL of the GPU's vLLM worker, restarted by Ray Serve",
+    local_mechanism="device layer raises a device error on the rank: the worker fails and is restarted",
+    local_realism="emulated",
+    verify_signal="DCGM_FI_DEV_XID_ERRORS / XID log line; worker restart count",
+    recovery="remove the shim; worker healthy again",
+    seen_in=("traces", "metrics", "logs"),
+    key_metrics=("xid", "restart"),
+    local_needs=("device-layer",),
+)
+
 XID_LAST = "DCGM_FI_DEV_XID_ERRORS"  # value of the last XID (dcgm-exporter)
 RESTARTS = "chaosbench_rank_restarts_total"
 
@@ -31,7 +60,7 @@ class GpuXidErrorHandle(Handle):
     injected_at: NotRequired[float]
 
 
-def preflight(testbed: Testbed, step: Any) -> None:
+def preflight(testbed: Testbed, step: FaultStep) -> None:
     device.check_control_dir(SPEC.id, testbed, targets.rank(testbed, step).name)
 
 
@@ -39,7 +68,7 @@ def _restarts(testbed: Testbed, rank: str) -> float:
     return device.query(testbed.prometheus_url, f"sum({device.series(RESTARTS, rank)})") or 0.0
 
 
-def prepare(testbed: Testbed, step: Any, key: str) -> GpuXidErrorHandle:
+def prepare(testbed: Testbed, step: FaultStep, key: str) -> GpuXidErrorHandle:
     rank = targets.rank(testbed, step).name
     path = device.control_path(testbed, rank)
     return GpuXidErrorHandle(**base_handle(SPEC, step, key), control_file=path, xid=step.params.xid,
@@ -79,3 +108,11 @@ def verify(handle: GpuXidErrorHandle, testbed: Testbed) -> Evidence | None:
 
 def recover(handle: GpuXidErrorHandle) -> None:
     device.restore(handle["control_file"], handle["previous"])
+
+
+def cluster(step: FaultStep, kit: ClusterKit) -> ClusterParts:
+    notes = ("emulated on a cluster: an 'NVRM: Xid' line written to /dev/kmsg (DCGM's XID counter comes from "
+             "NVML driver events and stays 0) plus SIGKILL of the GPU's vLLM worker, restarted by Ray Serve"
+             + ("" if step.params.restart else " (params.restart=false is not honoured on k8s)"),)
+    return {**kit.agent("xid", "--xid", str(step.params.xid), "--kill-worker"),
+            "evidence_query": f"sum({kit.ray_metric('vllm:num_requests_running')})", "notes": notes}

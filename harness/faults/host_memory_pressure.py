@@ -10,16 +10,46 @@ put the old limit back.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from harness.backends.base import Testbed
 from harness.errors import PreflightFailed
 from harness.faults import targets
 from harness.faults.base import Evidence, Handle, base_handle
-from harness.faults.catalog import FAULTS
 from harness.faults.mech import cgroups, procs
+from harness.faults.spec import FaultSpec, ParamRange, Params, Sampling
+from harness.types import between
 
-SPEC = FAULTS["host-memory-pressure"]
+if TYPE_CHECKING:
+    from harness.backends.k8s.faults import ClusterKit, ClusterParts
+    from harness.scenario import FaultStep
+
+
+class HostMemoryPressureParams(Params):
+    memory_mb: between(int, 64, 1048576, "memory the stressor keeps resident, MiB") = 2048
+    limit_mb: between(int, 64, 1048576, "cgroup memory limit on the node's processes, MiB (0 = none)") | None = None
+    workers: between(int, 1, 16, "stress-ng --vm workers") = 1
+
+
+SPEC = FaultSpec(
+    id="host-memory-pressure",
+    fault_class="memory",
+    description="The node runs short of host memory: reclaim, swap/OOM risk, slower allocations.",
+    target="node",
+    params=HostMemoryPressureParams,
+    cluster_mechanism="Chaos Mesh StressChaos memory (8 GB) or swap thrash on the node",
+    local_mechanism="stress-ng --vm plus an optional cgroup memory limit on the node's processes",
+    local_realism="real",
+    verify_signal="memory PSI, stressor RSS, memory-limit fail counter",
+    recovery="kill the stressor, lift the limit",
+    seen_in=("traces", "metrics"),
+    sampling=Sampling(
+        {"memory_mb": ParamRange(512, 6144, 256), "workers": ParamRange(1, 2, 1, weight=0.5)}
+    ),
+    key_metrics=("mem", "oom", "pressure"),
+    needs_root='cgroup memory limit',
+)
+
 MIB = 1 << 20
 MARGIN = 256 * MIB  # head-room above the node's own usage when a limit is set
 
@@ -37,7 +67,7 @@ class HostMemoryPressureHandle(Handle):
     pids: list[int]
 
 
-def preflight(testbed: Testbed, step: Any) -> None:
+def preflight(testbed: Testbed, step: FaultStep) -> None:
     targets.need_binaries(SPEC.id, "stress-ng")
     node = targets.node(testbed, step)
     if step.params.limit_mb is not None:
@@ -54,7 +84,7 @@ def _memory_dir(cgroup_map: dict[str, str]) -> Path | None:
         return None
 
 
-def prepare(testbed: Testbed, step: Any, key: str) -> HostMemoryPressureHandle:
+def prepare(testbed: Testbed, step: FaultStep, key: str) -> HostMemoryPressureHandle:
     node, p = targets.node(testbed, step), step.params
     d = _memory_dir(node.cgroups)
     per_worker = max(1, p.memory_mb // p.workers)
@@ -113,3 +143,12 @@ def recover(handle: HostMemoryPressureHandle) -> None:
     if f and handle["limit_restore"] is not None and Path(f).exists():
         restore = handle["limit_restore"]
         cgroups.write(Path(f), "-1" if restore.isdigit() and int(restore) >= cgroups.UNLIMITED_V1 else restore)
+
+
+def cluster(step: FaultStep, kit: ClusterKit) -> ClusterParts:
+    p = step.params
+    mem = {"workers": p.workers, "size": f"{p.memory_mb}MB"}
+    obj = kit.chaos("StressChaos", {**kit.on_node(step.duration), "stressors": {"memory": mem}})
+    notes = () if p.limit_mb is None else ("params.limit_mb is not applied on k8s: the pod's memory limit holds",)
+    return {"chaos_objects": (obj,), "notes": notes,
+            "evidence_query": f'sum(container_memory_working_set_bytes{{{kit.pods}}})'}

@@ -8,16 +8,48 @@ qdisc if it is still ours (matched by handle), which restores the kernel default
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 from harness.backends.base import Testbed
 from harness.errors import PreflightFailed
 from harness.faults import targets
 from harness.faults.base import Evidence, Handle, base_handle
-from harness.faults.catalog import FAULTS
 from harness.faults.mech import tc
+from harness.faults.spec import FaultSpec, ParamRange, Params, Sampling
+from harness.types import between
 
-SPEC = FAULTS["interconnect-degradation"]
+if TYPE_CHECKING:
+    from harness.backends.k8s.faults import ClusterKit, ClusterParts
+    from harness.scenario import FaultStep
+
+
+class InterconnectDegradationParams(Params):
+    rate_mbit: between(float, 0.1, 100000, "bandwidth left on the link, Mbit/s") = 5.0
+    burst_kb: between(int, 2, 65536, "token-bucket burst, KiB") = 32
+    direction: Literal["egress", "ingress", "both"] = "both"
+
+
+SPEC = FaultSpec(
+    id="interconnect-degradation",
+    fault_class="NCCL",
+    description="The link carrying one node's collective traffic loses bandwidth: all-reduce slows on that link.",
+    target="node",
+    params=InterconnectDegradationParams,
+    cluster_mechanism="NVLink/PCIe saturation (dcgmproftester -t 1009..1012, peer-copy hog) or NCCL_P2P_DISABLE=1",
+    local_mechanism="tbf bandwidth limit on the node's veth (egress) and bridge port (ingress)",
+    local_realism="real",
+    verify_signal="qdisc installed and its counters move; all-reduce durations up for groups using that link",
+    recovery="remove the qdisc",
+    seen_in=("traces", "metrics"),
+    sampling=Sampling(
+        {"rate_mbit": ParamRange(50.0, 1.0, 0.1, log=True)}, {"direction": ("egress", "ingress", "both")}
+    ),
+    key_metrics=("allreduce", "collective", "net", "bandwidth"),
+    needs_root="tbf qdisc on the node's veth",
+    local_needs=("inter-node-link",),
+    # vLLM's custom all-reduce bypasses NCCL inside a node: the fault would not bite (FAULTS.md)
+    cluster_engine_kwargs={"disable_custom_all_reduce": True},
+)
 
 
 
@@ -29,7 +61,7 @@ class InterconnectDegradationHandle(Handle):
     burst_kb: int
 
 
-def _devices(testbed: Testbed, step: Any) -> list[tuple[str, str | None]]:
+def _devices(testbed: Testbed, step: FaultStep) -> list[tuple[str, str | None]]:
     node, direction = targets.node(testbed, step), step.params.direction
     out: list[tuple[str, str | None]] = []
     if direction in ("egress", "both"):
@@ -43,14 +75,14 @@ def _devices(testbed: Testbed, step: Any) -> list[tuple[str, str | None]]:
     return out
 
 
-def preflight(testbed: Testbed, step: Any) -> None:
+def preflight(testbed: Testbed, step: FaultStep) -> None:
     targets.need_root(SPEC.id)
     targets.need_binaries(SPEC.id, "tc", "ip")
     for dev, netns in _devices(testbed, step):
         tc.check_free(dev, netns)
 
 
-def prepare(testbed: Testbed, step: Any, key: str) -> InterconnectDegradationHandle:
+def prepare(testbed: Testbed, step: FaultStep, key: str) -> InterconnectDegradationHandle:
     major = 0xC000 + zlib.crc32(key.encode()) % 0x1000
     return InterconnectDegradationHandle(**base_handle(SPEC, step, key), devices=_devices(testbed, step),
                                          qdisc_handle=f"{major:x}:", rate_mbit=step.params.rate_mbit,
@@ -79,3 +111,23 @@ def verify(handle: InterconnectDegradationHandle, testbed: Testbed) -> Evidence 
 def recover(handle: InterconnectDegradationHandle) -> None:
     for dev, netns in handle["devices"]:
         tc.remove(dev, netns, handle["qdisc_handle"])
+
+
+def cluster(step: FaultStep, kit: ClusterKit) -> ClusterParts:
+    p = step.params
+    direction = {"egress": "to", "ingress": "from", "both": "both"}[p.direction]
+    bandwidth = {"rate": f"{max(1, round(p.rate_mbit * 125))}kbps", "limit": 20971520, "buffer": p.burst_kb * 1024}
+    obj = kit.chaos("NetworkChaos", {**kit.on_node(step.duration), "action": "bandwidth", "direction": direction,
+                                     "target": kit.peers(role="worker"), "bandwidth": bandwidth})
+    out: ClusterParts = {
+        "chaos_objects": (obj,),
+        "evidence_query": f"sum(rate(container_network_transmit_bytes_total{{{kit.pods}}}"
+                          f"[{kit.rate_window(True)}]))",
+        "notes": (("tbf bandwidth limit between the node's Ray worker pod and the other workers: bites on "
+                  "inter-node NCCL traffic over TCP sockets (NCCL_IB_DISABLE=1 is set); tc never touches RDMA"),),
+    }
+    if kit.settings.gpus_per_node > 1:
+        # Intra-node links too: a peer-copy hog saturates NVLink between two of the node's vLLM GPUs.
+        out.update(kit.agent("link-hog", "--peer", "worker:1", "--link", "nvlink", "--duration", str(step.duration),
+                             gpu="worker"))
+    return out

@@ -15,15 +15,46 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Any, NotRequired
+from typing import TYPE_CHECKING, Any, Literal, NotRequired
+
+from pydantic import Field
 
 from harness.backends.base import Testbed
 from harness.faults import targets
 from harness.faults.base import Evidence, Handle, base_handle
-from harness.faults.catalog import FAULTS
 from harness.faults.mech import device, procs
+from harness.faults.spec import FaultSpec, Params
 
-SPEC = FAULTS["nccl-hang"]
+if TYPE_CHECKING:
+    from harness.backends.k8s.faults import ClusterKit, ClusterParts
+    from harness.scenario import FaultStep
+
+
+class NcclHangParams(Params):
+    mode: Literal["collective", "sigstop"] = Field(
+        "collective", description="collective: the rank blocks inside the collective, process and exporter alive "
+                                  "(a real hang); sigstop: the whole rank process is stopped, then SIGCONT")
+
+
+SPEC = FaultSpec(
+    id="nccl-hang",
+    fault_class="NCCL",
+    description="One tensor-parallel worker stops responding: its peers block inside the collective.",
+    target="rank",
+    params=NcclHangParams,
+    cluster_mechanism="kill -STOP one TP worker for the fault's duration, then -CONT",
+    local_mechanism="mode collective: the rank blocks inside the all-reduce before its part reaches the "
+                    "transport, process and exporter alive; mode sigstop: SIGSTOP of the rank process",
+    local_realism="real",
+    verify_signal="collective: the rank's exporter answers, its GPU reads busy, its all-reduce count stops; "
+                  "sigstop: the process is in state T",
+    recovery="the collective completes (collective); SIGCONT (sigstop)",
+    seen_in=("traces", "metrics"),
+    key_metrics=("allreduce", "collective", "step"),
+    # vLLM's custom all-reduce bypasses NCCL inside a node: the fault would not bite (FAULTS.md)
+    cluster_engine_kwargs={"disable_custom_all_reduce": True},
+)
+
 ALLREDUCES = "chaosbench_rank_allreduce_seconds_count"
 STALLED_SCRAPES = 3  # consecutive scrapes with the same count after a move: the collective no longer completes
 BUSY_PCT = 50.0
@@ -38,14 +69,14 @@ class NcclHangHandle(Handle):
     injected_at: NotRequired[float]
 
 
-def preflight(testbed: Testbed, step: Any) -> None:
+def preflight(testbed: Testbed, step: FaultStep) -> None:
     if step.params.mode == "sigstop":
         targets.rank_pid(testbed, step)
     else:
         device.check_control_dir(SPEC.id, testbed, targets.rank(testbed, step).name)
 
 
-def prepare(testbed: Testbed, step: Any, key: str) -> NcclHangHandle:
+def prepare(testbed: Testbed, step: FaultStep, key: str) -> NcclHangHandle:
     base = base_handle(SPEC, step, key)
     if step.params.mode == "sigstop":
         pid = targets.rank_pid(testbed, step)
@@ -127,3 +158,8 @@ def recover(handle: NcclHangHandle) -> None:
         procs.send(handle["pid"], handle["started"], signal.SIGCONT)
     else:
         device.restore(handle["control_file"], handle["previous"])
+
+
+def cluster(step: FaultStep, kit: ClusterKit) -> ClusterParts:
+    return {**kit.agent("sigstop"), "evidence_query": f"sum({kit.ray_metric('vllm:num_requests_running')})",
+            "notes": ("SIGSTOP of the vLLM worker on the GPU; SIGCONT on recovery",)}

@@ -14,16 +14,49 @@ import sys
 import time
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.backends.base import Testbed
 from harness.errors import PreflightFailed
 from harness.faults import targets
 from harness.faults.base import Evidence, Handle, base_handle
-from harness.faults.catalog import FAULTS
 from harness.faults.mech import iptables, procs
+from harness.faults.spec import FaultSpec, ParamRange, Params, Sampling
+from harness.types import between
 
-SPEC = FAULTS["network-delay"]
+if TYPE_CHECKING:
+    from harness.backends.k8s.faults import ClusterKit, ClusterParts
+    from harness.scenario import FaultStep
+
+
+class NetworkDelayParams(Params):
+    delay_ms: between(float, 0, 10000, "added one-way delay, ms") = 200.0
+    jitter_ms: between(float, 0, 5000, "delay jitter, ms") = 20.0
+    correlation: between(float, 0, 1, "jitter correlation (cluster NetworkChaos)") = 0.25
+    loss_percent: between(float, 0, 100, "packet loss, percent") = 0.0
+
+
+SPEC = FaultSpec(
+    id="network-delay",
+    fault_class="network",
+    description="Packets to and from the node are delayed (and optionally dropped).",
+    target="node",
+    params=NetworkDelayParams,
+    cluster_mechanism="Chaos Mesh NetworkChaos delay (1000 ms +- 100 ms, correlation 0.25) or loss",
+    local_mechanism="NFQUEUE delay (no netem on this kernel) and iptables statistic drops on the node's veth",
+    local_realism="real",
+    verify_signal="RTT/loss measured across the node's link; request latency",
+    recovery="remove the rules",
+    seen_in=("traces", "metrics"),
+    sampling=Sampling({
+        "delay_ms": ParamRange(5.0, 500.0, 1.0, log=True),
+        "jitter_ms": ParamRange(0.0, 10.0, 1.0, weight=0),
+        "loss_percent": ParamRange(0.0, 3.0, 0.1, weight=0.5),
+    }),
+    key_metrics=("net", "rtt", "drop", "latency"),
+    needs_root="iptables/NFQUEUE on the node's veth",
+)
+
 HANDLER_START_TIMEOUT = 10.0
 
 
@@ -39,7 +72,7 @@ class NetworkDelayHandle(Handle):
     pids: list[int]
 
 
-def preflight(testbed: Testbed, step: Any) -> None:
+def preflight(testbed: Testbed, step: FaultStep) -> None:
     targets.need_root(SPEC.id)
     targets.need_binaries(SPEC.id, "iptables", "iptables-save", "ip")
     node = targets.node(testbed, step)
@@ -52,7 +85,7 @@ def preflight(testbed: Testbed, step: Any) -> None:
             raise PreflightFailed(f"{SPEC.id}: the netfilterqueue package is missing ({exc})") from exc
 
 
-def prepare(testbed: Testbed, step: Any, key: str) -> NetworkDelayHandle:
+def prepare(testbed: Testbed, step: FaultStep, key: str) -> NetworkDelayHandle:
     node, p = targets.node(testbed, step), step.params
     return NetworkDelayHandle(
         **base_handle(SPEC, step, key), netns=node.netns or "", dev=node.veth_node or "",
@@ -122,3 +155,16 @@ def recover(handle: NetworkDelayHandle) -> None:
     procs.kill_marked(handle["key"], handle.get("pids", []))
     for suffix in (".json", ".log", ".tmp"):
         Path(handle["status_file"]).with_suffix(suffix).unlink(missing_ok=True)
+
+
+def cluster(step: FaultStep, kit: ClusterKit) -> ClusterParts:
+    p = step.params
+    delay = {"latency": f"{p.delay_ms:g}ms", "jitter": f"{p.jitter_ms:g}ms", "correlation": f"{p.correlation * 100:g}"}
+    spec: dict[str, Any] = {**kit.on_node(step.duration), "direction": "both", "target": kit.peers()}
+    if p.loss_percent > 0:
+        spec.update(action="netem", delay=delay, loss={"loss": f"{p.loss_percent:g}", "correlation": "0"})
+    else:
+        spec.update(action="delay", delay=delay)
+    latency = kit.ray_metric("vllm:e2e_request_latency_seconds_bucket")
+    return {"chaos_objects": (kit.chaos("NetworkChaos", spec),),
+            "evidence_query": f"histogram_quantile(0.5, sum by (le) (rate({latency}[{kit.rate_window()}])))"}

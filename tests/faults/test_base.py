@@ -6,16 +6,18 @@ import json
 import os
 import pkgutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import harness.faults
 from harness.errors import InputInvalid
-from harness.faults.base import injector, module_name
-from harness.faults.catalog import FAULT_IDS, FAULTS
+from harness.errors import PluginInvalid
+from harness.faults.base import injector
+from harness.faults.catalog import FAULT_IDS, FAULTS, check_fault_module
 from harness.faults.journal import Journal, recovery_dir, replay_fault_journals
 
-FRAMEWORK = {"catalog", "base", "lifecycle", "journal", "targets", "mech"}
+FRAMEWORK = {"catalog", "spec", "base", "lifecycle", "journal", "targets", "mech"}
 
 
 def test_fault_modules_equal_catalog_ids() -> None:
@@ -26,10 +28,24 @@ def test_fault_modules_equal_catalog_ids() -> None:
 @pytest.mark.parametrize("fault_id", FAULT_IDS)
 def test_module_interface(fault_id: str) -> None:
     mod = injector(fault_id)
-    assert mod.__name__ == module_name(fault_id)
+    assert mod.__name__ == "harness.faults." + fault_id.replace("-", "_")  # one fault, one module, named by its id
     assert mod.SPEC is FAULTS[fault_id]
-    for fn in ("preflight", "prepare", "inject", "verify", "recover"):
+    for fn in ("preflight", "prepare", "inject", "verify", "recover", "cluster"):
         assert callable(getattr(mod, fn)), f"{fault_id} has no {fn}()"
+
+
+def test_contract_is_checked_when_a_module_loads() -> None:
+    mod = injector("nccl-hang")
+    fake = SimpleNamespace(**{name: getattr(mod, name) for name in dir(mod) if not name.startswith("__")})
+    assert check_fault_module("x", fake) is fake
+    fake.cluster = lambda step: {}  # one argument short
+    with pytest.raises(PluginInvalid, match=r"x \(nccl-hang\): cluster\(\) does not take 2 arguments"):
+        check_fault_module("x", fake)
+    del fake.recover
+    with pytest.raises(PluginInvalid, match="no function recover"):
+        check_fault_module("x", fake)
+    with pytest.raises(PluginInvalid, match="no SPEC"):
+        check_fault_module("x", SimpleNamespace())
 
 
 def test_unknown_fault_id_suggests() -> None:

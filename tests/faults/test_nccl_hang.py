@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.faults.catalog import NcclHangParams
+from harness.faults.nccl_hang import NcclHangParams
 from harness.faults.nccl_hang import stalled_since
 
 
