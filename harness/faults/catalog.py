@@ -69,7 +69,7 @@ def _plugins(known: dict[str, FaultModule]) -> dict[str, FaultModule]:
         ref = f"{ep.value} (entry point {ep.name!r} in {ENTRY_POINT_GROUP})"
         try:
             loaded = ep.load()
-        except Exception as exc:  # noqa: BLE001 - any import failure is a plugin problem
+        except Exception as exc:  # any import failure is a plugin problem
             raise PluginInvalid(f"{ref}: cannot import: {type(exc).__name__}: {exc}") from exc
         if not isinstance(loaded, ModuleType):
             raise PluginInvalid(f"{ref}: must name a module (package.module), not {type(loaded).__name__}")

@@ -152,7 +152,7 @@ def test_run_agent_on_the_target_node():
         return FakeWS('{"injected": "nccl-hang", "stopped_pid": 4242}\n')
 
     c, _ = make_client({("GET", f"/api/v1/namespaces/{NS}/pods"): [(200, "pods_agent.json")]}, exec_stream=stream)
-    argv = ("python3", "/opt/agent/fault_agent.py", "inject", "nccl-hang", "--gpu", "1")
+    argv = ("python3", "/opt/agent/fault_agent.py", "inject", "sigstop", "--gpu", "1")
     answer = c.run_agent("node-1", argv, node_map={"node-0": "gpu-a-17", "node-1": "gpu-b-03"})
     assert answer["stopped_pid"] == 4242
     assert seen == {"pod": "chaosbench-fault-agent-8h3vn", "ns": NS, "command": list(argv),
@@ -165,7 +165,7 @@ def test_run_agent_error_is_not_verified():
 
     c, _ = make_client({("GET", f"/api/v1/namespaces/{NS}/pods"): [(200, "pods_agent.json")]}, exec_stream=stream)
     with pytest.raises(FaultNotVerified, match="no inference worker"):
-        c.run_agent("node-0", ("python3", "a.py", "inject", "nccl-hang", "--gpu", "1"), node_map={"node-0": "gpu-a-17"})
+        c.run_agent("node-0", ("python3", "a.py", "inject", "sigstop", "--gpu", "1"), node_map={"node-0": "gpu-a-17"})
 
 
 def test_agent_pod_missing_node():

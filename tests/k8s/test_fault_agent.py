@@ -88,30 +88,30 @@ def _proc_state(pid: int) -> str:
 
 def test_power_cap_round_trip(bed):
     agent, state, _, _ = bed
-    assert agent("verify", "gpu-power-cap", "--gpu", "0")[1]["verified"] is False  # nothing injected yet
-    rc, out = agent("inject", "gpu-power-cap", "--gpu", "0", "--watts", "350")
+    assert agent("verify", "power-cap", "--gpu", "0")[1]["verified"] is False  # nothing injected yet
+    rc, out = agent("inject", "power-cap", "--gpu", "0", "--watts", "350")
     assert rc == 0 and out["default_watts"] == 700.0 and out["watts"] == 350 and out["gpu"] == "GPU-aaaa-0"
     assert json.loads(state.read_text())["gpus"]["0"]["power.limit"] == "350"
-    assert agent("verify", "gpu-power-cap", "--gpu", "GPU-aaaa-0")[1]["verified"] is True  # index or UUID alike
-    rc, out = agent("inject", "gpu-power-cap", "--gpu", "0", "--watts", "350")
+    assert agent("verify", "power-cap", "--gpu", "GPU-aaaa-0")[1]["verified"] is True  # index or UUID alike
+    rc, out = agent("inject", "power-cap", "--gpu", "0", "--watts", "350")
     assert rc == 1 and "already injected" in out["error"]
-    assert agent("recover", "gpu-power-cap", "--gpu", "0")[1]["power_limit_w"] == 700.0
+    assert agent("recover", "power-cap", "--gpu", "0")[1]["power_limit_w"] == 700.0
     assert json.loads(state.read_text())["gpus"]["0"]["power.limit"] == "700"
-    assert agent("recover", "gpu-power-cap", "--gpu", "0")[1]["noop"] is True  # idempotent
+    assert agent("recover", "power-cap", "--gpu", "0")[1]["noop"] is True  # idempotent
 
 
 def test_power_cap_below_the_boards_range_is_clamped_to_its_minimum(bed):
     """A datacenter board accepts power.min_limit..max_limit (here 200-700 W): 150 W becomes 200 W, not an error."""
     agent, state, _, _ = bed
-    rc, out = agent("inject", "gpu-power-cap", "--gpu", "0", "--watts", "150")
+    rc, out = agent("inject", "power-cap", "--gpu", "0", "--watts", "150")
     assert rc == 0 and out["watts"] == 200 and out["requested_watts"] == 150
     assert json.loads(state.read_text())["gpus"]["0"]["power.limit"] == "200"
-    assert agent("verify", "gpu-power-cap", "--gpu", "0")[1]["verified"] is True
+    assert agent("verify", "power-cap", "--gpu", "0")[1]["verified"] is True
 
 
 def test_power_cap_that_would_not_lower_the_limit_is_refused(bed):
     agent, state, _, _ = bed
-    rc, out = agent("inject", "gpu-power-cap", "--gpu", "0", "--watts", "900")
+    rc, out = agent("inject", "power-cap", "--gpu", "0", "--watts", "900")
     assert rc == 1 and "would not lower it" in out["error"] and "200-700 W" in out["error"]
     assert json.loads(state.read_text())["gpus"]["0"]["power.limit"] == "700.00"
 
@@ -119,11 +119,11 @@ def test_power_cap_that_would_not_lower_the_limit_is_refused(bed):
 def test_memory_hog_is_sized_from_free_memory(bed, monkeypatch):
     """fraction applies to the memory the engine left free, not to the board's total (vLLM holds its share)."""
     agent, _, _, tmp = bed
-    rc, out = agent("inject", "gpu-memory-pressure", "--gpu", "worker", "--run", RUN, "--fraction", "0.5",
+    rc, out = agent("inject", "memory-hog", "--gpu", "worker", "--run", RUN, "--fraction", "0.5",
                     "--duration", "1")
     assert rc == 0 and out["gpu"] == "GPU-aaaa-1"
     assert out["mib"] == int((21559 - 256) * 0.5) and out["free_mib_before"] == 21559.0
-    agent("recover", "gpu-memory-pressure", "--gpu", "worker", "--run", RUN)
+    agent("recover", "memory-hog", "--gpu", "worker", "--run", RUN)
 
 
 def test_locate_reports_the_runs_workers_only(bed):
@@ -137,35 +137,35 @@ def test_locate_reports_the_runs_workers_only(bed):
 
 def test_clock_lock_and_reset(bed):
     agent, state, _, _ = bed
-    agent("inject", "gpu-clock-lock", "--gpu", "1", "--mhz", "500")
+    agent("inject", "clock-lock", "--gpu", "1", "--mhz", "500")
     assert json.loads(state.read_text())["gpus"]["1"]["clocks.sm"] == "500"
-    assert agent("verify", "gpu-clock-lock", "--gpu", "1")[1] == {"verified": True, "sm_clock_mhz": 500.0}
-    agent("recover", "gpu-clock-lock", "--gpu", "1")
+    assert agent("verify", "clock-lock", "--gpu", "1")[1] == {"verified": True, "sm_clock_mhz": 500.0}
+    agent("recover", "clock-lock", "--gpu", "1")
     assert json.loads(state.read_text())["gpus"]["1"]["clocks.sm"] == "1980"
 
 
 def test_nccl_hang_stops_the_worker_on_that_gpu(bed):
     agent, _, worker, _ = bed
-    rc, out = agent("inject", "nccl-hang", "--gpu", "0", "--run", RUN)
+    rc, out = agent("inject", "sigstop", "--gpu", "0", "--run", RUN)
     assert rc == 1 and "no vLLM worker process" in out["error"]  # GPU 0 only has another tenant's process
-    rc, out = agent("inject", "nccl-hang", "--gpu", "GPU-aaaa-1", "--run", RUN)
+    rc, out = agent("inject", "sigstop", "--gpu", "GPU-aaaa-1", "--run", RUN)
     assert rc == 0 and out["stopped_pid"] == worker.pid
     assert _proc_state(worker.pid) == "T"
-    assert agent("verify", "nccl-hang", "--gpu", "1")[1]["verified"] is True
-    agent("recover", "nccl-hang", "--gpu", "1")
+    assert agent("verify", "sigstop", "--gpu", "1")[1]["verified"] is True
+    agent("recover", "sigstop", "--gpu", "1")
     time.sleep(0.1)
     assert _proc_state(worker.pid) in {"S", "R"}
 
 
 def test_xid_writes_kmsg_and_kills_the_worker(bed):
     agent, _, worker, tmp = bed
-    rc, out = agent("inject", "gpu-xid-error", "--gpu", "1", "--run", RUN, "--xid", "79")
+    rc, out = agent("inject", "xid", "--gpu", "1", "--run", RUN, "--xid", "79")
     assert rc == 0 and out["killed_pid"] == worker.pid and out["emulated"] is True
     worker.wait(timeout=10)
     assert worker.returncode == -signal.SIGKILL
     assert (tmp / "kmsg").read_text() == "<3>NVRM: Xid (PCI:00000000:19:00.0): 79, pid=%d, name=chaosbench, " \
                                          "Ch 00000000\n" % worker.pid
-    assert agent("verify", "gpu-xid-error", "--gpu", "1")[1]["verified"] is True
+    assert agent("verify", "xid", "--gpu", "1")[1]["verified"] is True
 
 
 def test_cpu_throttle_on_the_worker_cgroup_v1(bed):
@@ -180,13 +180,13 @@ def test_cpu_throttle_on_the_worker_cgroup_v1(bed):
     (cg / "cpu.cfs_quota_us").write_text("-1\n")
     (cg / "cpu.cfs_period_us").write_text("100000\n")
     (cg / "cpu.stat").write_text("nr_periods 10\nnr_throttled 3\nthrottled_time 0\n")
-    assert agent("inject", "cpu-throttle", "--gpu", "worker", "--run", RUN, "--cpu-percent", "25",
+    assert agent("inject", "cpu-quota", "--gpu", "worker", "--run", RUN, "--cpu-percent", "25",
                  "--period-us", "100000")[0] == 0
     assert (cg / "cpu.cfs_quota_us").read_text().strip() == "25000"
-    assert agent("verify", "cpu-throttle", "--gpu", "worker", "--run", RUN)[1]["verified"] is False  # quota set, nothing throttled yet
+    assert agent("verify", "cpu-quota", "--gpu", "worker", "--run", RUN)[1]["verified"] is False  # quota set, nothing throttled yet
     (cg / "cpu.stat").write_text("nr_periods 50\nnr_throttled 40\nthrottled_time 9\n")
-    assert agent("verify", "cpu-throttle", "--gpu", "worker", "--run", RUN)[1]["verified"] is True
-    agent("recover", "cpu-throttle", "--gpu", "worker", "--run", RUN)
+    assert agent("verify", "cpu-quota", "--gpu", "worker", "--run", RUN)[1]["verified"] is True
+    agent("recover", "cpu-quota", "--gpu", "worker", "--run", RUN)
     assert (cg / "cpu.cfs_quota_us").read_text().strip() == "-1"
 
 
@@ -199,5 +199,5 @@ def test_status_lists_gpus_and_pids(bed):
 
 def test_a_dry_run_placeholder_is_refused_in_one_line(bed):
     agent, _, _, _ = bed
-    rc, out = agent("inject", "gpu-clock-lock", "--gpu", "{gpu_uuid:rank-2}", "--mhz", "500")
+    rc, out = agent("inject", "clock-lock", "--gpu", "{gpu_uuid:rank-2}", "--mhz", "500")
     assert rc == 1 and "deploy first" in out["error"]

@@ -136,3 +136,21 @@ def test_dry_run_places_ranks_as_expected_with_gpu_placeholders():
     assert [s.rank_node(r) for r in range(4)] == [scn.rank_node(r) for r in range(4)]
     action = plan_faults(s, _scenario("gpu-power-cap"))[0]
     assert action.gpu == "{gpu_uuid:rank-2}" and "{gpu_uuid:rank-2}" in action.agent_inject[0].argv
+
+
+def test_every_cluster_action_names_an_agent_mechanism():
+    """The fault modules' cluster actions and the agent's mechanism table agree (the agent knows no fault id)."""
+    sys.path.insert(0, str(REPO / "harness" / "backends" / "k8s" / "agent"))
+    try:
+        from fault_agent import MECHANISMS
+    finally:
+        sys.path.pop(0)
+    from harness.backends.k8s.faults import plan_faults
+
+    used = set()
+    for path in SCENARIOS:
+        scenario = load_scenario(path, {"deployment": {"backend": "k8s"}})
+        for action in plan_faults(from_scenario(scenario), scenario):
+            for cmd in (*action.agent_inject, *action.agent_verify, *action.agent_recover):
+                used.add(cmd.argv[3])
+    assert used == set(MECHANISMS)

@@ -198,7 +198,7 @@ def test_fault_agent_fault(tmp_path: Path, prometheus: PrometheusStub, recovery_
     assert set(agent[1:-1]) == {("node-1", "verify")}
     inject = next(c for c in cluster.calls if c[0] == "agent" and c[2][2] == "inject")
     # rank-2: node-1's first GPU in PCI bus order, by the UUID the node's agent reported (fakes.gpu_uuid)
-    assert inject[2][3:] == ("gpu-power-cap", "--gpu", "GPU-node-1-0", "--run", cluster.name, "--watts", "200")
+    assert inject[2][3:] == ("power-cap", "--gpu", "GPU-node-1-0", "--run", cluster.name, "--watts", "200")
     order = [c for c in cluster.calls if c[0] in ("agent", "playbook")]
     assert order.index(("playbook", "teardown.yml")) > max(i for i, c in enumerate(order) if c[0] == "agent")
     assert_torn_down_last(cluster, played)

@@ -9,12 +9,17 @@ node. The handle is JSON (the step's action), so recovery works from the journal
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.backends.k8s.faults import AgentCommand, FaultAction
 from harness.errors import PreflightFailed
 from harness.faults.base import Evidence, Handle
-from harness.faults.catalog import FAULTS
+from harness.faults.catalog import get_fault
+
+if TYPE_CHECKING:
+    from harness.backends.base import Testbed
+    from harness.backends.k8s.client import K8sClient
+    from harness.scenario import FaultStep
 
 
 class K8sHandle(Handle):
@@ -32,8 +37,8 @@ def _commands(items: list[dict[str, Any]]) -> list[AgentCommand]:
 class K8sInjector:
     """One fault id's injector for the k8s backend (duck-types harness.faults.base.Injector)."""
 
-    def __init__(self, fault_id: str, client, actions: list[FaultAction], kubeconfig: str | None = None):
-        self.SPEC = FAULTS[fault_id]
+    def __init__(self, fault_id: str, client: K8sClient, actions: list[FaultAction], kubeconfig: str | None = None):
+        self.SPEC = get_fault(fault_id)
         self.client = client
         self.actions = actions
         self.kubeconfig = kubeconfig
@@ -44,34 +49,34 @@ class K8sInjector:
             self._node_map = self.client.node_map()
         return self._node_map
 
-    def _action(self, step: Any) -> FaultAction:
+    def _action(self, step: FaultStep) -> FaultAction:
         for action in self.actions:
             if action.fault_id == step.id and action.component == step.target.component \
                     and action.start_s == step.start:
                 return action
         raise PreflightFailed(f"{step.id} on {step.target.component}: not in the rendered fault plan")
 
-    def preflight(self, testbed: Any, step: Any) -> None:
+    def preflight(self, testbed: Testbed, step: FaultStep) -> None:
         action = self._action(step)
         if action.node not in self.node_map():
             raise PreflightFailed(f"{step.id}: no Kubernetes node labelled {action.node}")
         for cmd in action.agent_inject:
             self.client.agent_pod(cmd.node, self.node_map())
 
-    def prepare(self, testbed: Any, step: Any, key: str) -> K8sHandle:
+    def prepare(self, testbed: Testbed, step: FaultStep, key: str) -> K8sHandle:
         action = self._action(step)
         doc = {**action.to_json(), "chaos_objects": [dict(o) for o in action.chaos_objects]}
         return K8sHandle(fault_id=step.id, key=key, component=action.component, backend="k8s", step=action.step,
                          namespace=self.client.namespace, kubeconfig=self.kubeconfig, action=doc)
 
-    def inject(self, handle: K8sHandle, testbed: Any) -> K8sHandle:
+    def inject(self, handle: K8sHandle, testbed: Testbed) -> K8sHandle:
         for obj in handle["action"]["chaos_objects"]:
             self.client.create_chaos(obj)
         for cmd in _commands(handle["action"]["agent_inject"]):
             self.client.run_agent(cmd.node, cmd.argv, self.node_map())
         return handle
 
-    def verify(self, handle: K8sHandle, testbed: Any) -> Evidence | None:
+    def verify(self, handle: K8sHandle, testbed: Testbed) -> Evidence | None:
         """Evidence once every Chaos Mesh object is AllInjected and every agent verify says so."""
         seen: list[str] = []
         for obj in handle["action"]["chaos_objects"]:
@@ -105,7 +110,7 @@ class K8sInjector:
             raise RuntimeError("; ".join(errors))
 
 
-def recover_from_handle(handle: K8sHandle, client=None) -> None:
+def recover_from_handle(handle: K8sHandle, client: K8sClient | None = None) -> None:
     """Recovery after a crash, from the journalled handle alone (``chaosbench cleanup``)."""
     if client is None:
         from harness.backends.k8s.client import K8sClient

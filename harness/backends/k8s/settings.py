@@ -10,8 +10,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from harness.errors import InputInvalid
+from harness.faults.catalog import get_fault
+
+if TYPE_CHECKING:
+    from harness.scenario import Scenario
 
 # Chart versions pinned for reproducibility; playbook variables can override them.
 CHARTS: dict[str, dict[str, str]] = {
@@ -36,10 +41,7 @@ IMAGE_DEFAULT = "rayproject/ray-llm:2.52.0-py311-cu128"
 MIN_RAY = (2, 51, 0)
 MIN_VLLM = (0, 11, 0)
 RUN_ENV = "CHAOSBENCH_RAYSERVICE"  # set in every Ray pod: the fault agent finds this run's processes by it
-GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default share of device memory
-# Share left to the engine when a scenario puts a GPU memory hog next to it: vLLM preallocates its share at start,
-# so the hog can only take what the engine left free.
-GPU_MEMORY_UTILIZATION_UNDER_HOG = 0.5
+GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default share of device memory (a fault's cluster_engine_kwargs may lower it)
 SERVE_PORT = 8000
 METRICS_PORT = 8080
 
@@ -95,7 +97,7 @@ def _dns_name(text: str, prefix: str = "cb-") -> str:
     return name[:40].rstrip("-")
 
 
-def from_scenario(scenario) -> K8sSettings:
+def from_scenario(scenario: Scenario) -> K8sSettings:
     """K8sSettings for ``scenario`` (a harness.scenario.Scenario), whatever its backend field says."""
     spec = scenario.spec
     topo, model, k8s = spec.deployment.topology, spec.deployment.model, spec.deployment.k8s
@@ -107,13 +109,13 @@ def from_scenario(scenario) -> K8sSettings:
         raise InputInvalid(f"{scenario.metadata.name}: {world} ranks do not split evenly over {topo.nodes} nodes "
                            "(each k8s worker group asks for the same GPU count)")
     engine_kwargs = dict(k8s.engine_kwargs)
-    if any(step.id == "gpu-memory-pressure" for step in spec.faults):
-        engine_kwargs.setdefault("gpu_memory_utilization", GPU_MEMORY_UTILIZATION_UNDER_HOG)
-    engine_kwargs.setdefault("gpu_memory_utilization", GPU_MEMORY_UTILIZATION)
-    uses_nccl_fault = any(step.id in {"nccl-hang", "interconnect-degradation"} for step in spec.faults)
-    if uses_nccl_fault:
-        # vLLM's custom all-reduce bypasses NCCL inside a node: NCCL faults would not bite (FAULTS.md).
-        engine_kwargs.setdefault("disable_custom_all_reduce", True)
+    wanted: dict[str, object] = {}  # what the scenario's faults need from the engine (FaultSpec.cluster_engine_kwargs)
+    for step in spec.faults:
+        for key, value in get_fault(step.id).cluster_engine_kwargs.items():
+            wanted.setdefault(key, value)
+    engine_kwargs.setdefault("gpu_memory_utilization", wanted.pop("gpu_memory_utilization", GPU_MEMORY_UTILIZATION))
+    for key, value in wanted.items():
+        engine_kwargs.setdefault(key, value)
     return K8sSettings(
         name=_dns_name(scenario.metadata.name),
         namespace=k8s.namespace,

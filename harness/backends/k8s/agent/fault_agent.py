@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""chaosbench fault agent: GPU/NCCL faults on one GPU node (runs in the privileged DaemonSet).
+"""chaosbench fault agent: GPU, NCCL and CPU mechanisms on one GPU node (runs in the privileged DaemonSet).
 
 Standalone on purpose (stdlib only; torch only inside the hog processes): it is
 shipped into the pod through a ConfigMap and run as
@@ -7,8 +7,10 @@ shipped into the pod through a ConfigMap and run as
 the Kubernetes exec API. Every command prints one JSON object on stdout and exits
 0, or prints ``{"error": ...}`` and exits 1.
 
-Commands mirror the local injectors' interface: ``inject <fault> ...``,
-``verify <fault> ...``, ``recover <fault> ...`` and ``status``; ``locate --run NAME``
+Commands mirror the local injectors' interface: ``inject <mechanism> ...``,
+``verify <mechanism> ...``, ``recover <mechanism> ...`` and ``status``; the agent knows
+mechanisms (``MECHANISMS``: power-cap, clock-lock, hogs, ...), not faults: each fault module's
+cluster action names the mechanism it uses; ``locate --run NAME``
 reports the run's vLLM worker processes (environment ``CHAOSBENCH_RAYSERVICE=NAME``)
 with the GPU NVML puts each on, and whether the run's engine (the Serve LLM replica)
 runs on this node. ``--gpu`` is an NVML UUID or index (nvidia-smi -i accepts both) or
@@ -26,6 +28,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 STATE_DIR = Path(os.environ.get("CHAOSBENCH_AGENT_STATE", "/run/chaosbench-agent"))
@@ -35,8 +39,6 @@ CGROUP_ROOT = Path(os.environ.get("CHAOSBENCH_CGROUP_ROOT", "/host/sys/fs/cgroup
 RUN_ENV = "CHAOSBENCH_RAYSERVICE"
 ENGINE_TITLES = ("LLMServer", "LLMDeployment")  # Serve LLM's engine deployment (ray::ServeReplica:<app>:<name>)
 MEM_HEADROOM_MIB = 256  # left free next to the memory hog so the driver itself is not starved
-FAULTS = ("gpu-power-cap", "gpu-clock-lock", "gpu-compute-contention", "gpu-memory-pressure", "gpu-xid-error",
-          "nccl-hang", "interconnect-degradation", "cpu-throttle")
 
 
 class AgentError(Exception):
@@ -188,20 +190,20 @@ def throttled_periods(cg: Path) -> int:
     return 0
 
 
-def _state_file(fault: str, gpu: str) -> Path:
-    return STATE_DIR / f"{fault}.gpu{gpu}.json"
+def _state_file(mechanism: str, gpu: str) -> Path:
+    return STATE_DIR / f"{mechanism}.gpu{gpu}.json"
 
 
-def save_state(fault: str, gpu: str, state: dict) -> None:
+def save_state(mechanism: str, gpu: str, state: dict) -> None:
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = _state_file(fault, gpu).with_suffix(".tmp")
+    tmp = _state_file(mechanism, gpu).with_suffix(".tmp")
     tmp.write_text(json.dumps(state))
-    tmp.replace(_state_file(fault, gpu))
+    tmp.replace(_state_file(mechanism, gpu))
 
 
-def load_state(fault: str, gpu: str) -> dict | None:
+def load_state(mechanism: str, gpu: str) -> dict | None:
     try:
-        return json.loads(_state_file(fault, gpu).read_text())
+        return json.loads(_state_file(mechanism, gpu).read_text())
     except FileNotFoundError:
         return None
 
@@ -240,12 +242,15 @@ def alive(pid: int) -> bool:
     return state is not None and state != "Z"
 
 
-# ----------------------------------------------------------------------------- inject
+# ----------------------------------------------------------------------------- mechanisms
+# Each mechanism acts on one GPU g (index, uuid, bus_id) with the command's options a; inject returns the state
+# that verify and recover read back (hog_pids are killed on recover whatever the mechanism).
 
 
-def _power_cap(uuid: str, watts: int) -> dict:
+def _power_cap(g: dict, a: argparse.Namespace) -> dict:
     """Clamp the requested cap to the board's range (nvidia-smi refuses values outside it); refuse a cap that
     would not lower the current limit."""
+    uuid, watts = g["uuid"], a.watts
     q = query_gpu(uuid, ["power.limit", "power.default_limit", "power.min_limit", "power.max_limit"])
     low, high, now = float(q["power.min_limit"]), float(q["power.max_limit"]), float(q["power.limit"])
     applied = int(min(max(watts, low), high))
@@ -257,57 +262,75 @@ def _power_cap(uuid: str, watts: int) -> dict:
             "board_min_watts": low, "board_max_watts": high}
 
 
-def inject(a: argparse.Namespace) -> dict:
-    fault = a.fault
-    g = resolve_gpu(a.gpu, a.run)
-    gpu = g["uuid"]
-    if load_state(fault, gpu):
-        raise AgentError(f"{fault} already injected on GPU {gpu}: recover it first")
-    state: dict = {"fault": fault, "gpu": gpu, "index": int(g["index"]), "t": time.time()}
-    if fault == "gpu-power-cap":
-        state.update(_power_cap(gpu, a.watts))
-    elif fault == "gpu-clock-lock":
-        nvsmi("-i", gpu, "-lgc", f"{a.mhz},{a.mhz}")
-        state["mhz"] = a.mhz
-    elif fault == "gpu-compute-contention":
-        until = str(time.time() + a.duration)
-        state["hog_pids"] = [spawn_hog("gemm", [gpu], [str(a.size), until]) for _ in range(a.workers)]
-    elif fault == "gpu-memory-pressure":
-        free = float(query_gpu(gpu, ["memory.free"])["memory.free"])
-        mib = int((free - MEM_HEADROOM_MIB) * a.fraction)
-        if mib < 64:
-            raise AgentError(f"GPU {gpu} has {free:g} MiB free: nothing for the memory hog to take (lower the "
-                             "engine's gpu_memory_utilization)")
-        until = str(time.time() + a.duration)
-        state["hog_pids"] = [spawn_hog("mem", [gpu], [str(mib), a.mode, str(a.duration), until])]
-        state.update(mib=mib, free_mib_before=free)
-    elif fault == "gpu-xid-error":
-        state.update(_xid(g, a.xid, a.kill_worker, a.run))
-    elif fault == "nccl-hang":
-        pid = worker_pid(gpu, a.run)
-        os.kill(pid, signal.SIGSTOP)
-        state["stopped_pid"] = pid
-    elif fault == "cpu-throttle":
-        version, cg = cpu_cgroup(worker_pid(gpu, a.run))
-        state.update(cgroup=str(cg), cgroup_version=version, previous=read_quota(version, cg),
-                     throttled_before=throttled_periods(cg))
-        write_quota(version, cg, str(a.cpu_percent * a.period_us // 100), str(a.period_us))
-    elif fault == "interconnect-degradation":
-        peer = resolve_gpu(a.peer, a.run)
-        until = str(time.time() + a.duration)
-        state["hog_pids"] = [spawn_hog("link", [gpu, peer["uuid"]], [a.link, until]) for _ in range(a.workers)]
-    save_state(fault, gpu, state)
-    return {"injected": fault, **state}
+def _power_cap_verify(gpu: str, state: dict) -> dict:
+    got = float(query_gpu(gpu, ["power.limit"])["power.limit"])
+    return {"verified": abs(got - state["watts"]) <= 1.0, "power_limit_w": got,
+            "requested_watts": state["requested_watts"]}
 
 
-def _xid(g: dict, code: int, kill_worker: bool, run: str) -> dict:
+def _power_cap_recover(gpu: str, state: dict) -> dict:
+    nvsmi("-i", gpu, "-pl", str(int(state["default_watts"])))
+    return {"power_limit_w": state["default_watts"]}
+
+
+def _clock_lock(g: dict, a: argparse.Namespace) -> dict:
+    nvsmi("-i", g["uuid"], "-lgc", f"{a.mhz},{a.mhz}")
+    return {"mhz": a.mhz}
+
+
+def _clock_lock_verify(gpu: str, state: dict) -> dict:
+    got = float(query_gpu(gpu, ["clocks.sm"])["clocks.sm"])
+    return {"verified": got <= state["mhz"] * 1.05, "sm_clock_mhz": got}
+
+
+def _clock_lock_recover(gpu: str, state: dict) -> dict:
+    nvsmi("-i", gpu, "-rgc")
+    return {"clocks": "reset"}
+
+
+def _gemm_hog(g: dict, a: argparse.Namespace) -> dict:
+    until = str(time.time() + a.duration)
+    return {"hog_pids": [spawn_hog("gemm", [g["uuid"]], [str(a.size), until]) for _ in range(a.workers)]}
+
+
+def _memory_hog(g: dict, a: argparse.Namespace) -> dict:
+    free = float(query_gpu(g["uuid"], ["memory.free"])["memory.free"])
+    mib = int((free - MEM_HEADROOM_MIB) * a.fraction)
+    if mib < 64:
+        raise AgentError(f"GPU {g['uuid']} has {free:g} MiB free: nothing for the memory hog to take (lower the "
+                         "engine's gpu_memory_utilization)")
+    until = str(time.time() + a.duration)
+    return {"hog_pids": [spawn_hog("mem", [g["uuid"]], [str(mib), a.mode, str(a.duration), until])],
+            "mib": mib, "free_mib_before": free}
+
+
+def _memory_hog_verify(gpu: str, state: dict) -> dict:
+    running = [p for p in state["hog_pids"] if alive(p)]
+    free = float(query_gpu(gpu, ["memory.free"])["memory.free"])
+    taken = state["free_mib_before"] - free
+    return {"verified": bool(running) and taken >= 0.5 * state["mib"], "hog_pids_running": running,
+            "taken_mib": taken}
+
+
+def _link_hog(g: dict, a: argparse.Namespace) -> dict:
+    peer = resolve_gpu(a.peer, a.run)
+    until = str(time.time() + a.duration)
+    return {"hog_pids": [spawn_hog("link", [g["uuid"], peer["uuid"]], [a.link, until]) for _ in range(a.workers)]}
+
+
+def _hogs_verify(gpu: str, state: dict) -> dict:
+    running = [p for p in state["hog_pids"] if alive(p)]
+    return {"verified": bool(running), "hog_pids_running": running}
+
+
+def _xid(g: dict, a: argparse.Namespace) -> dict:
     """Emulated: the kernel's line format for log scrapers; DCGM's XID field comes from NVML driver events and
     does not see it. The real effect is the worker's death."""
-    pid = worker_pid(g["uuid"], run) if kill_worker else None
-    line = f"NVRM: Xid (PCI:{g['bus_id']}): {code}, pid={pid or 0}, name=chaosbench, Ch 00000000\n"
+    pid = worker_pid(g["uuid"], a.run) if a.kill_worker else None
+    line = f"NVRM: Xid (PCI:{g['bus_id']}): {a.xid}, pid={pid or 0}, name=chaosbench, Ch 00000000\n"
     with open(KMSG, "w") as fh:
         fh.write(f"<3>{line}")
-    out = {"xid": code, "kmsg": line.strip(), "emulated": True}
+    out = {"xid": a.xid, "kmsg": line.strip(), "emulated": True}
     if pid is not None:
         # The real effect: the worker on that GPU dies as it would on a fatal XID.
         os.kill(pid, signal.SIGKILL)
@@ -315,75 +338,113 @@ def _xid(g: dict, code: int, kill_worker: bool, run: str) -> dict:
     return out
 
 
-# ----------------------------------------------------------------------------- verify / recover
+def _xid_verify(gpu: str, state: dict) -> dict:
+    pid = state.get("killed_pid")
+    return {"verified": pid is None or not alive(pid), "killed_pid": pid, "kmsg": state["kmsg"]}
+
+
+def _sigstop(g: dict, a: argparse.Namespace) -> dict:
+    pid = worker_pid(g["uuid"], a.run)
+    os.kill(pid, signal.SIGSTOP)
+    return {"stopped_pid": pid}
+
+
+def _sigstop_verify(gpu: str, state: dict) -> dict:
+    st = proc_state(state["stopped_pid"])
+    return {"verified": st == "T", "pid": state["stopped_pid"], "proc_state": st}
+
+
+def _sigstop_recover(gpu: str, state: dict) -> dict:
+    try:
+        os.kill(state["stopped_pid"], signal.SIGCONT)
+        return {"continued_pid": state["stopped_pid"]}
+    except ProcessLookupError:
+        return {"continued_pid": None}
+
+
+def _cpu_quota(g: dict, a: argparse.Namespace) -> dict:
+    version, cg = cpu_cgroup(worker_pid(g["uuid"], a.run))
+    state = {"cgroup": str(cg), "cgroup_version": version, "previous": read_quota(version, cg),
+             "throttled_before": throttled_periods(cg)}
+    write_quota(version, cg, str(a.cpu_percent * a.period_us // 100), str(a.period_us))
+    return state
+
+
+def _cpu_quota_verify(gpu: str, state: dict) -> dict:
+    cg = Path(state["cgroup"])
+    now = read_quota(state["cgroup_version"], cg)
+    grown = throttled_periods(cg) - state["throttled_before"]
+    return {"verified": now != state["previous"] and grown > 0, "quota": now, "throttled_periods": grown}
+
+
+def _cpu_quota_recover(gpu: str, state: dict) -> dict:
+    quota, period = state["previous"].split()
+    write_quota(state["cgroup_version"], Path(state["cgroup"]), "max" if quota in ("max", "-1") else quota, period)
+    return {"quota": state["previous"]}
+
+
+def _nothing(gpu: str, state: dict) -> dict:
+    return {}
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    inject: Callable[[dict, argparse.Namespace], dict]
+    verify: Callable[[str, dict], dict]
+    recover: Callable[[str, dict], dict] = _nothing
+
+
+# What the agent can do to a GPU node; a fault module's cluster action names one (harness/faults/*.py).
+MECHANISMS: dict[str, Mechanism] = {
+    "power-cap": Mechanism(_power_cap, _power_cap_verify, _power_cap_recover),
+    "clock-lock": Mechanism(_clock_lock, _clock_lock_verify, _clock_lock_recover),
+    "gemm-hog": Mechanism(_gemm_hog, _hogs_verify),
+    "memory-hog": Mechanism(_memory_hog, _memory_hog_verify),
+    "link-hog": Mechanism(_link_hog, _hogs_verify),
+    "xid": Mechanism(_xid, _xid_verify),
+    "sigstop": Mechanism(_sigstop, _sigstop_verify, _sigstop_recover),
+    "cpu-quota": Mechanism(_cpu_quota, _cpu_quota_verify, _cpu_quota_recover),
+}
+
+
+# ----------------------------------------------------------------------------- inject / verify / recover
+
+
+def inject(a: argparse.Namespace) -> dict:
+    name = a.mechanism
+    g = resolve_gpu(a.gpu, a.run)
+    gpu = g["uuid"]
+    if load_state(name, gpu):
+        raise AgentError(f"{name} already injected on GPU {gpu}: recover it first")
+    state: dict = {"mechanism": name, "gpu": gpu, "index": int(g["index"]), "t": time.time()}
+    state.update(MECHANISMS[name].inject(g, a))
+    save_state(name, gpu, state)
+    return {"injected": name, **state}
 
 
 def verify(a: argparse.Namespace) -> dict:
-    fault = a.fault
+    name = a.mechanism
     gpu = resolve_gpu(a.gpu, a.run)["uuid"]
-    state = load_state(fault, gpu)
+    state = load_state(name, gpu)
     if state is None:
-        return {"verified": False, "reason": f"{fault} not injected on GPU {gpu}"}
-    if fault == "gpu-power-cap":
-        got = float(query_gpu(gpu, ["power.limit"])["power.limit"])
-        return {"verified": abs(got - state["watts"]) <= 1.0, "power_limit_w": got,
-                "requested_watts": state["requested_watts"]}
-    if fault == "gpu-clock-lock":
-        got = float(query_gpu(gpu, ["clocks.sm"])["clocks.sm"])
-        return {"verified": got <= state["mhz"] * 1.05, "sm_clock_mhz": got}
-    if fault == "gpu-memory-pressure":
-        running = [p for p in state["hog_pids"] if alive(p)]
-        free = float(query_gpu(gpu, ["memory.free"])["memory.free"])
-        taken = state["free_mib_before"] - free
-        return {"verified": bool(running) and taken >= 0.5 * state["mib"], "hog_pids_running": running,
-                "taken_mib": taken}
-    if fault in ("gpu-compute-contention", "interconnect-degradation"):
-        running = [p for p in state["hog_pids"] if alive(p)]
-        return {"verified": bool(running), "hog_pids_running": running}
-    if fault == "nccl-hang":
-        st = proc_state(state["stopped_pid"])
-        return {"verified": st == "T", "pid": state["stopped_pid"], "proc_state": st}
-    if fault == "cpu-throttle":
-        cg = Path(state["cgroup"])
-        now = read_quota(state["cgroup_version"], cg)
-        grown = throttled_periods(cg) - state["throttled_before"]
-        return {"verified": now != state["previous"] and grown > 0, "quota": now, "throttled_periods": grown}
-    if fault == "gpu-xid-error":
-        pid = state.get("killed_pid")
-        return {"verified": pid is None or not alive(pid), "killed_pid": pid, "kmsg": state["kmsg"]}
-    raise AgentError(f"unknown fault {fault}")
+        return {"verified": False, "reason": f"{name} not injected on GPU {gpu}"}
+    return MECHANISMS[name].verify(gpu, state)
 
 
 def recover(a: argparse.Namespace) -> dict:
-    fault = a.fault
+    name = a.mechanism
     try:
         gpu = resolve_gpu(a.gpu, a.run)["uuid"]
     except AgentError:  # the worker is gone (a killed rank): recover what the state files say was done
-        gpu = next((s["gpu"] for s in _all_states() if s.get("fault") == fault), a.gpu)
-    state = load_state(fault, gpu)
+        gpu = next((s["gpu"] for s in _all_states() if s.get("mechanism") == name), a.gpu)
+    state = load_state(name, gpu)
     if state is None:
-        return {"recovered": fault, "gpu": gpu, "noop": True}
-    done: dict = {}
-    if fault == "gpu-power-cap":
-        nvsmi("-i", gpu, "-pl", str(int(state["default_watts"])))
-        done["power_limit_w"] = state["default_watts"]
-    elif fault == "gpu-clock-lock":
-        nvsmi("-i", gpu, "-rgc")
-        done["clocks"] = "reset"
-    elif fault == "nccl-hang":
-        try:
-            os.kill(state["stopped_pid"], signal.SIGCONT)
-            done["continued_pid"] = state["stopped_pid"]
-        except ProcessLookupError:
-            done["continued_pid"] = None
-    elif fault == "cpu-throttle":
-        quota, period = state["previous"].split()
-        write_quota(state["cgroup_version"], Path(state["cgroup"]), "max" if quota in ("max", "-1") else quota, period)
-        done["quota"] = state["previous"]
+        return {"recovered": name, "gpu": gpu, "noop": True}
+    done = MECHANISMS[name].recover(gpu, state)
     if state.get("hog_pids"):
         done["killed"] = kill_pids(state["hog_pids"])
-    _state_file(fault, gpu).unlink(missing_ok=True)
-    return {"recovered": fault, "gpu": gpu, **done}
+    _state_file(name, gpu).unlink(missing_ok=True)
+    return {"recovered": name, "gpu": gpu, **done}
 
 
 def status(_: argparse.Namespace) -> dict:
@@ -456,7 +517,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for name in ("inject", "verify", "recover"):
         c = sub.add_parser(name)
-        c.add_argument("fault", choices=FAULTS)
+        c.add_argument("mechanism", choices=MECHANISMS)
         c.add_argument("--gpu", required=True, help="NVML UUID, index, or worker[:k] (k-th GPU of the run)")
         c.add_argument("--run", default="", help="the RayService whose processes are the run's")
         if name == "inject":
