@@ -46,3 +46,22 @@ def test_unknown_fault_suggests():
     with pytest.raises(InputInvalid, match="did you mean 'nccl-hang'"):
         get_fault("nccl-hnag")
     assert FAULTS["nccl-hang"].fault_class == "NCCL"
+
+
+def test_no_shipped_fault_id_is_named_in_harness_outside_its_module(repo):
+    """A fault is one module: the rest of harness/ reads its spec (ids in comments count too)."""
+    named = []
+    for path in sorted((repo / "harness").rglob("*")):
+        if path.suffix not in {".py", ".j2", ".yaml", ".yml"} or (repo / "harness" / "faults") in path.parents:
+            continue
+        text = path.read_text()
+        named += [f"{path.relative_to(repo)}: {fid}" for fid in FAULT_IDS if fid in text]
+    assert named == []
+
+
+def test_every_fault_declares_what_the_harness_reads():
+    for spec in CATALOG:
+        assert spec.key_metrics and all(k == k.lower() for k in spec.key_metrics), spec.id
+        assert set(spec.sampling.ranges) | set(spec.sampling.choices) <= set(spec.params.model_fields), spec.id
+    assert {s.id for s in CATALOG if "device-layer" in s.local_needs} == {
+        s.id for s in CATALOG if s.local_realism == "emulated"}

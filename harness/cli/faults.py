@@ -1,4 +1,4 @@
-"""``chaosbench faults``: the fault catalog."""
+"""``chaosbench faults``: the fault catalog (shipped faults, then installed plugins)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from rich.table import Table
 
 
 def catalog_records() -> list[dict]:
-    from harness.faults.catalog import CATALOG
+    from harness.faults.catalog import fault_specs
 
     records = []
-    for spec in CATALOG:
+    for spec in fault_specs():
         params = {}
         for name, field in spec.params.model_fields.items():
             extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
@@ -54,7 +54,7 @@ def _param_text(params: dict) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("faults")
     def faults(as_json: bool = typer.Option(False, "--json", help="Machine-readable catalog.")) -> None:
-        """The eleven faults: class, target, parameters, mechanisms, real|emulated, verify signal."""
+        """The faults (shipped and plugins): class, target, parameters, mechanisms, real|emulated, verify signal."""
         records = catalog_records()
         if as_json:
             typer.echo(json.dumps(records, indent=2))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from harness.case import CaseWriter, GroundTruth, Topology, atomic_write_text
+from harness.faults.catalog import CATALOG
 
 NODES = ("node-0", "node-1")
 RANKS = ("rank-0", "rank-1", "rank-2", "rank-3")
@@ -28,14 +29,24 @@ METRICS = {
     "node": ("cpu", "mem", "net_rx"),
     "rank": ("DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_FB_USED", "step_time"),
 }
-# fault id -> (target kind, metric that moves, direction)
-EFFECTS = {
-    "gpu-clock-lock": ("rank", "DCGM_FI_DEV_SM_CLOCK", -1.0),
-    "gpu-power-cap": ("rank", "DCGM_FI_DEV_POWER_USAGE", -1.0),
-    "gpu-memory-pressure": ("rank", "DCGM_FI_DEV_FB_USED", 1.0),
-    "cpu-contention": ("node", "cpu", 1.0),
-    "host-memory-pressure": ("node", "mem", 1.0),
-}
+# the synthetic metrics a fault moves, and which way (a fault lowers clocks and power, raises the rest)
+SHIFTS = {"DCGM_FI_DEV_SM_CLOCK": -1.0, "DCGM_FI_DEV_POWER_USAGE": -1.0, "DCGM_FI_DEV_FB_USED": 1.0,
+          "cpu": 1.0, "mem": 1.0}
+
+
+def _effects() -> dict[str, tuple[str, str, float]]:
+    """fault id -> (target kind, metric that moves, direction): each shipped fault whose first key metric
+    (FaultSpec.key_metrics) names one of the SHIFTS metrics of its target kind, in SHIFTS order."""
+    found: dict[str, tuple[str, str, float]] = {}
+    for spec in CATALOG:
+        moved = [m for m in METRICS[spec.target] if m in SHIFTS and spec.key_metrics[:1]
+                 and spec.key_metrics[0] in m.lower()]
+        if moved:
+            found[spec.id] = (spec.target, moved[0], SHIFTS[moved[0]])
+    return dict(sorted(found.items(), key=lambda item: list(SHIFTS).index(item[1][1])))
+
+
+EFFECTS = _effects()
 
 
 def topology() -> Topology:

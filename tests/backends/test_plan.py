@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from harness.backends.local.plan import Ports, make_plan, read_plan
-from harness.backends.local.preflight import ROOT_ONLY_FAULTS, check_faults, no_root_message
+from harness.backends.local.preflight import check_faults, no_root_message, root_only_faults
 from harness.backends.local.testbed import ray_nodes
 from harness.errors import InputInvalid, PreflightFailed
 from harness.faults.catalog import FAULT_IDS
@@ -52,9 +52,11 @@ def test_ports_from_env(monkeypatch):
 
 
 def test_no_root_message_lists_the_faults_that_need_root():
-    assert set(ROOT_ONLY_FAULTS) <= set(FAULT_IDS)
+    root_only = root_only_faults()
+    assert set(root_only) == {"cpu-contention", "cpu-throttle", "host-memory-pressure", "interconnect-degradation",
+                              "network-delay"} and set(root_only) <= set(FAULT_IDS)
     msg = no_root_message()
-    assert all(f in msg for f in ROOT_ONLY_FAULTS)
+    assert all(f"{f} ({why})" in msg for f, why in root_only.items())
     with pytest.raises(PreflightFailed, match="cpu-throttle cannot run"):
         check_faults(["nccl-hang", "cpu-throttle"], isolated=False)
     check_faults(["nccl-hang", "gpu-clock-lock"], isolated=False)

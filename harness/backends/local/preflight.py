@@ -8,18 +8,15 @@ import socket
 
 from harness.backends.local.plan import Ports
 from harness.errors import PreflightFailed
+from harness.faults.catalog import fault_specs, get_fault
 
 PROMETHEUS_BIN = os.environ.get("CHAOSBENCH_PROMETHEUS", "/usr/bin/prometheus")
 NODE_EXPORTER_BIN = os.environ.get("CHAOSBENCH_NODE_EXPORTER", "/usr/bin/prometheus-node-exporter")
 
-# Faults whose local mechanism needs per-node namespaces, cgroups, qdiscs or iptables (root only).
-ROOT_ONLY_FAULTS = {
-    "cpu-contention": "stressor placed in the node's cgroup",
-    "cpu-throttle": "cgroup CPU quota",
-    "host-memory-pressure": "cgroup memory limit",
-    "interconnect-degradation": "tbf qdisc on the node's veth",
-    "network-delay": "iptables/NFQUEUE on the node's veth",
-}
+def root_only_faults() -> dict[str, str]:
+    """Fault id -> why its local mechanism needs per-node namespaces, cgroups, qdiscs or iptables (root only):
+    ``FaultSpec.needs_root`` of every fault, shipped or plugin."""
+    return {spec.id: spec.needs_root for spec in fault_specs() if spec.needs_root}
 
 
 def is_root() -> bool:
@@ -27,7 +24,7 @@ def is_root() -> bool:
 
 
 def no_root_message() -> str:
-    listed = ", ".join(f"{f} ({why})" for f, why in ROOT_ONLY_FAULTS.items())
+    listed = ", ".join(f"{f} ({why})" for f, why in root_only_faults().items())
     return ("not running as root: the local testbed runs on loopback without per-node namespaces or cgroups; "
             f"faults that need root: {listed}")
 
@@ -68,6 +65,6 @@ def check_ports(ports: Ports, isolated: bool, node_ip: str = "127.0.0.2") -> Non
 def check_faults(fault_ids: list[str], isolated: bool) -> None:
     if isolated:
         return
-    blocked = [f for f in fault_ids if f in ROOT_ONLY_FAULTS]
+    blocked = [f for f in fault_ids if get_fault(f).needs_root]
     if blocked:
         raise PreflightFailed(f"{', '.join(blocked)} cannot run: {no_root_message()}")

@@ -44,7 +44,7 @@ class EngineConfig:
     gloo_ifname: str | None = None
     metrics_port: int = 0  # 0: an ephemeral port, kept across rank restarts
     trace_ops: bool = False  # traces hold the role ranges only; True adds every aten:: op (costlier)
-    gloo_timeout_s: float = 1800.0  # longer than any nccl-hang window: peers must block, not fail
+    gloo_timeout_s: float = 1800.0  # longer than any collective_hang window: peers must block, not fail
 
     def rank_node(self, rank: int) -> str:
         return f"node-{rank * self.nodes // self.tensor_parallel}"

@@ -20,7 +20,7 @@ rank polls it by mtime once per step. Effects are EMULATED and labelled so:
 - ``sm_clock_mhz``: the clock is locked; kernels run max_clock/locked times longer.
 - ``mem_pool_fraction``: that share of the rank's KV blocks is taken; device memory used goes up.
 - ``xid`` with a new ``seq``: the next step raises a DeviceError (the worker fails).
-- ``collective_hang``: true while the rank blocks inside its next collective (nccl-hang), see worker.py.
+- ``collective_hang``: true while the rank blocks inside its next collective (a hung collective), see worker.py.
 The slowdown is real time spent inside the rank's profiled compute region.
 """
 

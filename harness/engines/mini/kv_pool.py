@@ -3,7 +3,7 @@
 Every rank holds the same block indices for its own heads, so one pool on the driver
 describes all ranks. ``capacity`` is the number of blocks that may be in use; it is the
 smallest usable pool over the ranks and shrinks when a rank's device memory is taken
-(emulated gpu-memory-pressure).
+(the device control's ``mem_pool_fraction``: emulated GPU memory pressure).
 """
 
 from __future__ import annotations

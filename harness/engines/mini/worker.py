@@ -136,8 +136,8 @@ class RankWorker:
             self.ar_hist.observe(time.perf_counter() - t0)
 
     def _hang_while_asked(self) -> None:
-        """nccl-hang: block inside the collective before this rank's part reaches the transport, for as long as
-        the device control says so. The process, its exporter and its device (busy: a step is in flight) stay
+        """``collective_hang``: block inside the collective before this rank's part reaches the transport, for as
+        long as the device control says so. The process, its exporter and its device (busy: a step is in flight) stay
         alive; the peers wait in the transport for this rank's data."""
         while self.device.refresh().collective_hang:
             time.sleep(HANG_POLL_S)

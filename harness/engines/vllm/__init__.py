@@ -34,17 +34,23 @@ __all__ = ["EngineHandle", "deploy", "metrics_targets_for", "unsupported_faults"
 READY_TIMEOUT_S = 420.0  # measured ~30 s alone; two shared cores under other load take several times that
 _DEVICE_LAYER = ("needs the mini engine's emulated device layer (deployment.engine: mini) or a GPU cluster "
                  "(deployment.backend: k8s); the vllm engine on the local backend has no GPU to act on")
-_EMULATED = ("gpu-power-cap", "gpu-clock-lock", "gpu-memory-pressure", "gpu-xid-error")
 _SAME_NODE = ("vLLM's tensor-parallel workers run on node-0 and all-reduce through shared memory, so no "
               "link carries their collective traffic; use the mini engine or a GPU cluster")
+# What a fault's local mechanism may need (FaultSpec.local_needs) that this engine lacks on the local backend.
+_LACKS = {"device-layer": f"emulated GPU fault; {_DEVICE_LAYER}", "inter-node-link": _SAME_NODE}
 
 
 def unsupported_faults(engine: str, backend: str = "local") -> dict[str, str]:
     """fault id -> one-line reason, for the faults this engine cannot take on this backend."""
     if engine != "vllm" or backend != "local":
         return {}
-    reasons = {f: f"{f}: emulated GPU fault; {_DEVICE_LAYER}" for f in _EMULATED}
-    reasons["interconnect-degradation"] = f"interconnect-degradation: {_SAME_NODE}"
+    from harness.faults.catalog import fault_specs
+
+    reasons = {}
+    for spec in fault_specs():
+        lacking = [need for need in spec.local_needs if need in _LACKS]
+        if lacking:
+            reasons[spec.id] = f"{spec.id}: {_LACKS[lacking[0]]}"
     return reasons
 
 

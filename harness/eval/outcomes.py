@@ -3,30 +3,21 @@
 Component level: the ranked components against the true component. Node level: ranks folded into their nodes
 (topology.rank_node) against the true node (a node fault blamed on one of its ranks is a hit). Metric level, for
 methods that rank metric columns: the true component's columns whose metric name carries the fault's key signal
-(``KEY_METRICS``, case-insensitive substrings; a fault without an entry is not scored at metric level).
+(``FaultSpec.key_metrics`` for our faults, ``RCAEVAL_KEY_METRICS`` for RCAEval's; case-insensitive substrings; a
+fault without key metrics is not scored at metric level).
 """
 
 from __future__ import annotations
 
 from detectors.api import Result
 from harness.case import GroundTruth
+from harness.faults.catalog import fault_modules
 from harness.score.aggregate import CaseOutcome
 from harness.score.detection import event_matches
 from harness.score.ranking import to_node_level
 
-# Fault id (ours, or RCAEval's folder suffix) -> substrings of the metric names that show it (FAULTS.md verify signals)
-KEY_METRICS: dict[str, tuple[str, ...]] = {
-    "gpu-power-cap": ("power",),
-    "gpu-clock-lock": ("sm_clock", "clock"),
-    "gpu-compute-contention": ("util", "step", "kernel"),
-    "gpu-memory-pressure": ("fb_used", "kv_cache", "preempt"),
-    "gpu-xid-error": ("xid", "restart"),
-    "nccl-hang": ("allreduce", "collective", "step"),
-    "interconnect-degradation": ("allreduce", "collective", "net", "bandwidth"),
-    "cpu-contention": ("cpu", "pressure"),
-    "cpu-throttle": ("throttl", "cpu"),
-    "host-memory-pressure": ("mem", "oom", "pressure"),
-    "network-delay": ("net", "rtt", "drop", "latency"),
+# RCAEval's fault folder suffixes -> substrings of the metric names that show them
+RCAEVAL_KEY_METRICS: dict[str, tuple[str, ...]] = {
     "cpu": ("cpu",),
     "mem": ("mem",),
     "disk": ("disk",),
@@ -35,9 +26,16 @@ KEY_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
+def key_metrics(fault_id: str | None) -> tuple[str, ...]:
+    """Substrings of the metric names that show ``fault_id`` (FAULTS.md verify signals); () when unknown."""
+    modules = fault_modules()
+    if fault_id in modules:
+        return modules[fault_id].SPEC.key_metrics
+    return RCAEVAL_KEY_METRICS.get(fault_id or "", ())
+
+
 def answer_metrics(truth: GroundTruth, columns: list[str]) -> list[str]:
-    comp, fault = truth.get("component"), truth.get("fault_id")
-    keys = KEY_METRICS.get(fault or "", ())
+    comp, keys = truth.get("component"), key_metrics(truth.get("fault_id"))
     if not comp or not keys:
         return []
     return [c for c in columns if c.partition("_")[0] == comp and any(k in c.partition("_")[2].lower() for k in keys)]
