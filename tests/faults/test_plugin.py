@@ -135,3 +135,14 @@ def test_runs_on_the_local_testbed(env: dict[str, str], scenario: Path, tmp_path
     (record,) = [json.loads(line) for line in labels.read_text().splitlines()]
     assert record["status"] == "completed", record["reason"]
     assert record["ground_truth"]["fault_id"] == FAULT and record["ground_truth"]["verified"] is True
+
+
+def test_a_broken_plugin_is_one_error_line_naming_it(tmp_path: Path) -> None:
+    dist = tmp_path / "broken-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[chaosbench.faults]\nbroken = tests.faults.no_such_module\n")
+    out = run({**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}, str(CLI), "faults")
+    lines = (out.stdout + out.stderr).strip().splitlines()
+    assert out.returncode == 5 and len(lines) == 1 and "Traceback" not in out.stderr
+    assert lines[0].startswith("error: tests.faults.no_such_module (entry point 'broken' in chaosbench.faults)")
