@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING
 
 from harness.backends.base import NodeInfo, RankInfo, Testbed
 from harness.errors import PreflightFailed
 
+if TYPE_CHECKING:
+    from harness.scenario import FaultStep
 
-def node(testbed: Testbed, step: Any) -> NodeInfo:
+
+def node(testbed: Testbed, step: FaultStep) -> NodeInfo:
     name = step.target.node
     if name is None and step.target.rank is not None:
         return testbed.nodes[rank(testbed, step).node]
@@ -19,7 +22,7 @@ def node(testbed: Testbed, step: Any) -> NodeInfo:
     return testbed.nodes[name]
 
 
-def rank(testbed: Testbed, step: Any) -> RankInfo:
+def rank(testbed: Testbed, step: FaultStep) -> RankInfo:
     name = f"rank-{step.target.rank}"
     if step.target.rank is None or name not in testbed.ranks:
         raise PreflightFailed(
@@ -29,7 +32,7 @@ def rank(testbed: Testbed, step: Any) -> RankInfo:
     return testbed.ranks[name]
 
 
-def rank_pid(testbed: Testbed, step: Any) -> int:
+def rank_pid(testbed: Testbed, step: FaultStep) -> int:
     r = rank(testbed, step)
     try:
         pid = testbed.rank_pid(r.name)
