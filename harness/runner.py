@@ -123,8 +123,8 @@ def _ensure_ground_truth(writer: CaseWriter, scenario: Scenario, t0: float | Non
 
             step = scenario.spec.faults[0]
             spec = get_fault(step.id)
-            gt.update(fault_id=spec.id, fault_class=spec.fault_class, component=step.target.component,
-                      node=step.target.node, rank=step.target.rank)  # type: ignore[typeddict-item]
+            gt["fault_id"], gt["fault_class"] = spec.id, spec.fault_class
+            gt["component"], gt["node"], gt["rank"] = step.target.component, step.target.node, step.target.rank
         writer.write_ground_truth(gt)
     if not (writer.path / "inject_time.txt").exists() and t0 is not None:
         first = scenario.spec.faults[0].start if scenario.spec.faults else scenario.spec.nominal_inject
@@ -310,19 +310,22 @@ def run_document(doc: Scenario | Suite | Campaign, path: Path, run_root: Path, *
 
     Returns (the harness.rundir.RunDir, every finished case directory of the run, in plan order)."""
     from harness import jobs as plan_jobs
+    from harness.campaign import Campaign
     from harness.errors import InputInvalid
     from harness.rundir import RunDir, execution_order
+    from harness.scenario import Suite
 
     kind = type(doc).__name__.lower()
     run = RunDir(run_root)
-    known, salt = None, secrets.randbits(31)
+    known: dict[int, str] | None = None
+    salt: int | None = secrets.randbits(31)
     if resume:
         run.check_source(path)
         info = run.run_info()
         known, salt, split = run.plan_ids(), info.get("salt"), info.get("split")
-    if kind == "suite":
+    if isinstance(doc, Suite):
         jobs = plan_jobs.suite_jobs(doc, path, known)
-    elif kind == "campaign":
+    elif isinstance(doc, Campaign):
         jobs = plan_jobs.campaign_jobs(doc, path, known, salt)
     else:
         jobs = plan_jobs.scenario_jobs([with_seed(doc, seed)], known)

@@ -44,7 +44,10 @@ def describe(exc: BaseException) -> str:
 def stage(writer: CaseWriter, name: str, detail: dict[str, Any] | None = None) -> Iterator[Stage]:
     """Journal stage ``name`` (``detail`` on its start line) around the block."""
     st = Stage(time.time())
-    writer.event(name, "start", **({"detail": detail} if detail else {}))
+    if detail:
+        writer.event(name, "start", detail=detail)
+    else:
+        writer.event(name, "start")
     try:
         yield st
     except BaseException as exc:

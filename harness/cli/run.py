@@ -109,8 +109,10 @@ def _with_overrides(doc: Document, path: Path, backend: str | None, repetitions:
 
 def _dry_run(doc: Document, path: Path, out: Path) -> None:
     from harness.backends.k8s import dry_run
-    from harness.scenario import Suite, expand_suite
+    from harness.scenario import Scenario, Suite, expand_suite
 
+    if not isinstance(doc, Scenario | Suite):
+        raise InputInvalid("--dry-run renders a scenario or a suite, not a campaign")
     scenarios = [s for s, rep, _ in expand_suite(doc, path) if rep == 0] if isinstance(doc, Suite) else [doc]
     root = out / f"{time.strftime('%Y%m%d-%H%M%S')}-{doc.metadata.name}-dry-run"
     for scenario in scenarios:
@@ -164,7 +166,7 @@ def _run(doc: Document, path: Path, out: Path, resume: Path | None, seed: int | 
     log = run_root / "logs" / "run.log"
     with terminal_to_log(log) as tty_fd:
         tty = os.fdopen(os.dup(tty_fd), "w")
-        console = Console(file=tty, highlight=False, **({} if tty.isatty() else {"width": 240}))
+        console = Console(file=tty, highlight=False, width=None if tty.isatty() else 240)
         if local and not is_root():  # the fault mechanisms of the local testbed need root; a cluster's do not
             console.print(f"[yellow]warning:[/] {no_root_message()}")
         console.print(f"run: {run_root} (log: {log})", highlight=False)
@@ -177,7 +179,7 @@ def _run(doc: Document, path: Path, out: Path, resume: Path | None, seed: int | 
             run, cases = run_document(doc, path, run_root, seed=seed, resume=resume is not None, split=split,
                                       progress=on_phase,
                                       on_case=on_case, log=say)
-            eval_dir = report = None
+            report = None
             if evaluate and cases:
                 on_phase("evaluating methods", None)
                 from harness.evaluate import evaluate as evaluate_run
@@ -185,13 +187,13 @@ def _run(doc: Document, path: Path, out: Path, resume: Path | None, seed: int | 
 
                 eval_dir = evaluate_run(run.root, run.root / "eval", methods_of(doc, path), workers, report=True)
                 report = eval_dir / "report.html"
-        statuses = {}
+        statuses: dict[str, int] = {}
         for rec in run.read_labels():
             statuses[rec.get("status", "?")] = statuses.get(rec.get("status", "?"), 0) + 1
         console.print(f"cases: {len(cases)} in {run.cases} ("
                       + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + ")")
         if report is not None:
-            console.print(f"leaderboard: {eval_dir / 'leaderboard.md'}")
+            console.print(f"leaderboard: {report.with_name('leaderboard.md')}")
             console.print(f"report: {report}")
         console.file.flush()
 

@@ -223,7 +223,7 @@ def hold_faults(spec: ScenarioSpec, testbed: Testbed, writer: CaseWriter,
                 tl.wait_until(step.start, tick=spec.telemetry.step, check=stop)
                 if aborted:
                     break
-                cm = injected(testbed, step, writer, i)
+                cm: AbstractContextManager[Injection] = injected(testbed, step, writer, i)
                 inj = cm.__enter__()
                 start = max(step.start, inj.verified_at - tl.t0) if inj.verified_at is not None else step.start
                 live[i] = (cm, inj, start + step.duration)

@@ -124,17 +124,15 @@ class K8sTestbed(Testbed):
     engine: str = "vllm"
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     ranks: dict[str, RankInfo] = field(default_factory=dict)
+    api_url: str = field(init=False)  # in-cluster: the Locust Job reaches it, this machine need not
 
     def __post_init__(self) -> None:
         s = self.settings
+        self.api_url = s.api_url
         # NodeInfo.ip carries the Kubernetes node name: addresses are the cluster's business.
         self.nodes = {n: NodeInfo(name=n, ip=self.node_map.get(n, "")) for n in s.node_names}
         self.ranks = {f"rank-{r}": RankInfo(name=f"rank-{r}", index=r, node=self.placement.node(r))
                       for r in range(s.world_size)}
-
-    @property
-    def api_url(self) -> str:
-        return self.settings.api_url  # in-cluster: the Locust Job reaches it, this machine need not
 
     # -- the Testbed contract's local-only parts ------------------------------------------------------------
     def device(self, rank: str) -> DeviceControl:

@@ -12,6 +12,7 @@ Any failure during deploy tears down what was started before raising.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -134,19 +135,15 @@ class LocalTestbed(Testbed):
     backend: str = "local"
     reusable: bool = True  # fault_residue sees every trace a local fault leaves
     teardown_leftovers: Leftovers | None = None
+    run_dir: Path = field(init=False)  # the rest follows from the plan
+    prometheus_url: str = field(init=False)
+    nodes: dict[str, NodeInfo] = field(init=False)
 
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.plan.run_dir)
-
-    @property
-    def prometheus_url(self) -> str:
-        return f"http://127.0.0.1:{self.plan.ports.prometheus}"
-
-    @property
-    def nodes(self) -> dict[str, NodeInfo]:
-        return {n.name: NodeInfo(name=n.name, ip=n.ip, netns=n.netns, veth_host=n.veth_host, veth_node=n.veth_node,
-                                 cgroups=dict(n.cgroups)) for n in self.plan.nodes}
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.plan.run_dir)
+        self.prometheus_url = f"http://127.0.0.1:{self.plan.ports.prometheus}"
+        self.nodes = {n.name: NodeInfo(name=n.name, ip=n.ip, netns=n.netns, veth_host=n.veth_host,
+                                       veth_node=n.veth_node, cgroups=dict(n.cgroups)) for n in self.plan.nodes}
 
     def device(self, rank: str) -> DeviceControl:
         return DeviceControl(self.control_dir, rank)
@@ -301,7 +298,7 @@ def connect_ray(plan: TestbedPlan) -> None:
     node_ip = plan.driver.ip if plan.driver else plan.head.ip
     with handlers_kept():  # ray.init installs a SIGTERM handler that exits without our teardown
         ray.init(address=ray_address(plan), _node_ip_address=node_ip, log_to_driver=False,
-                 logging_level="WARNING", configure_logging=False)
+                 logging_level=logging.WARNING, configure_logging=False)
 
 
 def disconnect_ray() -> None:
