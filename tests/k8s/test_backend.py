@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.backends.base import check_testbed
 from harness.backends.k8s.backend import K8sLoadRun, deploy_k8s
 from harness.backends.k8s.injectors import recover_from_handle
 from harness.errors import FaultNotVerified, PreflightFailed
@@ -51,6 +52,9 @@ def test_deploy_renders_runs_deploy_playbook_and_waits(tmp_path: Path):
     assert testbed.api_url == "http://cb-clean-serve-svc.chaosbench.svc:8000"
     with pytest.raises(PreflightFailed):
         testbed.rank_pid("rank-0")
+    assert check_testbed("k8s", testbed) is testbed and not testbed.reusable  # each case gets a new deployment
+    assert testbed.promql("sum(vllm:num_requests_running)") != "sum(vllm:num_requests_running)"  # cluster names
+    assert testbed.teardown().describe() == "nothing" and played[-1][0] == "teardown.yml"
 
 
 def test_ranks_follow_the_engines_node(tmp_path: Path):
