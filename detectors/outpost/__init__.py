@@ -41,6 +41,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from detectors.outpost.heap import reuse_freed_memory
 from detectors.outpost.importers import EventTable, read_traces
 from detectors.outpost.localize import COLLECTIVE, LocalizeConfig, localize
 from detectors.outpost.ttad import Scores, TTADConfig, anomalous, score
@@ -113,12 +114,13 @@ def analyze(path: Path | list[Path], worker_key: str = "pid", split: float | Non
     t0 = time.perf_counter()
     table: EventTable = read_traces(path, worker_key)
     t1 = time.perf_counter()
-    forest = build(table)
-    t2 = time.perf_counter()
-    forest = with_busy(forest)
-    t3 = time.perf_counter()
-    scores = score(forest, None if split is None else split * 1e6, cfg)
-    t4 = time.perf_counter()
+    with reuse_freed_memory():  # not while parsing: its buffers are few and large
+        forest = build(table)
+        t2 = time.perf_counter()
+        forest = with_busy(forest)
+        t3 = time.perf_counter()
+        scores = score(forest, None if split is None else split * 1e6, cfg)
+        t4 = time.perf_counter()
     return Analysis(forest, scores, cfg, {"read_s": t1 - t0, "ttc_s": t2 - t1, "waits_s": t3 - t2,
                                           "ttad_s": t4 - t3}, None if split is None else split * 1e6)
 
@@ -136,8 +138,9 @@ def report(analysis: Analysis, lam: float = DEFAULT_LAMBDA, loc: LocalizeConfig 
     loc = loc or LocalizeConfig()
     t0 = time.perf_counter()
     f, s = analysis.forest, analysis.scores
-    anom = anomalous(f, s, lam, analysis.cfg)
-    result = localize(f, s, anom, loc, analysis.split_us)
+    with reuse_freed_memory():
+        anom = anomalous(f, s, lam, analysis.cfg)
+        result = localize(f, s, anom, loc, analysis.split_us)
     t = f.table
     ranking = tuple(
         OutpostRank(t.workers[r.worker].key, t.workers[r.worker].name, t.workers[r.worker].component,
