@@ -152,9 +152,9 @@ class K8sClient:
         """Run ``argv`` in ``pod`` through the exec API; stdout, stderr and the exit code."""
         from kubernetes.client.exceptions import ApiException
 
-        stream = self._exec_stream
-        if stream is None:
-            from kubernetes.stream import stream
+        from kubernetes.stream import stream as k8s_stream
+
+        stream = self._exec_stream or k8s_stream
         try:
             ws = stream(self.core.connect_get_namespaced_pod_exec, pod, self.namespace, command=list(argv),
                         container=container, stderr=True, stdin=False, stdout=True, tty=False,

@@ -90,7 +90,7 @@ class Rendered:
 
     def documents(self, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
         """(file, object) for every Kubernetes object in files under ``prefix`` (YAML files only)."""
-        out = []
+        out: list[tuple[str, dict[str, Any]]] = []
         for rel, text in sorted(self.files.items()):
             if rel.startswith(prefix) and rel.endswith(".yaml") and not rel.startswith("values/"):
                 out.extend((rel, doc) for doc in yaml.safe_load_all(text) if doc)
