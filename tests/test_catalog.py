@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from harness.faults.catalog import CATALOG, FAULT_IDS, FAULTS, get_fault
 from harness.errors import InputInvalid
+from harness.faults.catalog import CATALOG, FAULT_IDS, FAULTS, get_fault
 from harness.scenario import load_scenario, scenario_files
 
 

@@ -11,8 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 import harness.faults
-from harness.errors import InputInvalid
-from harness.errors import PluginInvalid
+from harness.errors import InputInvalid, PluginInvalid
 from harness.faults.base import injector
 from harness.faults.catalog import FAULT_IDS, FAULTS, check_fault_module
 from harness.faults.journal import Journal, recovery_dir, replay_fault_journals
