@@ -10,7 +10,7 @@
   the ground truth is the folder name, as RCAEval reads it: the service is the component, the rest the fault.
 
 Every case gets an opaque ``case_id``: the run's own id, or for the older layouts a hash of its path, so that the
-blind copy handed to detectors (harness.eval.blind) never carries a name like ``cpu-contention-r0``.
+blind copy handed to detectors (harness.eval.blind) never carries a name like ``<fault id>-r0``.
 A case that cannot be evaluated (no data.csv, unreadable inject time, inject time outside the data) is kept
 with its ``problem``: it is reported, never scored, and never stops the others.
 """
