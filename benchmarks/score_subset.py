@@ -17,14 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.score.aggregate import score_method  # noqa: E402
-from harness.score.stats import Interval  # noqa: E402
+from harness.report.scores import fmt_ci
+from harness.score.aggregate import score_method
+from harness.score.stats import Interval
 
 
 def _fmt(value: float | None, ci: Interval = None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+    return fmt_ci((value, ci))
 
 
 def main(argv: list[str] | None = None) -> int:
