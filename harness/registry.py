@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
 from harness.errors import InputInvalid, PluginInvalid
@@ -31,6 +32,18 @@ def import_ref(ref: str) -> object:
         except AttributeError as exc:
             raise PluginInvalid(f"{ref}: {module_name} has no attribute {attr_path!r}") from exc
     return obj
+
+
+def installed_plugins(group: str) -> Iterator[tuple[str, str, object]]:
+    """(entry point name, where it came from in words, loaded object) for every entry point of ``group``; one that
+    cannot be imported raises PluginInvalid naming it."""
+    for ep in entry_points(group=group):
+        ref = f"{ep.value} (entry point {ep.name!r} in {group})"
+        try:
+            loaded = ep.load()
+        except Exception as exc:  # noqa: BLE001 - any import failure is a plugin problem
+            raise PluginInvalid(f"{ref}: cannot import: {type(exc).__name__}: {exc}") from exc
+        yield ep.name, ref, loaded
 
 
 def did_you_mean(name: str, known: list[str]) -> str:

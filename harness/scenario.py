@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import ScenarioInvalid
 from harness.faults.catalog import fault_specs, get_fault
@@ -91,11 +91,21 @@ class K8sSpec(Strict):
 
 
 class Deployment(Strict):
-    backend: Literal["local", "k8s"] = "local"
+    backend: str = Field("local", description="a backend of harness.backends (shipped: local, k8s) or a plugin's")
     engine: Literal["mini", "vllm"] = "mini"
     topology: TopologySpec = TopologySpec()
     model: ModelSpec = ModelSpec()
     k8s: K8sSpec = K8sSpec()
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, name: str) -> str:
+        from harness.backends import backends
+
+        if name not in backends():
+            raise ValueError(f"unknown backend {name!r}{did_you_mean(name, list(backends()))}; "
+                             f"known: {', '.join(backends())}")
+        return name
 
     @model_validator(mode="after")
     def _tp_fits_heads(self) -> Deployment:

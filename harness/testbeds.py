@@ -1,4 +1,4 @@
-"""The testbed a case runs on: deployed through the backend registry (and checked against the backend
+"""The testbed a case runs on: deployed by its backend (harness.backends) (and checked against the backend
 contract), reused by the next case of the same group if the recovery gate (harness.gate) passes, else torn
 down and redeployed. A teardown runs to its end: SIGINT/SIGTERM are held back until it is done."""
 
@@ -36,11 +36,13 @@ class Bed:
 def deploy(scenario: Scenario, run_dir: Path, rec: Recorder, group: str,
            deploy_kwargs: dict[str, Any] | None) -> Bed:
     """Deploy the scenario's backend (journalled as stage ``deploy``); a reusable testbed is probed once."""
-    from harness.backends import BACKENDS
+    from harness.backends import backend
+    from harness.registry import import_ref
 
     dep = scenario.spec.deployment
     with rec.stage("deploy", backend=dep.backend, engine=dep.engine):
-        testbed = BACKENDS.get(dep.backend)(scenario, run_dir, **(deploy_kwargs or {}))
+        deploy_testbed = import_ref(backend(dep.backend).deploy)
+        testbed = deploy_testbed(scenario, run_dir, **(deploy_kwargs or {}))
         bed = Bed(check_testbed(dep.backend, testbed), group)
     if bed.testbed.reusable:
         from harness.gate import baseline

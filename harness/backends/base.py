@@ -1,6 +1,8 @@
 """The backend contract: what a deployed testbed offers the run pipeline, declared once.
 
-A backend is a ``deploy(scenario, run_dir, **kw) -> Testbed`` registered in harness.backends.BACKENDS. The
+A backend is one ``Backend`` (below): its ``deploy(scenario, run_dir, **kw) -> Testbed`` and what the harness must
+know before a testbed exists (root, dry run, journal replay, which fault mechanisms apply). It is registered once,
+in harness.backends (shipped) or under the entry-point group ``chaosbench.backends`` (a plugin). The
 runner and the fault lifecycle use a testbed only through ``Testbed`` below; a backend class subclasses it,
 implements the abstract members (those that raise NotImplementedError) and overrides the defaults that do not suit
 it. The defaults fit a testbed whose engine this machine can reach (the local backend): the local fault
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from harness.case import atomic_write_json
 from harness.errors import PluginInvalid
@@ -33,6 +35,22 @@ if TYPE_CHECKING:
     from harness.scenario import Scenario
 
 PROFILE_TIMEOUT_S = 300  # the engine writes every rank's trace before /stop_profile answers
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A backend's one registration. Functions are ``"module:function"`` references, imported when used."""
+
+    name: str  # deployment.backend in a scenario, --backend on the command line
+    deploy: str  # (scenario, run_dir, **kw) -> Testbed; leaves nothing behind when it fails
+    # which half of a FaultSpec applies: "local" (local_mechanism, local_realism: this machine's mechanisms and
+    # the emulated device layer) or "cluster" (cluster_mechanism, real hardware)
+    fault_site: Literal["local", "cluster"]
+    needs_root: bool = False  # its fault mechanisms need root on this machine (the CLI warns without it)
+    dry_run: str | None = None  # (scenario, out_dir) -> Path: render everything, touch nothing (--dry-run)
+    # (journal handle) -> None: roll back a fault journalled by a harness that died; None: the fault's own
+    # module's recover(handle)
+    recover: str | None = None
 
 
 @dataclass(frozen=True)

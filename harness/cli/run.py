@@ -107,8 +107,26 @@ def _with_overrides(doc: Document, path: Path, backend: str | None, repetitions:
     return load_scenario(path, {"deployment": {"backend": backend}}) if backend else doc
 
 
+def _scenarios_of(doc: Document, path: Path) -> list[Scenario]:
+    """The scenarios a document runs (a campaign: its first case; every case shares the base's deployment)."""
+    from harness.campaign import Campaign, plan, to_scenario
+    from harness.scenario import Suite, expand_suite
+
+    if isinstance(doc, Campaign):
+        return [to_scenario(doc, plan(doc)[0], path)]
+    return [s for s, _, _ in expand_suite(doc, path)] if isinstance(doc, Suite) else [doc]
+
+
+def _needs_root(doc: Document, path: Path) -> bool:
+    from harness.backends import backend
+
+    return any(backend(s.spec.deployment.backend).needs_root for s in _scenarios_of(doc, path))
+
+
 def _dry_run(doc: Document, path: Path, out: Path) -> None:
-    from harness.backends.k8s import dry_run
+    from harness.backends import backend as backend_named
+    from harness.backends import backends
+    from harness.registry import import_ref
     from harness.scenario import Scenario, Suite, expand_suite
 
     if not isinstance(doc, Scenario | Suite):
@@ -116,9 +134,13 @@ def _dry_run(doc: Document, path: Path, out: Path) -> None:
     scenarios = [s for s, rep, _ in expand_suite(doc, path) if rep == 0] if isinstance(doc, Suite) else [doc]
     root = out / f"{time.strftime('%Y%m%d-%H%M%S')}-{doc.metadata.name}-dry-run"
     for scenario in scenarios:
-        if scenario.spec.deployment.backend != "k8s":
-            raise InputInvalid("--dry-run renders the k8s backend: add --backend k8s")
-        typer.echo(f"rendered {scenario.metadata.name}: {dry_run(scenario, root / scenario.metadata.name)}")
+        chosen = backend_named(scenario.spec.deployment.backend)
+        if chosen.dry_run is None:
+            able = [b.name for b in backends().values() if b.dry_run]
+            raise InputInvalid(f"--dry-run: the {chosen.name} backend has no dry run; add --backend "
+                               f"{' or --backend '.join(able)}")
+        rendered = import_ref(chosen.dry_run)(scenario, root / scenario.metadata.name)
+        typer.echo(f"rendered {scenario.metadata.name}: {rendered}")
 
 
 def register(app: typer.Typer) -> None:
@@ -131,8 +153,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(None, "--seed", help="Workload seed of a single scenario (default: the scenario's)."),
         split: str = typer.Option(None, "--split", help="Campaigns: run only the dev or the test cases."),
         repetitions: int = typer.Option(None, "--repetitions", min=1, help="Override a suite's repetitions."),
-        backend: str = typer.Option(None, "--backend", help="Override deployment.backend: local or k8s."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="k8s: render every manifest and variable, touch nothing."),
+        backend: str = typer.Option(None, "--backend", help="Override deployment.backend: local, k8s or a plugin's."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Render every manifest and variable, touch nothing "
+                                                             "(backends that have a dry run: k8s)."),
         evaluate: bool = typer.Option(True, "--eval/--no-eval", help="After the cases: evaluate and write the report."),
         workers: int = typer.Option(2, "--workers", min=0, help="Evaluation processes."),
     ) -> None:
@@ -140,8 +163,10 @@ def register(app: typer.Typer) -> None:
         cases), then evaluate the methods and write the report."""
         from harness.campaign import load_any
 
-        if backend not in (None, "local", "k8s"):
-            raise InputInvalid(f"--backend: must be local or k8s, got {backend!r}")
+        if backend is not None:
+            from harness.backends import backend as backend_named
+
+            backend_named(backend)  # unknown: one line naming the known ones
         if not path.is_file():
             raise InputInvalid(f"{path}: no such file")
         doc = _with_overrides(load_any(path), path, backend, repetitions)
@@ -152,11 +177,11 @@ def register(app: typer.Typer) -> None:
             raise InputInvalid(f"--resume {resume}: not a run directory (no run.json)")
         if split not in (None, "dev", "test"):
             raise InputInvalid(f"--split: must be dev or test, got {split!r}")
-        _run(doc, path, out, resume, seed, split, evaluate, workers, local=backend != "k8s")
+        _run(doc, path, out, resume, seed, split, evaluate, workers)
 
 
 def _run(doc: Document, path: Path, out: Path, resume: Path | None, seed: int | None, split: str | None, evaluate: bool,
-         workers: int, local: bool = True) -> None:
+         workers: int) -> None:
     from rich.console import Console
 
     from harness.backends.local.preflight import is_root, no_root_message
@@ -167,7 +192,7 @@ def _run(doc: Document, path: Path, out: Path, resume: Path | None, seed: int | 
     with terminal_to_log(log) as tty_fd:
         tty = os.fdopen(os.dup(tty_fd), "w")
         console = Console(file=tty, highlight=False, width=None if tty.isatty() else 240)
-        if local and not is_root():  # the fault mechanisms of the local testbed need root; a cluster's do not
+        if _needs_root(doc, path) and not is_root():
             console.print(f"[yellow]warning:[/] {no_root_message()}")
         console.print(f"run: {run_root} (log: {log})", highlight=False)
         if console.is_terminal:

@@ -16,13 +16,12 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-from importlib.metadata import entry_points
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 from harness.errors import InputInvalid, PluginInvalid
 from harness.faults.spec import FaultSpec, ParamRange, Params, Sampling  # noqa: F401 - re-exported
-from harness.registry import did_you_mean
+from harness.registry import did_you_mean, installed_plugins
 
 if TYPE_CHECKING:
     from harness.faults.base import FaultModule
@@ -65,17 +64,12 @@ def _shipped() -> dict[str, FaultModule]:
 
 def _plugins(known: dict[str, FaultModule]) -> dict[str, FaultModule]:
     out: dict[str, FaultModule] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        ref = f"{ep.value} (entry point {ep.name!r} in {ENTRY_POINT_GROUP})"
-        try:
-            loaded = ep.load()
-        except Exception as exc:  # any import failure is a plugin problem
-            raise PluginInvalid(f"{ref}: cannot import: {type(exc).__name__}: {exc}") from exc
+    for name, ref, loaded in installed_plugins(ENTRY_POINT_GROUP):
         if not isinstance(loaded, ModuleType):
             raise PluginInvalid(f"{ref}: must name a module (package.module), not {type(loaded).__name__}")
         module = check_fault_module(ref, loaded)
         fid = module.SPEC.id
-        if fid != ep.name:
+        if fid != name:
             raise PluginInvalid(f"{ref}: the entry point's name must be the fault id {fid!r}")
         if fid in known or fid in out:
             raise PluginInvalid(f"{ref}: fault id {fid!r} is already taken")

@@ -128,10 +128,13 @@ def journal_files(root: Path | None) -> list[Path]:
 
 
 def _recover(handle: dict[str, Any]) -> None:
-    if handle.get("backend") == "k8s":
-        from harness.backends.k8s.injectors import recover_from_handle
+    """Through the backend's own replay if it has one (a handle without ``backend`` is the local backend's)."""
+    from harness.backends import backend
+    from harness.registry import import_ref
 
-        recover_from_handle(handle)  # type: ignore[arg-type]
+    replay_ref = backend(handle.get("backend", "local")).recover
+    if replay_ref:
+        import_ref(replay_ref)(handle)
         return
     from harness.faults.base import injector
 

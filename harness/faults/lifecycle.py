@@ -74,7 +74,9 @@ def ground_truth(testbed: Testbed, step: FaultStep, spec: FaultSpec, start: floa
                  verified: bool) -> GroundTruth:
     rank = step.target.rank
     node = step.target.node if rank is None else testbed.ranks[f"rank-{rank}"].node
-    local = testbed.backend == "local"
+    from harness.backends import backend
+
+    local = backend(testbed.backend).fault_site == "local"
     return GroundTruth(
         fault_id=spec.id, fault_class=spec.fault_class, component=step.target.component, node=node, rank=rank,
         start=start, end=end, mechanism=spec.local_mechanism if local else spec.cluster_mechanism,

@@ -42,7 +42,9 @@ _LACKS = {"device-layer": f"emulated GPU fault; {_DEVICE_LAYER}", "inter-node-li
 
 def unsupported_faults(engine: str, backend: str = "local") -> dict[str, str]:
     """fault id -> one-line reason, for the faults this engine cannot take on this backend."""
-    if engine != "vllm" or backend != "local":
+    from harness.backends import backend as backend_named
+
+    if engine != "vllm" or backend_named(backend).fault_site != "local":
         return {}
     from harness.faults.catalog import fault_specs
 
