@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from harness.errors import CaseInvalid
 
@@ -48,9 +48,10 @@ GROUND_TRUTH_FILES = frozenset({"ground_truth.json", "scenario.resolved.yaml", "
 class GroundTruth(TypedDict):
     fault_id: str | None  # None for a clean run
     fault_class: str | None
-    component: str | None  # as it appears in telemetry: node-1, rank-2, ingress
-    node: str | None
-    rank: int | None
+    component: str | None  # as it appears in telemetry: node-1, rank-2, replica-1, replica-1.stage-0, ingress
+    node: str | None  # the target's node; for a replica or a stage the one node of all its ranks, else None
+    rank: int | None  # a rank target's index; None for the other kinds
+    ranks: NotRequired[list[int]]  # replica and stage targets only: the global ranks they hold
     start: float | None  # verified injection, unix seconds
     end: float | None  # verified recovery, unix seconds
     mechanism: str | None
@@ -193,6 +194,22 @@ class CaseWriter:
 # --------------------------------------------------------------------------- reading
 
 
+class RankPlace(TypedDict):
+    replica: int  # data-parallel replica d
+    stage: int  # pipeline stage p within the replica
+    tp_index: int  # t: position in the stage's tensor-parallel group
+    node: str
+
+
+class Layout(TypedDict):
+    """DP x PP x TP: global rank r = (d * pipeline_parallel + p) * tensor_parallel + t (harness.scenario)."""
+
+    data_parallel: int
+    pipeline_parallel: int
+    tensor_parallel: int
+    ranks: dict[str, RankPlace]  # rank-<r> -> its place
+
+
 @dataclass(frozen=True)
 class Topology:
     """What a detector may know about the deployment: never the fault."""
@@ -202,8 +219,9 @@ class Topology:
     nodes: tuple[str, ...]
     ranks: tuple[str, ...]
     rank_node: dict[str, str] = field(default_factory=dict)  # rank-2 -> node-1
-    components: tuple[str, ...] = ()  # every component that may appear in data.csv
+    components: tuple[str, ...] = ()  # every component that may appear in data.csv (replicas, stages included)
     emulated_device: bool = False  # the engine's device layer emulates GPU effects
+    layout: Layout | None = None  # replicas, stages and tp indexes of the ranks (None: written before layouts)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Topology:
@@ -215,6 +233,7 @@ class Topology:
             rank_node=dict(obj.get("rank_node", {})),
             components=tuple(obj.get("components", ())),
             emulated_device=bool(obj.get("emulated_device", False)),
+            layout=obj.get("layout"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -226,6 +245,7 @@ class Topology:
             "rank_node": dict(self.rank_node),
             "components": list(self.components),
             "emulated_device": self.emulated_device,
+            **({"layout": self.layout} if self.layout is not None else {}),
         }
 
 

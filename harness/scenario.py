@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.errors import ScenarioInvalid
 from harness.faults.catalog import fault_specs, get_fault
-from harness.faults.spec import FaultSpec
+from harness.faults.spec import FaultSpec, TargetKind
+from harness.layout import Layout, replica_name, stage_name
 from harness.registry import did_you_mean
 from harness.types import Duration, PositiveDuration, between
 
@@ -45,13 +46,39 @@ class Metadata(Strict):
 
 
 class TopologySpec(Strict):
+    """DP x PP x TP ranks on ``nodes``: global rank r = (d * PP + p) * TP + t for replica d, stage p, tp index t.
+
+    Components (no '_' in names, RCAEval splits columns at '_'): ``node-<i>``, ``rank-<r>`` and, when there is
+    more than one replica or stage, ``replica-<d>`` and (with stages) ``replica-<d>.stage-<p>``. Ranks sit on nodes
+    in contiguous blocks (``rank_node``). ``pipeline_parallel`` is left out of a dump at its default, so a scenario
+    of one stage resolves (and hashes) as before stages existed.
+    """
+
     nodes: between(int, 1, 64, "emulated nodes (local) or GPU nodes (k8s)") = 2
-    tensor_parallel: between(int, 1, 64, "ranks per model replica") = 4
+    tensor_parallel: between(int, 1, 64, "ranks per pipeline stage (tensor-parallel group)") = 4
     data_parallel: between(int, 1, 16, "model replicas") = 1
+    pipeline_parallel: between(int, 1, 64, "pipeline stages per replica") = Field(1, exclude_if=lambda v: v == 1)
+
+    @model_validator(mode="after")
+    def _ranks_fit(self) -> TopologySpec:
+        if self.world_size > MAX_RANKS:
+            raise ValueError(f"data_parallel x pipeline_parallel x tensor_parallel = {self.world_size} ranks "
+                             f"(at most {MAX_RANKS})")
+        return self
 
     @property
     def world_size(self) -> int:
-        return self.tensor_parallel * self.data_parallel
+        return self.tensor_parallel * self.pipeline_parallel * self.data_parallel
+
+    @property
+    def grid(self) -> Layout:
+        """Where each rank sits, and the component names (harness.layout)."""
+        return Layout(dp=self.data_parallel, pp=self.pipeline_parallel, tp=self.tensor_parallel, nodes=self.nodes)
+
+    @property
+    def single_group(self) -> bool:
+        """One replica of one stage: the layout before replicas and stages (no replica or stage components)."""
+        return self.grid.single_group
 
     def node_names(self) -> list[str]:
         return [f"node-{i}" for i in range(self.nodes)]
@@ -59,10 +86,22 @@ class TopologySpec(Strict):
     def rank_names(self) -> list[str]:
         return [f"rank-{r}" for r in range(self.world_size)]
 
+    def component_names(self) -> list[str]:
+        """Every deployment component an operator sees (the engine's ``ingress`` aside)."""
+        return [*self.node_names(), *self.grid.replica_names(), *self.grid.stage_names(), *self.rank_names()]
+
     def rank_node(self, rank: int) -> str:
         """Ranks are placed on nodes in contiguous blocks: 4 ranks on 2 nodes -> 0,1 on node-0; 2,3 on node-1."""
-        return f"node-{rank * self.nodes // self.world_size}"
+        return self.grid.rank_node(rank)
 
+    def ranks_of(self, component: str) -> list[int]:
+        return self.grid.ranks_of(component)
+
+    def node_of(self, component: str) -> str | None:
+        return self.grid.node_of(component)
+
+
+MAX_RANKS = 4096
 
 class ModelSpec(Strict):
     name: str = "mini-llama"
@@ -108,11 +147,16 @@ class Deployment(Strict):
         return name
 
     @model_validator(mode="after")
-    def _tp_fits_heads(self) -> Deployment:
+    def _layout_fits_model(self) -> Deployment:
         if self.model.heads % self.topology.tensor_parallel:
             raise ValueError(
                 f"model.heads ({self.model.heads}) must be divisible by topology.tensor_parallel "
                 f"({self.topology.tensor_parallel})"
+            )
+        if self.model.layers % self.topology.pipeline_parallel:
+            raise ValueError(
+                f"model.layers ({self.model.layers}) must be divisible by topology.pipeline_parallel "
+                f"({self.topology.pipeline_parallel}): every stage holds as many layers"
             )
         return self
 
@@ -158,18 +202,40 @@ class Probe(Strict):
 
 
 class Target(Strict):
+    """One of: a node, a rank, a replica, or a stage (a replica and its stage). Which kinds a fault allows is its
+    spec's ``target_kinds``. ``replica`` and ``stage`` are left out of a dump when not given, so a node or rank
+    target resolves as before replicas and stages existed."""
+
     node: str | None = Field(None, pattern=r"^node-\d+$", description="node-<i> for node faults")
-    rank: between(int, 0, 4095, "rank index for rank faults") | None = None
+    rank: between(int, 0, MAX_RANKS - 1, "rank index for rank faults") | None = None
+    replica: between(int, 0, 15, "data-parallel replica: all its ranks, or with stage one stage of it") | None = \
+        Field(None, exclude_if=lambda v: v is None)
+    stage: between(int, 0, 63, "pipeline stage of the replica: all its ranks") | None = \
+        Field(None, exclude_if=lambda v: v is None)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Target:
-        if (self.node is None) == (self.rank is None):
-            raise ValueError("give exactly one of node or rank")
+        if self.stage is not None and self.replica is None:
+            raise ValueError("a stage needs its replica: give target.replica and target.stage")
+        if sum(v is not None for v in (self.node, self.rank, self.replica)) != 1:
+            raise ValueError("give exactly one of node, rank or replica (with stage: one stage of the replica)")
         return self
 
     @property
+    def kind(self) -> TargetKind:
+        if self.node is not None:
+            return "node"
+        if self.rank is not None:
+            return "rank"
+        return "replica" if self.stage is None else "stage"
+
+    @property
     def component(self) -> str:
-        return self.node if self.node is not None else f"rank-{self.rank}"
+        if self.node is not None:
+            return self.node
+        if self.rank is not None:
+            return f"rank-{self.rank}"
+        return replica_name(self.replica) if self.stage is None else stage_name(self.replica, self.stage)
 
 
 class Verify(Strict):
@@ -279,15 +345,8 @@ class Scenario(Strict):
         topo, load = spec.deployment.topology, spec.workload
         out: list[tuple[str, str]] = []
         for i, step in enumerate(spec.faults):
-            where, kind = f"spec.faults[{i}]", get_fault(step.id).target
-            if kind == "rank" and step.target.rank is None:
-                out.append((f"{where}.target", f"{step.id} targets a rank: give target.rank"))
-            if kind == "node" and step.target.node is None:
-                out.append((f"{where}.target", f"{step.id} targets a node: give target.node"))
-            if step.target.rank is not None and step.target.rank >= topo.world_size:
-                out.append((f"{where}.target.rank", f"no rank {step.target.rank} (world size {topo.world_size})"))
-            if step.target.node is not None and step.target.node not in topo.node_names():
-                out.append((f"{where}.target.node", f"no {step.target.node} ({', '.join(topo.node_names())})"))
+            where = f"spec.faults[{i}]"
+            out.extend((f"{where}.{key}", msg) for key, msg in target_problems(step.id, step.target, topo))
             if step.start < load.warmup:
                 out.append((f"{where}.start", f"starts during the warm-up ({step.start:g}s < {load.warmup:g}s)"))
             if step.start + step.duration > load.duration:
@@ -305,6 +364,28 @@ class Scenario(Strict):
             if w.start + w.duration > load.duration:
                 out.append((f"spec.traces.windows[{i}]", "ends after the load"))
         return out
+
+
+def target_problems(fault_id: str, target: Target, topo: TopologySpec) -> list[tuple[str, str]]:
+    """A step's target against its fault's allowed kinds and the topology: (key under the step, reason) pairs."""
+    kinds, kind = get_fault(fault_id).target_kinds, target.kind
+    if kind not in kinds:
+        return [("target", f"{fault_id} targets {' or '.join(f'a {k}' for k in kinds)}, not a {kind}")]
+    if target.rank is not None and target.rank >= topo.world_size:
+        return [("target.rank", f"no rank {target.rank} (world size {topo.world_size})")]
+    if target.node is not None and target.node not in topo.node_names():
+        return [("target.node", f"no {target.node} ({', '.join(topo.node_names())})")]
+    if kind in ("replica", "stage") and topo.single_group:
+        why = "one replica of one stage has no replica or stage components (target a rank or a node)"
+        return [("target", f"{target.component}: {why}")]
+    if target.replica is not None and target.replica >= topo.data_parallel:
+        return [("target.replica", f"no replica {target.replica} (data_parallel {topo.data_parallel})")]
+    if target.stage is not None and target.stage >= topo.pipeline_parallel:
+        return [("target.stage", f"no stage {target.stage} (pipeline_parallel {topo.pipeline_parallel})")]
+    if kind == "stage" and topo.pipeline_parallel == 1:
+        whole = replica_name(target.replica)
+        return [("target", f"{target.component}: a replica of one stage is the replica: target {whole}")]
+    return []
 
 
 class SuiteSpec(Strict):
