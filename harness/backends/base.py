@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from harness.faults.base import Injector
     from harness.load.driver import LoadConfig
     from harness.load.summary import RequestRecord
-    from harness.scenario import Scenario
+    from harness.scenario import Scenario, TopologySpec
 
 PROFILE_TIMEOUT_S = 300  # the engine writes every rank's trace before /stop_profile answers
 
@@ -70,6 +70,16 @@ class RankInfo:
     index: int
     node: str  # node name the rank runs on
     pid: int | None = None  # OS pid of the rank's worker process
+    replica: int = 0  # data-parallel replica (harness.layout)
+    stage: int = 0  # pipeline stage within the replica
+
+
+def layout_rank(topology: TopologySpec, index: int, node: str | None = None, pid: int | None = None) -> RankInfo:
+    """Rank ``index`` with its replica and stage from the scenario's layout; its node as the backend placed it
+    (default: the layout's contiguous blocks)."""
+    place = topology.grid.coord(index)
+    return RankInfo(name=f"rank-{index}", index=index, node=node or topology.rank_node(index), pid=pid,
+                    replica=place.replica, stage=place.stage)
 
 
 class DeviceControl:
@@ -161,10 +171,12 @@ class Testbed(Protocol):
 
     # ---------------------------------------------------------------- what the runner calls
     def injector(self, fault_id: str) -> Injector:
-        """The fault's injector on this backend (harness.faults.base.Injector); default: the local module."""
+        """The fault's injector on this backend (harness.faults.base.Injector); default: the local module, rank by
+        rank on a replica or a stage (harness.faults.targets.fan_out)."""
         from harness.faults.base import injector
+        from harness.faults.targets import fan_out
 
-        return injector(fault_id)
+        return fan_out(injector(fault_id))
 
     def promql(self, query: str) -> str:
         """A scenario's PromQL (probes, stop conditions) in this backend's metric names; default: unchanged."""

@@ -30,17 +30,35 @@ def test_config_from_shipped_scenario() -> None:
     assert cfg.node_ip("node-1") == "10.232.0.3" and cfg.gloo_ifname == "eth0"
 
 
-def _fake(tp: int = 2, dp: int = 1, heads: int = 4, vocab: int = 2048) -> SimpleNamespace:
-    model = SimpleNamespace(name="m", layers=1, hidden=64, heads=heads, vocab=vocab, max_seq_len=64)
+def _fake(tp: int = 2, dp: int = 1, heads: int = 4, vocab: int = 2048, pp: int | None = None,
+          layers: int = 1) -> SimpleNamespace:
+    model = SimpleNamespace(name="m", layers=layers, hidden=64, heads=heads, vocab=vocab, max_seq_len=64)
     topo = SimpleNamespace(nodes=1, tensor_parallel=tp, data_parallel=dp)
+    if pp is not None:  # TopologySpec has no pipeline_parallel before issue 17's harness half
+        topo.pipeline_parallel = pp
     return SimpleNamespace(spec=SimpleNamespace(deployment=SimpleNamespace(topology=topo, model=model)))
 
 
-@pytest.mark.parametrize(("kw", "msg"), [({"dp": 2}, "data_parallel"), ({"tp": 3}, "tensor_parallel"),
-                                         ({"vocab": 100}, "vocab")])
+@pytest.mark.parametrize(("kw", "msg"), [({"dp": 3, "tp": 4}, "at most 8"), ({"tp": 3}, "tensor_parallel"),
+                                         ({"pp": 2, "layers": 3}, "pipeline_parallel"), ({"dp": 0}, ">= 1"),
+                                         ({"pp": 4, "layers": 2}, "layers=2"), ({"vocab": 100}, "vocab")])
 def test_config_rejects_what_mini_cannot_run(kw: dict, msg: str) -> None:
-    with pytest.raises(InputInvalid, match=msg):
+    with pytest.raises(InputInvalid, match=msg) as err:
         _cfg(_fake(**kw))
+    assert "\n" not in str(err.value)
+
+
+def test_config_without_pipeline_parallel_is_the_tensor_parallel_layout() -> None:
+    cfg = _cfg(_fake(tp=2))
+    assert (cfg.data_parallel, cfg.pipeline_parallel, cfg.tensor_parallel) == (1, 1, 2)
+    assert cfg.layout.single_group and cfg.micro_batches == 0
+
+
+@pytest.mark.parametrize(("dp", "pp", "tp"), [(2, 1, 4), (2, 2, 2), (1, 4, 2), (4, 1, 2), (1, 2, 2), (2, 4, 1)])
+def test_config_accepts_local_layouts(dp: int, pp: int, tp: int) -> None:
+    cfg = _cfg(_fake(dp=dp, pp=pp, tp=tp, layers=4))
+    assert cfg.layout.world_size == dp * pp * tp <= 8
+    assert (cfg.data_parallel, cfg.pipeline_parallel) == (dp, pp) and not cfg.layout.single_group
 
 
 def test_registry_lists_engines_lazily() -> None:

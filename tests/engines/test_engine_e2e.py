@@ -4,98 +4,26 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import shutil
-import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import psutil
 import pytest
+from ray_engine import complete, metrics, running_engine, scenario
 
 from harness.backends.base import DeviceControl
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 
-
-def _scenario(tp: int = 2) -> SimpleNamespace:
-    model = SimpleNamespace(name="mini-llama", layers=2, hidden=128, heads=4, vocab=512, max_seq_len=256)
-    topo = SimpleNamespace(nodes=1, tensor_parallel=tp, data_parallel=1)
-    return SimpleNamespace(spec=SimpleNamespace(deployment=SimpleNamespace(topology=topo, model=model),
-                                                workload=SimpleNamespace(seed=3)))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(ray, deploy, tmp: Path):
-    """Ray + the engine; one retry: other Ray clusters on this machine can take a port Ray picked."""
-    for attempt in (1, 2):
-        try:
-            ray.init(address="local", include_dashboard=False, _temp_dir=str(tmp / f"ray{attempt}"), num_cpus=2,
-                     resources={"node-0": 1000}, log_to_driver=False)
-            return deploy("local", _scenario(), tmp / "run", trace_dir=tmp / "traces", control_dir=tmp / "ctl",
-                          node_ips={"node-0": "127.0.0.1"}, http_host="127.0.0.1", http_port=_free_port(),
-                          gloo_ifname=None, kv_blocks=32)
-        except Exception as exc:
-            if attempt == 2:
-                raise
-            print(f"engine start failed, retrying once: {type(exc).__name__}: {exc}")
-            if ray.is_initialized():
-                from ray import serve
-
-                serve.shutdown()
-                ray.shutdown()
-    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="module")
 def engine():
-    import ray
+    with running_engine(scenario()) as running:
+        yield running
 
-    from harness.engines.mini import deploy
-
-    tmp = Path(tempfile.mkdtemp(prefix="cbeng-", dir="/tmp"))
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED", "PYTHONPATH")}
-    os.environ.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
-                      PYTHONPATH=os.pathsep.join(p for p in (str(REPO), saved["PYTHONPATH"]) if p))
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
-    try:
-        handle = _start(ray, deploy, tmp)
-        yield SimpleNamespace(handle=handle, tmp=tmp, before=before, ray=ray)
-    finally:
-        if ray.is_initialized():
-            from ray import serve
-
-            serve.shutdown()
-            ray.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _metrics(engine, component: str) -> dict[str, float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    target = dict(engine.handle.metrics_targets)[component]
-    text = httpx.get(f"http://{target}/metrics", timeout=10).text
-    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
-
-
-def _complete(engine, max_tokens: int = 12, **kw) -> httpx.Response:
-    body = {"prompt": "hello chaos", "max_tokens": max_tokens, "ignore_eos": True, **kw}
-    return httpx.post(f"{engine.handle.api_url}/v1/completions", json=body, timeout=120)
 
 
 def test_streaming_chat_completion(engine) -> None:
@@ -115,7 +43,7 @@ def test_streaming_chat_completion(engine) -> None:
 
 def test_completion_api(engine) -> None:
     api = engine.handle.api_url
-    first, again = _complete(engine, temperature=0.7, seed=5), _complete(engine, temperature=0.7, seed=5)
+    first, again = complete(engine, temperature=0.7, seed=5), complete(engine, temperature=0.7, seed=5)
     assert first.status_code == 200, first.text
     assert first.json()["choices"][0]["text"] == again.json()["choices"][0]["text"]  # seeded
     assert first.json()["usage"] == {"prompt_tokens": 12, "completion_tokens": 12, "total_tokens": 24}
@@ -134,7 +62,7 @@ def test_profile_writes_nested_epoch_traces(engine) -> None:
     api = engine.handle.api_url
     assert httpx.post(f"{api}/start_profile", timeout=120).status_code == 200
     t0 = time.time() * 1e6
-    assert _complete(engine, max_tokens=6).status_code == 200
+    assert complete(engine, max_tokens=6).status_code == 200
     paths = httpx.post(f"{api}/stop_profile", timeout=300).json()["traces"]
     assert sorted(Path(p).name for p in paths) == ["rank-0.json.gz", "rank-1.json.gz"]
     for i, path in enumerate(sorted(paths)):
@@ -158,7 +86,7 @@ def test_profile_writes_nested_epoch_traces(engine) -> None:
 
 
 def test_metrics_exporters(engine) -> None:
-    ingress = _metrics(engine, "ingress")
+    ingress = metrics(engine, "ingress")
     for name in ("vllm:time_to_first_token_seconds_count", "vllm:inter_token_latency_seconds_count",
                  "vllm:e2e_request_latency_seconds_count", "vllm:request_queue_time_seconds_count",
                  "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
@@ -166,7 +94,7 @@ def test_metrics_exporters(engine) -> None:
                  "vllm:request_success_total"):
         assert name in ingress, name
     assert ingress["vllm:generation_tokens_total"] >= 10
-    rank = _metrics(engine, "rank-1")
+    rank = metrics(engine, "rank-1")
     for name in ("DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_POWER_MGMT_LIMIT",
                  "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_XID_ERRORS", "DCGM_FI_DEV_GPU_UTIL",
                  "DCGM_FI_DEV_CLOCKS_EVENT_REASONS", "chaosbench_rank_step_seconds_count",
@@ -177,10 +105,10 @@ def test_metrics_exporters(engine) -> None:
 
 def test_memory_pressure_causes_preemptions(engine) -> None:
     ctl = DeviceControl(engine.tmp / "ctl", "rank-1")
-    before = _metrics(engine, "ingress")["vllm:num_preemptions_total"]
+    before = metrics(engine, "ingress")["vllm:num_preemptions_total"]
     ctl.set(mem_pool_fraction=0.75)  # 32 -> 8 blocks of 16 tokens; each request needs 3
     results: list[int] = []
-    threads = [threading.Thread(target=lambda: results.append(_complete(engine, max_tokens=30).status_code))
+    threads = [threading.Thread(target=lambda: results.append(complete(engine, max_tokens=30).status_code))
                for _ in range(4)]
     for t in threads:
         t.start()
@@ -188,8 +116,8 @@ def test_memory_pressure_causes_preemptions(engine) -> None:
         t.join(timeout=120)
     ctl.reset()
     assert results == [200] * 4
-    assert _metrics(engine, "ingress")["vllm:num_preemptions_total"] > before
-    assert _metrics(engine, "rank-1")["DCGM_FI_DEV_FB_USED"] > _metrics(engine, "rank-0")["DCGM_FI_DEV_FB_USED"] - 1
+    assert metrics(engine, "ingress")["vllm:num_preemptions_total"] > before
+    assert metrics(engine, "rank-1")["DCGM_FI_DEV_FB_USED"] > metrics(engine, "rank-0")["DCGM_FI_DEV_FB_USED"] - 1
 
 
 def test_xid_fails_the_rank_which_is_restarted(engine) -> None:
@@ -197,17 +125,17 @@ def test_xid_fails_the_rank_which_is_restarted(engine) -> None:
     # The Xid fires at rank-1's next step, which only a request makes: set it first, so the request that follows
     # is in flight when the rank fails however fast the machine decodes.
     DeviceControl(engine.tmp / "ctl", "rank-1").set(xid=79)
-    response = _complete(engine, max_tokens=60)
+    response = complete(engine, max_tokens=60)
     assert response.status_code == 200
     assert response.json()["usage"]["completion_tokens"] == 60  # the request survived the restart
     new = engine.handle.rank_pids()
     assert new["rank-1"] != old["rank-1"] and not psutil.pid_exists(old["rank-1"])
-    m = _metrics(engine, "rank-1")
+    m = metrics(engine, "rank-1")
     assert m["chaosbench_rank_restarts_total"] == 1 and m["DCGM_FI_DEV_XID_ERRORS"] == 79
     lines = [json.loads(ln) for ln in (engine.tmp / "run" / "logs" / "engine.jsonl").read_text().splitlines()]
     xid = [ln for ln in lines if ln["message"].startswith("NVRM: Xid (PCI:0000:02:00): 79")]
     assert xid and xid[0]["component"] == "rank-1" and xid[0]["level"] == "error"
-    assert _complete(engine).status_code == 200
+    assert complete(engine).status_code == 200
 
 
 def test_shutdown_leaves_no_processes(engine) -> None:

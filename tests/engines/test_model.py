@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
 import torch
 import torch.distributed as dist
+from rank_threads import run_ranks
 
 from harness.engines.mini.config import ModelConfig
 from harness.engines.mini.model import ModelShard, SeqSlice, StepBatch, sample
@@ -39,25 +39,16 @@ def _run_tp(tp: int) -> list[torch.Tensor]:
     store = dist.HashStore()
     shards = [ModelShard(CFG, r, tp, num_blocks=8, block_size=BLOCK) for r in range(tp)]
     out: dict[int, list[torch.Tensor]] = {}
-    errors: list[BaseException] = []
 
     def run(rank: int) -> None:
-        try:
-            pg = dist.ProcessGroupGloo(dist.PrefixStore(f"tp{tp}", store), rank, tp, timedelta(seconds=30))
+        pg = dist.ProcessGroupGloo(dist.PrefixStore(f"tp{tp}", store), rank, tp, timedelta(seconds=30))
 
-            def all_reduce(t: torch.Tensor) -> None:
-                pg.allreduce([t]).wait()
+        def all_reduce(t: torch.Tensor) -> None:
+            pg.allreduce([t]).wait()
 
-            out[rank] = [shards[rank].forward(b, all_reduce, _no_throttle) for b in (_prefill(), _decode())]
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
-            errors.append(exc)
+        out[rank] = [shards[rank].forward(b, all_reduce, _no_throttle) for b in (_prefill(), _decode())]
 
-    threads = [threading.Thread(target=run, args=(r,)) for r in range(tp)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
+    run_ranks(tp, run)
     assert all(o is None for r in range(1, tp) for o in out[r]), "only rank 0 returns logits"
     return out[0]
 
@@ -101,3 +92,23 @@ def test_sampling_is_greedy_at_zero_and_seeded_otherwise() -> None:
     assert sample(logits, seqs, [6, 3]) == first  # same seed and position: same token
     draws = {sample(logits, seqs, [6, p])[1] for p in range(3, 40)}
     assert len(draws) > 5  # the position feeds the sampler's seed
+
+
+def test_forward_matches_values_recorded_before_pipeline_stages() -> None:
+    """The tensor-parallel-only forward is unchanged by pipeline support: logits recorded with the model of
+    a1c7614 (before stages existed) on this file's CFG and batches."""
+    noop = lambda t: None
+    shard = ModelShard(CFG, 0, 1, num_blocks=8, block_size=BLOCK)
+    prefill = shard.forward(_prefill(), noop, _no_throttle)
+    decode = shard.forward(_decode(), noop, _no_throttle)
+    recorded = {
+        "prefill": ([[-0.07322251796722412, -0.06260117888450623, -0.16809381544589996],
+                     [-0.2614710330963135, 0.44509103894233704, 0.1849437654018402]], [194, 240], -2.4346554279327393),
+        "decode": ([[-0.1638406217098236, -0.21365268528461456, -0.14510858058929443],
+                    [-0.27354151010513306, 0.26450279355049133, -0.6366350650787354]], [68, 38], -11.888110160827637),
+    }
+    for got, (head, argmax, total) in zip((prefill, decode), recorded.values(), strict=True):
+        torch.testing.assert_close(got[:, :3], torch.tensor(head), rtol=1e-5, atol=1e-6)
+        assert torch.argmax(got, -1).tolist() == argmax
+        assert abs(float(got.sum()) - total) < 1e-3
+    assert sample(prefill, _prefill().seqs, [6, 3]) == [194, 5]

@@ -73,3 +73,42 @@ def test_default_window_keeps_role_ranges_only(tmp_path: Path) -> None:
         names[ops] = {e["name"] for e in events if e.get("ph") == "X"}
     assert "attention" in names[False] and not any(n.startswith("aten::") for n in names[False])
     assert {"attention", "aten::mm"} <= names[True]
+
+
+def _events_with_threads() -> list[dict]:
+    return [_x("engine.step", 100, 50), _x("pp.recv", 101, 5), _x("model.forward", 106, 30), _x("allreduce", 110, 2),
+            _x("gloo:all_reduce", 110, 2, tid=2), _x("pp.send", 137, 1), _x("gloo:send", 137, 1),
+            _x("pp.send.wait", 140, 3), _x("sampler", 144, 1),
+            {"ph": "M", "name": "process_name", "pid": 42, "tid": 0, "args": {"name": "python"}},
+            {"ph": "M", "name": "process_labels", "pid": 42, "tid": 0, "args": {"labels": "CPU"}},
+            {"ph": "M", "name": "thread_name", "pid": 42, "tid": 1, "args": {"name": "thread 1 (python)"}},
+            {"ph": "M", "name": "thread_name", "pid": 42, "tid": 2, "args": {"name": "thread 2 (pt_gloo_runloop)"}}]
+
+
+def test_tensor_parallel_only_traces_get_no_layout_names() -> None:
+    out = profiling.annotate(_events_with_threads(), "rank-1", [3])
+    assert not any("role" in (e.get("args") or {}) for e in out)
+    threads = sorted(e["args"]["name"] for e in out if e["name"] == "thread_name")
+    assert threads == ["thread 1 (python)", "thread 2 (pt_gloo_runloop)"]
+    assert [e["args"] for e in out if e["name"] == "process_labels"] == [{"labels": "CPU"}]
+
+
+def test_placed_traces_name_replica_stage_tp_and_roles(tmp_path: Path) -> None:
+    where = profiling.place("2x2x2", replica=1, stage=0, tp_index=1)
+    out = profiling.annotate(_events_with_threads(), "rank-5", [3], where)
+    roles = {e["name"]: e["args"]["role"] for e in out if e["ph"] == "X"}
+    assert roles == {"engine.step": "step", "pp.recv": "pp-comm", "model.forward": "compute", "allreduce": "tp-comm",
+                     "gloo:all_reduce": "tp-comm", "pp.send": "pp-comm", "gloo:send": "pp-comm",
+                     "pp.send.wait": "pp-comm", "sampler": "compute"}
+    assert all(e["args"]["step"] == 3 for e in out if e["ph"] == "X")
+    threads = sorted(e["args"]["name"] for e in out if e["name"] == "thread_name")
+    assert threads == ["compute: thread 1 (python)", "tp-comm: thread 2 (pt_gloo_runloop)"]
+    assert [e["args"] for e in out if e["name"] == "process_name"] == [{"name": "rank-5"}]
+    assert [e["args"] for e in out if e["name"] == "process_labels"] == [{"labels": "replica-1,replica-1.stage-0,tp-1"}]
+    path = tmp_path / "rank-5.json.gz"
+    profiling.merge_window(path, "rank-5", out, (1.0, 2.0), where)
+    with gzip.open(path, "rt") as fh:
+        head = json.load(fh)["chaosbench"]
+    assert (head["rank"], head["layout"], head["replica"], head["stage"], head["tp_index"]) == ("rank-5", "2x2x2", 1, 0,
+                                                                                                1)
+    assert profiling.role_of("dp.all_gather") == "dp-comm" and set(profiling.ROLES) >= set(roles.values())

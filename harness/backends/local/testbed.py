@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from harness.backends.base import DeviceControl, NodeInfo, RankInfo, Testbed
+from harness.backends.base import DeviceControl, NodeInfo, RankInfo, Testbed, layout_rank
 from harness.backends.local import preflight
 from harness.backends.local.ansible import run_playbook
 from harness.backends.local.cleanup import Leftovers, cleanup, testbed_pids
@@ -331,8 +331,8 @@ def deploy_local(scenario: Scenario, run_dir: Path, *, engine_deploy: EngineDepl
         except Exception as exc:
             raise PreflightFailed(f"engine {dep.engine!r} failed to start: {type(exc).__name__}: {exc}") from exc
         tb.handle, tb.api_url = handle, handle.api_url
-        tb.ranks = {r: RankInfo(name=r, index=int(r.split("-")[1]), node=dep.topology.rank_node(int(r.split("-")[1])),
-                                pid=pid) for r, pid in handle.rank_pids().items()}
+        tb.ranks = {r: layout_rank(dep.topology, int(r.split("-")[1]), pid=pid)
+                    for r, pid in handle.rank_pids().items()}
         tb.register_targets(list(handle.metrics_targets))
         _wait_targets(tb.prometheus_url, {c for c, _ in handle.metrics_targets} | {"host"})
     except BaseException:

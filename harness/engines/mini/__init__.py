@@ -1,5 +1,11 @@
 """The ``mini`` engine: a small tensor-parallel transformer served behind Ray Serve.
 
+Layouts: ``data_parallel`` replicas x ``pipeline_parallel`` stages x ``tensor_parallel`` ranks (layout.py; at
+most 8 ranks locally). Each replica is one Serve replica with its own engine core and rank block; global rank
+``r = (d * pp + p) * tp + t``. With data_parallel > 1 ``metrics_targets`` names each replica's engine exporter
+``replica-<d>`` instead of ``ingress``; every rank's series carry ``replica``/``stage`` labels and its traces
+its place (profiling.py) whenever data_parallel or pipeline_parallel exceeds 1.
+
 ``deploy(...)`` starts it on a running Ray cluster whose nodes carry the custom resources
 ``node-0``, ``node-1``, ... (``ray start --resources '{"node-0": 1000}'``); rank r goes to
 ``topology.rank_node(r)``, the Serve ingress and the engine core to node-0. Ray workers must be
@@ -25,6 +31,7 @@ What it gives the rest of the testbed:
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +87,7 @@ def deploy(ray_address: str, scenario: Any, run_dir: Path, *, trace_dir: Path, c
     from ray import serve
 
     from harness.engines.mini.config import engine_config
+    from harness.engines.mini.core import replicas_dir
     from harness.engines.mini.server import MiniServer
 
     overrides: dict[str, Any] = {"metrics_port": metrics_port, "trace_ops": trace_ops}
@@ -96,12 +104,30 @@ def deploy(ray_address: str, scenario: Any, run_dir: Path, *, trace_dir: Path, c
     Path(control_dir).mkdir(parents=True, exist_ok=True)
     location = "EveryNode" if http_host == "0.0.0.0" else "HeadOnly"
     serve.start(proxy_location=location, http_options={"host": http_host, "port": http_port})
-    handle = serve.run(MiniServer.bind(cfg), name=APP_NAME, route_prefix="/")
-    targets = [tuple(t) for t in handle.metrics_targets.remote().result(timeout_s=60)]
+    if cfg.data_parallel > 1:
+        shutil.rmtree(replicas_dir(cfg.run_dir), ignore_errors=True)  # a previous deploy's replicas
+        app = MiniServer.options(num_replicas=cfg.data_parallel).bind(cfg)
+    else:
+        app = MiniServer.bind(cfg)
+    handle = serve.run(app, name=APP_NAME, route_prefix="/")
+    targets = _targets(handle, cfg.data_parallel)
     host = node_ips.get("node-0", "127.0.0.1") if http_host == "0.0.0.0" else http_host
     api_url = f"http://{host}:{http_port}"
     _wait_healthy(api_url)
     return EngineHandle(api_url=api_url, metrics_targets=targets, _handle=handle, _owns_ray=owns_ray)
+
+
+def _targets(handle: Any, replicas: int, timeout_s: float = 60.0) -> list[tuple[str, str]]:
+    """The exporters; with replicas, wait until every replica has published its own (``replica-<d>``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        targets = [tuple(t) for t in handle.metrics_targets.remote().result(timeout_s=60)]
+        if replicas == 1 or sum(c.startswith("replica-") for c, _ in targets) == replicas:
+            return targets  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise PreflightFailed(f"only {sum(c.startswith('replica-') for c, _ in targets)} of {replicas} mini "
+                                  f"replicas published their exporters after {timeout_s:.0f}s")
+        time.sleep(0.5)
 
 
 def _check_resources(nodes: int, resources: dict[str, float]) -> None:

@@ -200,8 +200,10 @@ class GpuModel:
 
 class DeviceLayer:
     def __init__(self, rank: str, index: int, control_dir: str, num_blocks: int, *,
-                 handled_xid_seq: int = 0, xid_count: int = 0, last_xid: int = 0, seed: int | None = None):
+                 handled_xid_seq: int = 0, xid_count: int = 0, last_xid: int = 0, seed: int | None = None,
+                 labels: dict[str, str] | None = None):
         self.rank, self.index, self.num_blocks = rank, index, num_blocks
+        self.labels = dict(labels or {})  # extra labels on every sample (the rank's replica and stage)
         self.path = Path(control_dir) / f"{rank}.json" if control_dir else None
         self.state = DeviceState()
         self.model = GpuModel(seed=seed)
@@ -307,8 +309,9 @@ class DeviceLayer:
             "DCGM_FI_DEV_GPU_UTIL": ("GPU utilization (in %).", r.util_pct),
             "DCGM_FI_DEV_CLOCKS_EVENT_REASONS": ("Current clock event reasons (bitmask).", r.reasons),
         }
-        labels = ["gpu", "rank", "UUID", "modelName", "emulated"]
-        label_values = [str(self.index), self.rank, f"GPU-mini-{self.index}", self.model.spec.model_name, "true"]
+        labels = ["gpu", "rank", "UUID", "modelName", "emulated", *self.labels]
+        label_values = [str(self.index), self.rank, f"GPU-mini-{self.index}", self.model.spec.model_name, "true",
+                        *self.labels.values()]
         for name, (doc, value) in values.items():
             fam = GaugeMetricFamily(name, doc + " [emulated]", labels=labels)
             fam.add_metric(label_values, float(value))

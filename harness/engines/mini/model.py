@@ -4,13 +4,17 @@ Every rank builds the full weights from the same seed and keeps its slice: colum
 q/k/v and gate/up projections, row-parallel output and down projections, so each layer
 needs one all-reduce after attention and one after the MLP. Embedding, final norm and LM
 head are replicated; only rank 0 computes logits.
+
+With pipeline stages a shard holds only its stage's layers (global indices, so the weights are
+those of the unsplit model): the embedding on the first stage, the final norm and LM head on the
+last; ``forward_stage`` maps the previous stage's hidden states to the next one's (or to logits).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -116,40 +120,60 @@ class LayerShard:
 
 
 class ModelShard:
-    """Rank ``rank`` of ``tp``: weights slice plus this rank's paged KV cache."""
+    """Rank ``rank`` of ``tp`` in pipeline stage ``stage`` of ``stages``: weights slice plus its paged KV cache."""
 
-    def __init__(self, cfg: ModelConfig, rank: int, tp: int, num_blocks: int, block_size: int):
+    def __init__(self, cfg: ModelConfig, rank: int, tp: int, num_blocks: int, block_size: int, *, stage: int = 0,
+                 stages: int = 1):
         if cfg.heads % tp:
             raise ValueError(f"heads {cfg.heads} not divisible by tp {tp}")
+        if cfg.layers % stages or not 0 <= stage < stages:
+            raise ValueError(f"layers {cfg.layers} cannot make stage {stage} of {stages}")
         self.cfg, self.rank, self.tp, self.block_size = cfg, rank, tp, block_size
-        self.embed = _weight(cfg.seed, "embed", (cfg.vocab, cfg.hidden), std=1.0)
-        self.final_norm = torch.ones(cfg.hidden) * cfg.hidden**0.5
-        self.lm_head = _weight(cfg.seed, "lm_head", (cfg.hidden, cfg.vocab)) if rank == 0 else None
-        self.layers = [LayerShard(cfg, i, rank, tp) for i in range(cfg.layers)]
+        self.stage, self.stages = stage, stages
+        first, last = stage == 0, stage == stages - 1
+        per_stage = cfg.layers // stages
+        self.first_layer = stage * per_stage
+        self.embed = _weight(cfg.seed, "embed", (cfg.vocab, cfg.hidden), std=1.0) if first else None
+        self.final_norm = torch.ones(cfg.hidden) * cfg.hidden**0.5 if last else None
+        self.lm_head = _weight(cfg.seed, "lm_head", (cfg.hidden, cfg.vocab)) if rank == 0 and last else None
+        self.layers = [LayerShard(cfg, i, rank, tp) for i in range(self.first_layer, self.first_layer + per_stage)]
         heads = cfg.heads // tp
-        # [layers, k|v, blocks * block_size, local heads, head_dim]
-        self.kv = torch.zeros(cfg.layers, 2, num_blocks * block_size, heads, cfg.head_dim)
+        # [stage layers, k|v, blocks * block_size, local heads, head_dim]
+        self.kv = torch.zeros(per_stage, 2, num_blocks * block_size, heads, cfg.head_dim)
         half = cfg.head_dim // 2
         angles = torch.arange(cfg.max_seq_len, dtype=torch.float32)[:, None] * (
             10000.0 ** (-torch.arange(half, dtype=torch.float32) / half))[None, :]
         self.cos, self.sin = angles.cos(), angles.sin()
 
     def weight_bytes(self) -> int:
-        tensors = [self.embed, self.final_norm] + ([self.lm_head] if self.lm_head is not None else [])
+        tensors = [t for t in (self.embed, self.final_norm, self.lm_head) if t is not None]
         for lay in self.layers:
             tensors += lay.tensors()
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    @torch.inference_mode()
+    @property
+    def last_stage(self) -> bool:
+        return self.stage == self.stages - 1
+
     def forward(self, batch: StepBatch, all_reduce: AllReduce, throttle: Throttle) -> torch.Tensor | None:
         """Run the layers; rank 0 returns the last-token logits [num_seqs, vocab], other ranks None."""
+        return self.forward_stage(batch, None, all_reduce, throttle)
+
+    @torch.inference_mode()
+    def forward_stage(self, batch: StepBatch, hidden: torch.Tensor | None, all_reduce: AllReduce,
+                      throttle: Throttle) -> torch.Tensor | None:
+        """This stage's layers on ``hidden`` [tokens, hidden] (the first stage embeds ``batch.tokens``): the
+        hidden states for the next stage, or on the last stage rank 0's last-token logits [num_seqs, vocab]
+        (None on its other ranks)."""
         with record_function("model.forward"):
             meta = _meta(batch, self.block_size, self.cos, self.sin)
-            x = self.embed[torch.tensor(batch.tokens, dtype=torch.long)]
+            x = self.embed[torch.tensor(batch.tokens, dtype=torch.long)] if hidden is None else hidden
             for i, layer in enumerate(self.layers):
-                with record_function(f"layer.{i}"):
+                with record_function(f"layer.{self.first_layer + i}"):
                     x = x + self._attention(i, layer, x, meta, all_reduce, throttle)
                     x = x + self._mlp(layer, x, all_reduce, throttle)
+            if not self.last_stage:
+                return x
             if self.lm_head is None:
                 return None
             last = torch.tensor([s.start + s.length - 1 for s in batch.seqs], dtype=torch.long)
@@ -185,6 +209,38 @@ class ModelShard:
             throttle(time.perf_counter() - t0)
             all_reduce(out)
         return out
+
+
+def split_batch(batch: StepBatch, parts: int) -> tuple[StepBatch, ...]:
+    """Cut a step into at most ``parts`` micro-batches of whole sequences, contiguous and balanced by tokens.
+
+    Attention never crosses sequences and every other op is row-wise, so the micro-batches give the
+    step's results."""
+    seqs = batch.seqs
+    parts = max(1, min(parts, len(seqs)))
+    if parts == 1:
+        return (batch,)
+    groups: list[list[SeqSlice]] = []
+    i, left = 0, len(batch.tokens)
+    for k in range(parts):
+        groups_left = parts - k
+        share = left / groups_left
+        group = [seqs[i]]
+        i += 1
+        while len(seqs) - i > groups_left - 1 and sum(s.length for s in group) + seqs[i].length / 2 <= share:
+            group.append(seqs[i])
+            i += 1
+        if k == parts - 1:
+            group += seqs[i:]
+        left -= sum(s.length for s in group)
+        groups.append(group)
+    return tuple(_sub_batch(batch, g) for g in groups)
+
+
+def _sub_batch(batch: StepBatch, seqs: list[SeqSlice]) -> StepBatch:
+    lo, hi = seqs[0].start, seqs[-1].start + seqs[-1].length
+    return StepBatch(step=batch.step, tokens=batch.tokens[lo:hi], positions=batch.positions[lo:hi],
+                     slots=batch.slots[lo:hi], seqs=tuple(replace(s, start=s.start - lo) for s in seqs))
 
 
 def sample(logits: torch.Tensor, seqs: tuple[SeqSlice, ...], positions: list[int]) -> list[int]:

@@ -5,6 +5,15 @@ the Kineto JSON is rewritten: ``ts`` become unix-epoch microseconds, the process
 ``rank-<i>``, events inside an ``engine.step`` get ``args.step``, and the window is MERGED
 into ``<trace_dir>/rank-<i>.json.gz`` (one file per rank; windows listed under
 ``chaosbench.windows``).
+
+Beyond the tensor-parallel-only layout (data or pipeline parallel, layout.py) a window's meta
+carries the rank's ``place`` and the trace names it, so that comparisons across workers match
+like with like: the header ``chaosbench`` gets layout/replica/stage/tp_index, the process gets
+``process_labels`` (``replica-<d>,replica-<d>.stage-<p>,tp-<t>``), each thread a role prefix
+(``compute: thread ...``, ``tp-comm: thread ... (pt_gloo_runloop)``) and each complete event
+``args.role``: ``step`` (engine.step), ``compute``, ``tp-comm`` (all-reduces), ``pp-comm``
+(activation send/recv: pp.recv, pp.send, pp.send.wait, gloo:send/recv) or ``dp-comm`` (``dp.*``
+ranges; inference replicas exchange nothing, so none today).
 """
 
 from __future__ import annotations
@@ -13,11 +22,41 @@ import bisect
 import gzip
 import json
 import os
+from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:  # torch is imported lazily: ``finalize`` runs in a light child process
     from torch.profiler import profile
+
+ROLES = ("step", "compute", "tp-comm", "pp-comm", "dp-comm")
+_P2P_NAMES = {"gloo:send", "gloo:recv", "c10d::send", "c10d::recv_", "c10d::recv_any_source_"}
+
+
+class Place(TypedDict):
+    """Where a rank sits: layout ``DPxPPxTP``, its replica, stage and tp index."""
+
+    layout: str
+    replica: int
+    stage: int
+    tp_index: int
+
+
+def place(layout: str, replica: int, stage: int, tp_index: int) -> Place:
+    return Place(layout=layout, replica=replica, stage=stage, tp_index=tp_index)
+
+
+def role_of(name: str) -> str:
+    """The stream or role an event belongs to, by its name (see the module docstring)."""
+    if name == "engine.step":
+        return "step"
+    if name.startswith("pp.") or name in _P2P_NAMES:
+        return "pp-comm"
+    if name.startswith("dp."):
+        return "dp-comm"
+    if "allreduce" in name or "all_reduce" in name:
+        return "tp-comm"
+    return "compute"
 
 
 def start_profiler(ops: bool = False) -> profile:
@@ -61,9 +100,10 @@ def finalize(raw_path: Path) -> Path:
     meta_path = raw_path.with_suffix(".meta.json")
     meta = json.loads(meta_path.read_text())
     raw = json.loads(raw_path.read_text())
-    events = annotate(to_epoch(raw, meta["anchor_epoch_us"]), meta["rank"], meta["steps"])
+    where = meta.get("place")
+    events = annotate(to_epoch(raw, meta["anchor_epoch_us"]), meta["rank"], meta["steps"], where)
     out = raw_path.parent / f"{meta['rank']}.json.gz"
-    merge_window(out, meta["rank"], events, (meta["window"][0], meta["window"][1]))
+    merge_window(out, meta["rank"], events, (meta["window"][0], meta["window"][1]), where)
     raw_path.unlink(missing_ok=True)
     meta_path.unlink(missing_ok=True)
     return out
@@ -91,8 +131,10 @@ def to_epoch(trace: dict[str, Any], anchor_epoch_us: float | None = None) -> lis
 ANCHOR = "chaosbench.clock_anchor"
 
 
-def annotate(events: list[dict[str, Any]], rank: str, steps: list[int]) -> list[dict[str, Any]]:
-    """Name processes ``rank``, and tag every event inside the k-th engine.step with args.step."""
+def annotate(events: list[dict[str, Any]], rank: str, steps: list[int],
+             where: Place | None = None) -> list[dict[str, Any]]:
+    """Name processes ``rank``, and tag every event inside the k-th engine.step with args.step; with a
+    ``where`` (layouts beyond tensor-parallel only), also name the rank's place and each event's role."""
     spans = sorted((e["ts"], e["ts"] + e.get("dur", 0)) for e in events
                    if e.get("name") == "engine.step" and e.get("ph") == "X")
     starts = [s for s, _ in spans]
@@ -112,14 +154,50 @@ def annotate(events: list[dict[str, Any]], rank: str, steps: list[int]) -> list[
     for pid in sorted(pids):
         out.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "ts": starts[0] if starts else 0,
                     "args": {"name": rank}})
-    return out
+    return out if where is None else name_roles(out, where)
 
 
-def merge_window(path: Path, rank: str, events: list[dict[str, Any]], window: tuple[float, float]) -> None:
+def name_roles(events: list[dict[str, Any]], where: Place) -> list[dict[str, Any]]:
+    """``args.role`` on every complete event, a role prefix on every thread name, the place as process labels."""
+    roles: dict[tuple[Any, Any], Counter[str]] = {}
+    out = []
+    for e in events:
+        if e.get("ph") == "X":
+            role = role_of(str(e.get("name", "")))
+            e = {**e, "args": {**(e.get("args") or {}), "role": role}}
+            roles.setdefault((e.get("pid"), e.get("tid")), Counter())[role] += 1
+        out.append(e)
+    labels = f"replica-{where['replica']},replica-{where['replica']}.stage-{where['stage']},tp-{where['tp_index']}"
+    named = []
+    for e in out:
+        if e.get("ph") == "M" and e.get("name") == "process_labels":
+            continue
+        if e.get("ph") == "M" and e.get("name") == "thread_name":
+            e = {**e, "args": {**e["args"], "name": f"{_thread_role(roles.get((e.get('pid'), e.get('tid'))))}: "
+                                                   f"{e['args'].get('name', '')}"}}
+        named.append(e)
+        if e.get("ph") == "M" and e.get("name") == "process_name":
+            named.append({**e, "name": "process_labels", "args": {"labels": labels}})
+    return named
+
+
+def _thread_role(counts: Counter[str] | None) -> str:
+    """The thread that runs the engine steps is ``compute``; any other takes its most frequent role."""
+    if not counts:
+        return "idle"
+    if counts["step"]:
+        return "compute"
+    return counts.most_common(1)[0][0]
+
+
+def merge_window(path: Path, rank: str, events: list[dict[str, Any]], window: tuple[float, float],
+                 where: Place | None = None) -> None:
     """Append a window's events to the rank's trace file (gzip Chrome JSON), atomically."""
     doc: dict[str, Any] = {"traceEvents": [], "displayTimeUnit": "ms",
                            "chaosbench": {"rank": rank, "ts_unit": "unix epoch microseconds",
                                           "device": "emulated", "windows": []}}
+    if where is not None:
+        doc["chaosbench"].update(where)
     if path.exists():
         with gzip.open(path, "rt") as fh:
             doc = json.load(fh)

@@ -2,6 +2,12 @@
 
 Routes: POST /v1/completions, POST /v1/chat/completions (stream true|false, SSE), GET /v1/models,
 GET /health, POST /start_profile, POST /stop_profile, GET /ranks, GET /metrics.
+
+With data-parallel replicas the deployment runs ``num_replicas = data_parallel`` (set by ``deploy``) and
+Serve's router spreads the requests. Replica d (Serve's replica rank, kept by a replacement replica) owns
+the rank block of ``replica-<d>``; its exporter is ``replica-<d>`` (metrics_port N: N for d = 0, else
+N + world_size + d). /ranks and ``metrics_targets`` list every replica's (what they published under
+``<run_dir>/engine``); /start_profile and /stop_profile act on every replica's ranks.
 """
 
 
@@ -21,7 +27,7 @@ from pydantic import ValidationError
 from ray import serve
 
 from harness.engines.mini.config import EngineConfig
-from harness.engines.mini.core import EngineCore, TokenEvent
+from harness.engines.mini.core import EngineCore, TokenEvent, published_replicas
 from harness.engines.mini.protocol import (
     ChatRequest,
     CompletionRequest,
@@ -60,6 +66,31 @@ async def _finalize(raw: str) -> tuple[bool, str]:
     return True, out.decode().strip()
 
 
+def _replica_index(cfg: EngineConfig) -> int:
+    """Which rank block this Serve replica owns: Serve's replica rank (0..num_replicas-1; a replacement takes
+    the rank of the replica it replaces)."""
+    if cfg.data_parallel == 1:
+        return 0
+    rank = serve.get_replica_context().rank
+    index = int(getattr(rank, "rank", rank))
+    if not 0 <= index < cfg.data_parallel:
+        raise RuntimeError(f"Serve replica rank {index} outside data_parallel={cfg.data_parallel}")
+    return index
+
+
+def _ingress_port(cfg: EngineConfig, replica: int) -> int:
+    if not cfg.metrics_port or replica == 0:
+        return cfg.metrics_port
+    return cfg.metrics_port + cfg.layout.world_size + replica
+
+
+def _replica_targets(replicas: list[dict]) -> list[tuple[str, str]]:
+    """``(replica-<d>, exporter)`` of every replica that has one, then every rank's exporter."""
+    targets = [(r["replica"], r["ingress"]) for r in replicas if r.get("ingress")]
+    targets += [(i["rank"], f"{i['ip']}:{i['metrics_port']}") for r in replicas for i in r["ranks"]]
+    return targets
+
+
 @serve.deployment(num_replicas=1, max_ongoing_requests=1024, health_check_period_s=5,
                   ray_actor_options={"num_cpus": 0, "resources": {"node-0": 0.001}})
 @serve.ingress(app)
@@ -67,13 +98,20 @@ class MiniServer:
     def __init__(self, cfg: EngineConfig):
         self.cfg = cfg
         self.model = cfg.model.name
-        self.core = EngineCore(cfg)
+        self.replica = _replica_index(cfg)
+        self.core = EngineCore(cfg, self.replica)
         self.core.start()
         self.ip = cfg.node_ip("node-0") or ray.util.get_node_ip_address()
-        self._metrics_server, _ = start_http_server(cfg.metrics_port, addr=cfg.node_ip("node-0") or "0.0.0.0",
+        self._metrics_server, _ = start_http_server(_ingress_port(cfg, self.replica),
+                                                    addr=cfg.node_ip("node-0") or "0.0.0.0",
                                                     registry=self.core.metrics.registry)
+        if cfg.data_parallel > 1:
+            self.core.ingress_target = f"{self.ip}:{self._metrics_server.server_port}"
+            self.core.call(self.core.publish).result(timeout=60)
 
     def metrics_targets(self) -> list[tuple[str, str]]:
+        if self.cfg.data_parallel > 1:
+            return _replica_targets(published_replicas(self.cfg.run_dir))
         targets = [("ingress", f"{self.ip}:{self._metrics_server.server_port}")]
         targets += [(i["rank"], f"{i['ip']}:{i['metrics_port']}") for i in self.core.infos]
         return targets
@@ -100,6 +138,8 @@ class MiniServer:
 
     @app.get("/ranks")
     async def ranks(self) -> list[dict]:
+        if self.cfg.data_parallel > 1:
+            return [dict(i) for rep in published_replicas(self.cfg.run_dir) for i in rep["ranks"]]
         return [dict(i) for i in self.core.infos]
 
     @app.get("/metrics")

@@ -97,6 +97,8 @@ def check_scenario(scenario: Any) -> None:
                         "there), set topology.nodes: 1")
     if topo.data_parallel != 1:
         problems.append("topology.data_parallel must be 1 for the local vllm engine")
+    if topo.pipeline_parallel != 1:
+        problems.append("topology.pipeline_parallel must be 1 for the local vllm engine")
     if problems:
         raise PreflightFailed("; ".join(problems))
 
