@@ -2,7 +2,8 @@
 
 A campaign file (``kind: Campaign``) names a base scenario (deployment, workload, telemetry, traces, steady
 state), a seed, a case count and what to draw per case: clean or which fault (weighted mix), the target (any
-rank or node the fault's catalog entry allows on the drawn topology), the parameters (from the ranges each fault
+rank, node, replica or stage the fault's spec allows on the drawn topology: replicas and stages only where it has
+more than one replica or stage, a kind first, then a target of that kind), the parameters (from the ranges each fault
 declares in ``harness.faults.catalog.SAMPLING``), onset and duration, load level and arrival process, the
 topology variant, and optionally a second fault overlapping the first on another component (compound cases).
 
@@ -11,7 +12,7 @@ changing earlier cases. Three independent sources:
 - clean or which fault, and the fault's topology and target: a golden-ratio (Weyl) sequence
   ``u_i = frac(u0 + i * 0.618...)`` with ``u0`` drawn from the seed; ``u_i < clean_fraction`` is clean, the rest
   of [0, 1) is split by the fault weights, and the position inside a fault's share picks the topology variant,
-  then the target. Any run of consecutive indices holds the clean fraction, the mix and each fault's spread
+  then the target kind (where a layout offers several), then the target. Any run of consecutive indices holds the clean fraction, the mix and each fault's spread
   over its targets to within a case or two, not only on average.
 - the rest of the answer (parameters, a clean case's topology, the compound second fault):
   ``numpy.random.default_rng([seed, i])``.
@@ -44,6 +45,7 @@ from pydantic import Field, model_validator
 
 from harness.errors import InputInvalid, ScenarioInvalid
 from harness.faults.catalog import CATALOG, FAULTS, SAMPLING
+from harness.faults.spec import FaultSpec, TargetKind
 from harness.registry import did_you_mean
 from harness.rundir import read_labels_file
 from harness.scenario import (
@@ -51,6 +53,8 @@ from harness.scenario import (
     Scenario,
     Strict,
     Suite,
+    Target,
+    TopologySpec,
     Verify,
     _read_yaml,
     deep_merge,
@@ -98,19 +102,53 @@ class CampaignWorkload(Strict):
 
 
 class TopologyVariant(Strict):
-    name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]*$", description="default: n<nodes>-tp<tp>")
+    name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]*$",
+                             description="default: n<nodes>-tp<tp>, or n<nodes>-dp<dp>-pp<pp>-tp<tp>")
     nodes: between(int, 1, 64, "emulated nodes (local) or GPU nodes (k8s)")
-    tensor_parallel: between(int, 1, 64, "ranks per model replica")
+    tensor_parallel: between(int, 1, 64, "ranks per pipeline stage (tensor-parallel group)")
+    pipeline_parallel: between(int, 1, 64, "pipeline stages per replica") = 1
+    data_parallel: between(int, 1, 16, "model replicas") = 1
 
     @property
     def label(self) -> str:
-        return self.name or f"n{self.nodes}-tp{self.tensor_parallel}"
+        if self.name:
+            return self.name
+        if self.single_group:
+            return f"n{self.nodes}-tp{self.tensor_parallel}"
+        return f"n{self.nodes}-dp{self.data_parallel}-pp{self.pipeline_parallel}-tp{self.tensor_parallel}"
+
+    @property
+    def single_group(self) -> bool:
+        return self.data_parallel == 1 and self.pipeline_parallel == 1
+
+    def topology(self) -> TopologySpec:
+        return TopologySpec(nodes=self.nodes, tensor_parallel=self.tensor_parallel,
+                            pipeline_parallel=self.pipeline_parallel, data_parallel=self.data_parallel)
+
+    def target_kinds(self, spec: FaultSpec) -> list[TargetKind]:
+        """The kinds a campaign draws for the fault here: on one replica of one stage its primary kind only (the
+        draws of that layout predate replicas and stages); otherwise every kind it allows that names a part
+        smaller than the whole: replicas when data_parallel > 1, stages when pipeline_parallel > 1."""
+        if self.single_group:
+            return [spec.target]
+        return [k for k in spec.target_kinds
+                if (k != "replica" or self.data_parallel > 1) and (k != "stage" or self.pipeline_parallel > 1)]
 
     def targets(self, kind: str) -> list[dict[str, Any]]:
-        """Every target a fault of this kind may hit on this topology (data_parallel is 1: ranks = tp)."""
+        """Every target of this kind on this topology, as harness.scenario.Target takes it."""
+        topo = self.topology()
         if kind == "rank":
-            return [{"rank": r} for r in range(self.tensor_parallel)]
-        return [{"node": f"node-{i}"} for i in range(self.nodes)]
+            return [{"rank": r} for r in range(topo.world_size)]
+        if kind == "replica":
+            return [{"replica": d} for d in range(self.data_parallel)]
+        if kind == "stage":
+            return [{"replica": d, "stage": p} for d in range(self.data_parallel)
+                    for p in range(self.pipeline_parallel)]
+        return [{"node": n} for n in topo.node_names()]
+
+    def ranks(self, target: dict[str, Any]) -> set[int]:
+        """The ranks a rank, replica or stage target holds (empty for a node)."""
+        return set() if "node" in target else set(self.topology().ranks_of(target_component(target)))
 
 
 class CampaignSpec(Strict):
@@ -163,14 +201,14 @@ class Campaign(Strict):
 @dataclass(frozen=True)
 class FaultDraw:
     id: str
-    target: dict[str, Any]  # as harness.scenario.Target takes it: {"rank": 2} or {"node": "node-1"}
+    target: dict[str, Any]  # as harness.scenario.Target takes it: {"rank": 2}, {"node": "node-1"}, {"replica": 1}
     params: dict[str, Any]
     start: float  # seconds after load start
     duration: float
 
     @property
     def component(self) -> str:
-        return self.target["node"] if "node" in self.target else f"rank-{self.target['rank']}"
+        return target_component(self.target)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "target": dict(self.target), "params": dict(self.params), "start": self.start,
@@ -187,7 +225,7 @@ class PlannedCase:
     topology: str
     workload: dict[str, Any] = field(default_factory=dict)
     intensity: float | None = None  # the primary fault's, 0..1; None for clean
-    target_kind: Literal["rank", "node"] | None = None
+    target_kind: TargetKind | None = None
 
     def to_json(self) -> dict[str, Any]:
         # case_id stays None: ids are random and assigned at run time, so the public seed cannot map ids to answers
@@ -195,6 +233,11 @@ class PlannedCase:
                 "faults": [f.to_json() for f in self.faults], "topology": self.topology,
                 "workload": dict(self.workload), "onset": self.onset, "duration": self.duration,
                 "intensity": self.intensity, "target_kind": self.target_kind}
+
+
+def target_component(target: dict[str, Any]) -> str:
+    """The component a target dict names: node-1, rank-2, replica-1, replica-1.stage-0."""
+    return Target.model_validate(target).component
 
 
 def split_of(seed: int, index: int, dev_share: float) -> Literal["dev", "test"]:
@@ -264,8 +307,8 @@ def draw(campaign: Campaign, index: int, salt: int | None = None) -> PlannedCase
     # the fault, then topology and target from the position inside the fault's share: every fault is spread
     # evenly over the topologies and over its targets on each, for any run of consecutive indices
     first_id, v = _pick_weighted(mix, (u - spec.clean_fraction) / (1 - spec.clean_fraction))
-    kind = FAULTS[first_id].target
     variant, v = _pick(list(spec.topologies), v)
+    kind, v = _pick(variant.target_kinds(FAULTS[first_id]), v)  # one kind: v unchanged
     target, _ = _pick(variant.targets(kind), v)
     params = _draw_params(first_id, answer)
     faults = [FaultDraw(first_id, target, params, onset, duration)]
@@ -274,7 +317,10 @@ def draw(campaign: Campaign, index: int, salt: int | None = None) -> PlannedCase
         others = [(fid, wt) for fid, wt in mix if fid != first_id]
         if others:
             second_id, _ = _pick_weighted(others, float(answer.random()))
-            options = [t for t in variant.targets(FAULTS[second_id].target) if t != target]
+            kinds = variant.target_kinds(FAULTS[second_id])
+            second_kind = kinds[int(answer.integers(len(kinds)))] if len(kinds) > 1 else kinds[0]
+            taken = variant.ranks(target)  # another component: no rank of the first fault's target
+            options = [t for t in variant.targets(second_kind) if t != target and not variant.ranks(t) & taken]
             if options:
                 second_target = options[int(answer.integers(len(options)))]
                 start = round(onset + second_offset * duration, 1)
@@ -309,7 +355,8 @@ def _case_document(campaign: Campaign, case: PlannedCase, base_doc: dict[str, An
     over = {
         "spec": {
             "deployment": {"topology": {"nodes": variant.nodes, "tensor_parallel": variant.tensor_parallel,
-                                        "data_parallel": 1}},
+                                        "pipeline_parallel": variant.pipeline_parallel,
+                                        "data_parallel": variant.data_parallel}},
             "workload": workload,
             "nominal_inject": format_duration(case.onset),
             "nominal_duration": format_duration(case.duration),
@@ -350,7 +397,8 @@ def deployment_key(scenario: Scenario) -> str:
                       sort_keys=True)
     t = dep.topology
     digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
-    return f"{dep.backend}-{dep.engine}-n{t.nodes}-tp{t.tensor_parallel}-dp{t.data_parallel}-{digest}"
+    pp = f"-pp{t.pipeline_parallel}" if t.pipeline_parallel > 1 else ""
+    return f"{dep.backend}-{dep.engine}-n{t.nodes}-tp{t.tensor_parallel}{pp}-dp{t.data_parallel}-{digest}"
 
 
 # ----------------------------------------------------------------------------- loading
@@ -379,8 +427,9 @@ def _problems(campaign: Campaign, source: str, base_doc: dict[str, Any]) -> list
     out += [f"{source}: spec.topologies[{i}]: variant name {n!r} repeats" for i, n in enumerate(names)
             if n in names[:i]]
     for i, t in enumerate(spec.topologies):
-        if t.nodes > t.tensor_parallel:
-            out.append(f"{source}: spec.topologies[{i}]: {t.nodes} nodes for {t.tensor_parallel} ranks "
+        world = t.data_parallel * t.pipeline_parallel * t.tensor_parallel
+        if t.nodes > world:
+            out.append(f"{source}: spec.topologies[{i}]: {t.nodes} nodes for {world} ranks "
                        f"(every node must hold a rank)")
     if out:
         return out
@@ -407,9 +456,9 @@ def _problems(campaign: Campaign, source: str, base_doc: dict[str, Any]) -> list
     for t in spec.topologies:
         for fid, _ in spec.mix():
             s = SAMPLING[fid]
-            for u in (0.0, 1.0):
+            for kind, u in ((kind, u) for kind in t.target_kinds(FAULTS[fid]) for u in (0.0, 1.0)):
                 params = {k: r.value(u) for k, r in s.ranges.items()} | {k: v[0] for k, v in s.choices.items()}
-                step = FaultDraw(fid, t.targets(FAULTS[fid].target)[-1], params, onset, length)
+                step = FaultDraw(fid, t.targets(kind)[-1], params, onset, length)
                 _, problems = _probe(campaign, PlannedCase(0, "dev", (step,), onset, length, t.label), base_doc,
                                      source, f"spec.faults.{fid}")
                 out += [p for p in problems if p not in out]
@@ -469,9 +518,7 @@ def intensity_bin(value: float | None) -> str:
 
 
 def _component(target: dict[str, Any] | None) -> str:
-    if not target:
-        return "none"
-    return str(target["node"]) if target.get("node") is not None else f"rank-{target.get('rank')}"
+    return target_component(target) if target else "none"
 
 
 def _chaosbench_version() -> str | None:

@@ -16,15 +16,14 @@ from harness.rundir import CaseJob, new_case_id
 
 def _topology_name(scenario: Any) -> str:
     t = scenario.spec.deployment.topology
-    return f"{t.nodes}n-dp{t.data_parallel}-tp{t.tensor_parallel}"
+    pp = f"-pp{t.pipeline_parallel}" if t.pipeline_parallel > 1 else ""
+    return f"{t.nodes}n-dp{t.data_parallel}{pp}-tp{t.tensor_parallel}"
 
 
 def _scenario_draw(scenario: Any) -> dict[str, Any]:
-    from harness.faults.catalog import get_fault
-
     faults = [{"id": f.id, "target": f.target.model_dump(exclude_none=True), "params": f.params.model_dump(),
                "start": f.start, "duration": f.duration} for f in scenario.spec.faults]
-    kind = get_fault(faults[0]["id"]).target if faults else None
+    kind = scenario.spec.faults[0].target.kind if faults else None
     workload = scenario.spec.workload.model_dump(include={"users", "qps", "arrival", "duration"})
     return {"split": None, "faults": faults, "topology": _topology_name(scenario), "workload": workload,
             "intensity": None, "target_kind": kind}

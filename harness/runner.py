@@ -71,8 +71,8 @@ def topology_of(scenario: Scenario, testbed: Testbed) -> Topology:
     return Topology(backend=scenario.spec.deployment.backend, engine=engine,
                     nodes=tuple(topo.node_names()), ranks=tuple(ranks),
                     rank_node={r: topo.rank_node(i) for i, r in enumerate(ranks)},
-                    components=("ingress", *topo.node_names(), *ranks),
-                    emulated_device=engine == "mini")
+                    components=("ingress", *topo.component_names()),
+                    emulated_device=engine == "mini", layout=topo.grid.record())
 
 
 def _gate_and_faults(scenario: Scenario, testbed: Testbed, writer: CaseWriter,
@@ -124,7 +124,10 @@ def _ensure_ground_truth(writer: CaseWriter, scenario: Scenario, t0: float | Non
             step = scenario.spec.faults[0]
             spec = get_fault(step.id)
             gt["fault_id"], gt["fault_class"] = spec.id, spec.fault_class
-            gt["component"], gt["node"], gt["rank"] = step.target.component, step.target.node, step.target.rank
+            topo, target = scenario.spec.deployment.topology, step.target
+            gt["component"], gt["node"], gt["rank"] = target.component, topo.node_of(target.component), target.rank
+            if target.kind in ("replica", "stage"):
+                gt["ranks"] = topo.ranks_of(target.component)
         writer.write_ground_truth(gt)
     if not (writer.path / "inject_time.txt").exists() and t0 is not None:
         first = scenario.spec.faults[0].start if scenario.spec.faults else scenario.spec.nominal_inject

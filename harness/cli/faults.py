@@ -31,6 +31,7 @@ def catalog_records() -> list[dict]:
                 "version": spec.version,
                 "description": spec.description,
                 "target": spec.target,
+                "targets": list(spec.target_kinds),
                 "params": params,
                 "cluster_mechanism": spec.cluster_mechanism,
                 "local_mechanism": spec.local_mechanism,
@@ -54,17 +55,17 @@ def _param_text(params: dict) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("faults")
     def faults(as_json: bool = typer.Option(False, "--json", help="Machine-readable catalog.")) -> None:
-        """The faults (shipped and plugins): class, target, parameters, mechanisms, real|emulated, verify signal."""
+        """The faults (shipped and plugins): class, targets, parameters, mechanisms, real|emulated, verify signal."""
         records = catalog_records()
         if as_json:
             typer.echo(json.dumps(records, indent=2))
             return
         table = Table(title="chaosbench fault catalog", show_lines=True)
-        for col in ("id", "class", "target", "params (default \\[bounds])", "local mechanism", "local", "verify signal"):
+        for col in ("id", "class", "targets", "params (default \\[bounds])", "local mechanism", "local", "verify signal"):
             table.add_column(col, overflow="fold")
         for r in records:
             table.add_row(
-                r["id"], r["class"], r["target"], _param_text(r["params"]), r["local_mechanism"], r["local"],
-                r["verify_signal"],
+                r["id"], r["class"], "\n".join(r["targets"]), _param_text(r["params"]), r["local_mechanism"],
+                r["local"], r["verify_signal"],
             )
         Console(width=200).print(table)

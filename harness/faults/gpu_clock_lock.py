@@ -30,6 +30,7 @@ SPEC = FaultSpec(
     fault_class="GPU",
     description="The GPU's SM clock is locked low: every kernel on that GPU is slower, power is not the cause.",
     target="rank",
+    targets=("rank", "stage", "replica"),  # a stage or replica: each of its ranks
     params=GpuClockLockParams,
     cluster_mechanism="nvidia-smi -i N -lgc <mhz>,<mhz>",
     local_mechanism="device layer locks the rank's SM clock whatever the load: its kernels slow down by max/locked",

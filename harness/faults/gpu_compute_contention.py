@@ -36,6 +36,7 @@ SPEC = FaultSpec(
     fault_class="GPU",
     description="Another workload shares the GPU's compute: the rank's kernels wait and stretch.",
     target="rank",
+    targets=("rank", "stage", "replica"),  # a stage or replica: each of its ranks
     params=GpuComputeContentionParams,
     cluster_mechanism="dcgmproftester -t 1004 or a GEMM hog pod on the target GPU",
     local_mechanism="a real GEMM hog process pinned to the rank's CPU core(s)",

@@ -35,6 +35,7 @@ SPEC = FaultSpec(
     fault_class="GPU",
     description="A helper takes most of the GPU's memory: fewer KV-cache blocks, preemptions, slow allocations.",
     target="rank",
+    targets=("rank", "stage", "replica"),  # a stage or replica: each of its ranks
     params=GpuMemoryPressureParams,
     cluster_mechanism="helper process taking params.fraction of the memory the engine left free (vLLM runs with "
     "gpu_memory_utilization 0.5 under this fault), fixed or growing, on the target GPU",

@@ -33,6 +33,7 @@ SPEC = FaultSpec(
     fault_class="GPU",
     description="The GPU's power limit is lowered: clocks drop under load and every kernel on that GPU runs slower.",
     target="rank",
+    targets=("rank", "stage", "replica"),  # a stage or replica: each of its ranks
     params=GpuPowerCapParams,
     cluster_mechanism="nvidia-smi -i <GPU UUID> -pl <watts, clamped to the board's power.min_limit..max_limit> "
     "from the privileged fault agent",

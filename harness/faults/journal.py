@@ -137,8 +137,9 @@ def _recover(handle: dict[str, Any]) -> None:
         import_ref(replay_ref)(handle)
         return
     from harness.faults.base import injector
+    from harness.faults.targets import fan_out
 
-    injector(handle["fault_id"]).recover(handle)
+    fan_out(injector(handle["fault_id"])).recover(handle)
 
 
 def replay(files: Iterable[Path], *, include_live: bool = False) -> int:

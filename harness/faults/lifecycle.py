@@ -29,6 +29,7 @@ from harness import signals
 from harness.backends.base import Testbed
 from harness.case import CaseStatus, CaseWriter, GroundTruth, atomic_write_json
 from harness.errors import ChaosbenchError, FaultNotVerified
+from harness.faults import targets
 from harness.faults.base import Evidence, Handle, Injector
 from harness.faults.catalog import FaultSpec, get_fault
 from harness.faults.journal import Journal
@@ -72,16 +73,23 @@ def make_key(writer: CaseWriter, index: int, fault_id: str) -> str:
 
 def ground_truth(testbed: Testbed, step: FaultStep, spec: FaultSpec, start: float | None, end: float | None,
                  verified: bool) -> GroundTruth:
-    rank = step.target.rank
-    node = step.target.node if rank is None else testbed.ranks[f"rank-{rank}"].node
+    """The step's target as the testbed placed it: a rank's node, or for a replica or a stage its ranks (global
+    numbering) and the node that holds them all (None when they span nodes)."""
     from harness.backends import backend
 
-    local = backend(testbed.backend).fault_site == "local"
-    return GroundTruth(
-        fault_id=spec.id, fault_class=spec.fault_class, component=step.target.component, node=node, rank=rank,
-        start=start, end=end, mechanism=spec.local_mechanism if local else spec.cluster_mechanism,
+    target, local = step.target, backend(testbed.backend).fault_site == "local"
+    truth = GroundTruth(
+        fault_id=spec.id, fault_class=spec.fault_class, component=target.component, node=target.node,
+        rank=target.rank, start=start, end=end, mechanism=spec.local_mechanism if local else spec.cluster_mechanism,
         realism=spec.local_realism if local else "real", verified=verified,
     )
+    if target.node is None:
+        hit = targets.ranks(testbed, step)
+        nodes = {r.node for r in hit}
+        truth["node"] = nodes.pop() if len(nodes) == 1 else None
+        if target.rank is None:
+            truth["ranks"] = [r.index for r in hit]
+    return truth
 
 
 def _poll_verify(mod: Injector, handle: Handle, testbed: Testbed, timeout: float) -> tuple[Evidence | None, str]:

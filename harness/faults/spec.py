@@ -16,7 +16,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 FaultClass = Literal["GPU", "NCCL", "CPU", "memory", "network"]
-TargetKind = Literal["node", "rank"]
+# What a fault step may target (harness.scenario.Target): a node, a rank (one GPU), a replica (every rank of one
+# data-parallel replica) or a stage (every rank of one pipeline stage of one replica).
+TargetKind = Literal["node", "rank", "replica", "stage"]
 Realism = Literal["real", "emulated"]
 Signal = Literal["traces", "metrics", "logs"]
 # What a local mechanism needs from the engine beyond processes: its emulated device layer (control file), or a
@@ -75,7 +77,7 @@ class FaultSpec:
     id: str
     fault_class: FaultClass
     description: str
-    target: TargetKind
+    target: TargetKind  # the primary kind: what the fault hits on a single tensor-parallel group
     params: type[Params]
     cluster_mechanism: str
     local_mechanism: str
@@ -91,3 +93,14 @@ class FaultSpec:
     # engine arguments the k8s backend sets (unless the scenario does) when a scenario holds this fault
     cluster_engine_kwargs: dict[str, object] = field(default_factory=dict)
     version: int = 1
+    # every kind a step may target, the primary one first (empty: the primary only). A rank-level mechanism on a
+    # replica or a stage hits each of its ranks (harness.faults.targets.ranks)
+    targets: tuple[TargetKind, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.targets and self.targets[0] != self.target:
+            raise ValueError(f"{self.id}: targets must start with the primary target kind {self.target!r}")
+
+    @property
+    def target_kinds(self) -> tuple[TargetKind, ...]:
+        return self.targets or (self.target,)
