@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from harness.backends.base import DeviceControl, Left, NodeInfo, RankInfo, Testbed
+from harness.backends.base import DeviceControl, Left, NodeInfo, RankInfo, Testbed, layout_rank
 from harness.backends.k8s import collect
 from harness.backends.k8s.client import K8sClient
 from harness.backends.k8s.faults import FaultAction, locate_command, plan_faults
@@ -131,7 +131,7 @@ class K8sTestbed(Testbed):
         self.api_url = s.api_url
         # NodeInfo.ip carries the Kubernetes node name: addresses are the cluster's business.
         self.nodes = {n: NodeInfo(name=n, ip=self.node_map.get(n, "")) for n in s.node_names}
-        self.ranks = {f"rank-{r}": RankInfo(name=f"rank-{r}", index=r, node=self.placement.node(r))
+        self.ranks = {f"rank-{r}": layout_rank(s.topology(), r, node=self.placement.node(r))
                       for r in range(s.world_size)}
 
     # -- the Testbed contract's local-only parts ------------------------------------------------------------

@@ -26,6 +26,7 @@ from harness.backends.k8s.placement import Placement, expected
 from harness.backends.k8s.settings import NODE_LABEL, K8sSettings
 from harness.errors import InputInvalid
 from harness.faults.catalog import fault_module
+from harness.faults.targets import rank_steps
 
 if TYPE_CHECKING:
     from harness.scenario import Scenario
@@ -174,15 +175,33 @@ def plan_faults(s: K8sSettings, scenario: Scenario, placement: Placement | None 
     """One FaultAction per step of ``scenario.spec.faults``; rank faults on the GPUs of ``placement``
     (what the cluster reported; None: the dry run's expected placement with GPU placeholders)."""
     placement = placement or expected(s)
+    topo = scenario.spec.deployment.topology
     actions = []
     for i, step in enumerate(scenario.spec.faults):
-        fault = fault_module(step.id)
-        if fault.SPEC.target == "rank":
-            rank = step.target.rank
-            node, gpu, component = placement.node(rank), placement.gpu(rank), f"rank-{rank}"
-        else:
-            node, gpu, component = step.target.node, None, step.target.node
-        parts = fault.cluster(step, ClusterKit(s, node, gpu, f"{s.name}-f{i}"))
+        fault, name, component = fault_module(step.id), f"{s.name}-f{i}", step.target.component
+        if step.target.node is not None:
+            node, gpu = step.target.node, None
+            parts = fault.cluster(step, ClusterKit(s, node, gpu, name))
+        else:  # a rank, or every rank of a replica or a stage: one GPU each, on its node
+            ranks = topo.ranks_of(component)
+            node, gpu = placement.node(ranks[0]), placement.gpu(ranks[0])
+            parts = _merged([fault.cluster(sub, ClusterKit(s, placement.node(r), placement.gpu(r), name))
+                             for r, sub in zip(ranks, rank_steps(step, ranks))])
         actions.append(FaultAction(step=i, fault_id=step.id, component=component, node=node, gpu=gpu,
                                    start_s=step.start, duration_s=step.duration, **parts))
     return actions
+
+
+def _merged(per_rank: list[ClusterParts]) -> ClusterParts:
+    """One action from the per-rank actions of a replica or a stage: every rank's agent commands, the first
+    rank's evidence query (its GPU is the action's), each note once."""
+    if len(per_rank) == 1:
+        return per_rank[0]
+    out: ClusterParts = {**per_rank[0]}
+    for key in ("chaos_objects", "agent_inject", "agent_verify", "agent_recover"):
+        if any(key in p for p in per_rank):
+            out[key] = tuple(item for p in per_rank for item in p.get(key, ()))  # type: ignore[literal-required]
+    notes = [n for p in per_rank for n in p.get("notes", ())]
+    if notes:
+        out["notes"] = tuple(dict.fromkeys(notes))
+    return out

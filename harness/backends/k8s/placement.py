@@ -5,7 +5,9 @@ The fault agent's ``locate`` lists, per node, the vLLM worker processes of this 
 the engine (the Serve LLM replica that drives the workers) runs there. Ranks then follow vLLM's own
 rule (vllm/v1/executor/ray_executor.py, ``sort_by_driver_then_worker_ip``): workers on the engine's
 node first, then nodes with fewer workers, then by node IP; on a node, local rank k uses the k-th of
-the node's GPUs in CUDA order, which for one GPU model is PCI bus order.
+the node's GPUs in CUDA order, which for one GPU model is PCI bus order. Inside one engine vLLM numbers
+ranks stage-major (rank = pipeline rank x tensor_parallel + tensor rank), the scenario's layout; replica d
+(a Serve replica: its own engine) holds the d-th block of pipeline_parallel x tensor_parallel ranks.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.backends.k8s.settings import K8sSettings
-from harness.errors import PreflightFailed
+from harness.errors import InputInvalid, PreflightFailed
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,16 @@ class Placement:
                                                  for r, g in enumerate(self.ranks)}}
 
 
+def check_replicas_fit(s: K8sSettings) -> None:
+    """With data_parallel > 1 each replica's pipeline_parallel x tensor_parallel GPUs must fit on one node (in the
+    scenario's contiguous blocks): which worker serves which replica is not visible across nodes (from_located)."""
+    if s.data_parallel > 1 and s.gpus_per_node % s.gpus_per_replica:
+        raise InputInvalid(f"data_parallel {s.data_parallel} with {s.gpus_per_replica} GPUs per replica "
+                           f"(pipeline_parallel {s.pipeline_parallel} x tensor_parallel {s.tensor_parallel}) on "
+                           f"nodes of {s.gpus_per_node} GPUs: a replica would span nodes; use fewer nodes, or "
+                           "data_parallel 1 for a replica that spans nodes")
+
+
 def expected(s: K8sSettings) -> Placement:
     """The dry-run's placement: contiguous blocks, GPUs named by placeholders the run replaces."""
     return Placement(tuple(GpuSlot(s.rank_node(r), f"{{gpu_uuid:rank-{r}}}") for r in range(s.world_size)),
@@ -64,10 +76,11 @@ def from_located(s: K8sSettings, located: dict[str, dict[str, Any]], pod_ips: di
     else:
         for n, v in located.items():
             workers, replicas = len(v.get("workers", [])), int(v.get("engines", 0))
-            if workers != replicas * s.tensor_parallel:
-                raise PreflightFailed(f"{n}: {workers} vLLM workers for {replicas} engine(s) of tensor_parallel "
-                                      f"{s.tensor_parallel}: with data_parallel > 1 every replica must sit on one "
-                                      "node (which worker serves which replica is not visible across nodes)")
+            if workers != replicas * s.gpus_per_replica:
+                raise PreflightFailed(f"{n}: {workers} vLLM workers for {replicas} engine(s) of {s.gpus_per_replica} "
+                                      f"GPUs (pipeline_parallel x tensor_parallel): with data_parallel > 1 every "
+                                      "replica must sit on one node (which worker serves which replica is not "
+                                      "visible across nodes)")
         order = sorted(located)
     slots = []
     for n in order:

@@ -28,8 +28,17 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from harness.backends.k8s import collect
 from harness.backends.k8s.faults import plan_faults
+from harness.backends.k8s.placement import check_replicas_fit
 from harness.backends.k8s.settings import (
-    APP_LABEL, DEFAULT_MODEL, METRICS_PORT, NODE_LABEL, PROFILER_DIR, RUN_ENV, SERVE_PORT, K8sSettings, from_scenario,
+    APP_LABEL,
+    DEFAULT_MODEL,
+    METRICS_PORT,
+    NODE_LABEL,
+    PROFILER_DIR,
+    RUN_ENV,
+    SERVE_PORT,
+    K8sSettings,
+    from_scenario,
     image_ray_version,
 )
 from harness.case import atomic_write_text
@@ -123,13 +132,18 @@ def dcgm_csv() -> str:
 
 def serve_config(s: K8sSettings) -> dict[str, Any]:
     """Ray Serve config (serveConfigV2) of the vLLM app built by ray.serve.llm:build_openai_app."""
-    engine_kwargs: dict[str, Any] = {"tensor_parallel_size": s.tensor_parallel, "max_model_len": s.max_model_len,
-                                     **s.engine_kwargs, "gpu_memory_utilization": s.gpu_memory_utilization}
+    stages = {"pipeline_parallel_size": s.pipeline_parallel} if s.pipeline_parallel > 1 else {}
+    engine_kwargs: dict[str, Any] = {"tensor_parallel_size": s.tensor_parallel, **stages,
+                                     "max_model_len": s.max_model_len, **s.engine_kwargs,
+                                     "gpu_memory_utilization": s.gpu_memory_utilization}
+    # data parallel = Serve replicas, each one vLLM engine on its own placement group of pipeline_parallel x
+    # tensor_parallel GPU bundles (Ray Serve LLM's cross-node parallelism guide); PACK spills stages to other
+    # nodes when one node cannot hold them all
     llm_config: dict[str, Any] = {
         "model_loading_config": {"model_id": s.model_id, "model_source": s.model_source},
         "engine_kwargs": engine_kwargs,
         "deployment_config": {"num_replicas": s.data_parallel, "max_ongoing_requests": 256},
-        "placement_group_config": {"bundles": [{"GPU": 1} for _ in range(s.tensor_parallel)], "strategy": "PACK"},
+        "placement_group_config": {"bundles": [{"GPU": 1} for _ in range(s.gpus_per_replica)], "strategy": "PACK"},
         "log_engine_metrics": True,
         "runtime_env": {"env_vars": _engine_env(s)},
     }
@@ -254,6 +268,7 @@ def _manifest_names() -> list[str]:
 
 def render_all(scenario: Scenario, k8s_dir: Path) -> Rendered:
     s = from_scenario(scenario)
+    check_replicas_fit(s)
     files = {**manifests(s, scenario), **helm_values(s)}
     actions = plan_faults(s, scenario)
     fault_files = []
@@ -282,7 +297,8 @@ def _plan(s: K8sSettings, scenario: Scenario, names: list[str]) -> dict[str, Any
         "api_url": s.api_url,
         "model": {"id": s.model_id, "source": s.model_source},
         "topology": {"nodes": s.nodes, "tensor_parallel": s.tensor_parallel, "data_parallel": s.data_parallel,
-                     "gpus_per_node": s.gpus_per_node,
+                     "pipeline_parallel": s.pipeline_parallel, "gpus_per_node": s.gpus_per_node,
+                     "layout": s.topology().grid.record(),
                      "rank_node": {f"rank-{r}": s.rank_node(r) for r in range(s.world_size)},
                      "placement": "expected: the run maps ranks to GPUs from what the fault agents' locate reports "
                                   "(vLLM's rank order, NVML UUIDs)"},

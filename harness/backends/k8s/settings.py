@@ -16,7 +16,7 @@ from harness.errors import InputInvalid
 from harness.faults.catalog import get_fault
 
 if TYPE_CHECKING:
-    from harness.scenario import Scenario
+    from harness.scenario import Scenario, TopologySpec
 
 # Chart versions pinned for reproducibility; playbook variables can override them.
 CHARTS: dict[str, dict[str, str]] = {
@@ -67,10 +67,23 @@ class K8sSettings:
     step_s: float = 1.0
     gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION
     charts: dict[str, dict[str, str]] = field(default_factory=lambda: {k: dict(v) for k, v in CHARTS.items()})
+    pipeline_parallel: int = 1  # vLLM's pipeline_parallel_size: stages per replica
 
     @property
     def world_size(self) -> int:
-        return self.tensor_parallel * self.data_parallel
+        return self.tensor_parallel * self.pipeline_parallel * self.data_parallel
+
+    @property
+    def gpus_per_replica(self) -> int:
+        """One Serve replica's vLLM engine: pipeline_parallel x tensor_parallel GPUs (its placement group)."""
+        return self.tensor_parallel * self.pipeline_parallel
+
+    def topology(self) -> TopologySpec:
+        """The scenario's layout (replica, stage and tp index of every rank: harness.scenario.TopologySpec)."""
+        from harness.scenario import TopologySpec
+
+        return TopologySpec(nodes=self.nodes, tensor_parallel=self.tensor_parallel,
+                            pipeline_parallel=self.pipeline_parallel, data_parallel=self.data_parallel)
 
     @property
     def node_names(self) -> list[str]:
@@ -101,7 +114,7 @@ def from_scenario(scenario: Scenario) -> K8sSettings:
     """K8sSettings for ``scenario`` (a harness.scenario.Scenario), whatever its backend field says."""
     spec = scenario.spec
     topo, model, k8s = spec.deployment.topology, spec.deployment.model, spec.deployment.k8s
-    world = topo.tensor_parallel * topo.data_parallel
+    world = topo.world_size
     if world < topo.nodes:
         raise InputInvalid(f"{scenario.metadata.name}: {topo.nodes} nodes but only {world} ranks: some node has no GPU")
     gpus_per_node = math.ceil(world / topo.nodes)
@@ -128,6 +141,7 @@ def from_scenario(scenario: Scenario) -> K8sSettings:
         nodes=topo.nodes,
         tensor_parallel=topo.tensor_parallel,
         data_parallel=topo.data_parallel,
+        pipeline_parallel=topo.pipeline_parallel,
         gpus_per_node=gpus_per_node,
         model_id=model.name,
         model_source=model.path or DEFAULT_MODEL,
