@@ -1,10 +1,20 @@
 """Throughput and latency of the mini engine on a local Ray, with tracing off and on.
 
     .venv/bin/python benchmarks/bench_engine.py [--ranks 4] [--nodes 2] [--streams 4] [--seconds 10]
-        [--rounds 2] [--trace-ops]
+        [--rounds 2] [--trace-ops] [--layout DPxPPxTP]
+    .venv/bin/python benchmarks/bench_engine.py --no-ray --layouts 1x1x4,2x1x2,1x2x2,2x2x2 [--streams 4]
+        [--seconds 10] [--rounds 1] [--nodes 2]
 
 Prints tokens/s, p50/p99 TTFT and inter-token latency per phase (tracing off, on, off again)
 and the profiling overhead (throughput with tracing on vs the mean of the two off phases).
+``--layout DPxPPxTP`` (Ray, needs a free machine: it starts its own local Ray and Serve) deploys that layout
+(``--ranks`` is then dp*pp*tp) and adds the ready time (deploy until healthy).
+
+``--no-ray`` measures per layout without Ray or Serve: each rank is a plain process running the real
+RankWorker behind a pipe (``LocalRay``, the few Ray calls the engine core makes), one EngineCore per
+replica in this process, requests spread round-robin over the replicas as Serve's router would, no HTTP.
+Per layout: ready time (all replicas' ranks up and grouped), throughput, TTFT p50/p99, ITL and the
+tracing overhead; one JSON line each. Serve's HTTP path is not in these numbers.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,7 +41,8 @@ sys.path.insert(0, str(REPO))
 
 def _scenario(args: argparse.Namespace) -> SimpleNamespace:
     model = SimpleNamespace(name="mini-llama", layers=args.layers, hidden=256, heads=4, vocab=2048, max_seq_len=512)
-    topo = SimpleNamespace(nodes=args.nodes, tensor_parallel=args.ranks, data_parallel=1)
+    dp, pp, tp = parse_layout(args.layout) if args.layout else (1, 1, args.ranks)
+    topo = SimpleNamespace(nodes=args.nodes, tensor_parallel=tp, data_parallel=dp, pipeline_parallel=pp)
     return SimpleNamespace(spec=SimpleNamespace(deployment=SimpleNamespace(topology=topo, model=model),
                                                 workload=SimpleNamespace(seed=1)))
 
@@ -68,24 +80,43 @@ def run_phase(api: str, streams: int, seconds: float, prompt: str, max_tokens: i
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
+    return _latency_summary(ttft, itl, tokens[0], time.perf_counter() - t0)
+
+
+def parse_layout(text: str) -> tuple[int, int, int]:
+    """``"2x2x2"`` -> (data, pipeline, tensor parallel)."""
+    dp, pp, tp = (int(x) for x in text.lower().split("x"))
+    return dp, pp, tp
+
+
+def _latency_summary(ttft: list[float], itl: list[float], tokens: int, wall: float) -> dict:
     q = lambda xs, p: statistics.quantiles(xs, n=100)[p - 1] if len(xs) > 1 else float("nan")  # noqa: E731
-    return {"tokens_per_s": tokens[0] / wall, "requests": len(ttft), "ttft_p50_ms": 1000 * q(ttft, 50),
+    return {"tokens_per_s": tokens / wall, "requests": len(ttft), "ttft_p50_ms": 1000 * q(ttft, 50),
             "ttft_p99_ms": 1000 * q(ttft, 99), "itl_p50_ms": 1000 * q(itl, 50), "itl_p99_ms": 1000 * q(itl, 99)}
 
 
 def _rank_cpu_and_steps(h) -> tuple[float, float]:
-    """CPU seconds used by all rank processes, and engine steps so far (rank-0's step counter).
+    """CPU seconds used by all rank processes, and engine steps so far (the step counters of each replica's
+    first rank: rank-0 with one replica).
 
     CPU per step does not depend on how busy the rest of the machine is, unlike throughput."""
     import psutil
 
     cpu = sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in h.rank_pids().values())
-    target = dict(h.metrics_targets)["rank-0"]
-    text = httpx.get(f"http://{target}/metrics", timeout=10).text
-    steps = next(float(ln.split()[-1]) for ln in text.splitlines()
-                 if ln.startswith("chaosbench_rank_step_seconds_count"))
+    targets = dict(h.metrics_targets)
+    firsts = [f"rank-{r}" for r in _replica_first_ranks(targets)]
+    steps = 0.0
+    for rank in firsts:
+        text = httpx.get(f"http://{targets[rank]}/metrics", timeout=10).text
+        steps += next(float(ln.split()[-1]) for ln in text.splitlines()
+                      if ln.startswith("chaosbench_rank_step_seconds_count"))
     return cpu, steps
+
+
+def _replica_first_ranks(targets: dict[str, str]) -> list[int]:
+    replicas = sum(c.startswith("replica-") for c in targets) or 1
+    ranks = sum(c.startswith("rank-") for c in targets)
+    return [d * (ranks // replicas) for d in range(replicas)]
 
 
 def measured(h, *phase_args) -> dict:
@@ -140,7 +171,14 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=48)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--trace-ops", action="store_true", help="traces also record every aten:: op")
+    ap.add_argument("--layout", help="DPxPPxTP for the Ray run (default: 1x1x<ranks>)")
+    ap.add_argument("--no-ray", action="store_true", help="per-layout numbers without Ray/Serve (plain processes)")
+    ap.add_argument("--layouts", default="1x1x4,2x1x2,1x2x2,2x2x2", help="with --no-ray: DPxPPxTP,...")
     args = ap.parse_args()
+    if args.no_ray:
+        for layout in args.layouts.split(","):
+            print(json.dumps(bench_layout(parse_layout(layout), args)), flush=True)
+        return
     os.environ.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
                       PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     import psutil
@@ -161,17 +199,196 @@ def main() -> None:
         h = deploy("local", _scenario(args), tmp / "run", trace_dir=tmp / "traces", control_dir=tmp / "ctl",
                    node_ips={n: "127.0.0.1" for n in nodes}, http_host="127.0.0.1", http_port=port, gloo_ifname=None,
                    trace_ops=args.trace_ops)
-        print(f"deploy: {time.perf_counter() - t0:.1f}s, {args.ranks} ranks on {args.nodes} node(s)", flush=True)
+        ready_s = time.perf_counter() - t0
+        print(f"deploy: {ready_s:.1f}s, layout {args.layout or f'1x1x{args.ranks}'} on {args.nodes} node(s)",
+              flush=True)
         report = compare(h, args)
         rss = {r: psutil.Process(pid).memory_info().rss / 2**20 for r, pid in h.rank_pids().items()}
         print("rank RSS MiB: " + ", ".join(f"{r}={v:.0f}" for r, v in rss.items()))
-        print(json.dumps({**report, "rank_rss_mib": rss}))
+        print(json.dumps({**report, "rank_rss_mib": rss, "ready_s": ready_s, "layout": args.layout}))
         h.shutdown()
     finally:
         if ray.is_initialized():
             serve.shutdown()
             ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------- without Ray
+class LocalRay:
+    """The Ray calls EngineCore makes (remote, options, get, wait, kill, get_actor), over plain processes: each
+    actor is a process running the real RankWorker, one call at a time, as a Ray actor does."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["torch", "harness.engines.mini.worker"])
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()  # torch is imported once here, not inside the first layout's ready time
+        self.named: dict[tuple[str, str], _Actor] = {}
+
+    def remote(self, cls: type) -> SimpleNamespace:
+        def options(**opts) -> SimpleNamespace:
+            def remote(*args) -> _Actor:
+                actor = _Actor(self.ctx, cls, args)
+                if "name" in opts:
+                    self.named[(opts["namespace"], opts["name"])] = actor
+                return actor
+
+            return SimpleNamespace(remote=remote)
+
+        return SimpleNamespace(options=options)
+
+    def get(self, refs, timeout: float | None = None):
+        return [r.result(timeout) for r in refs] if isinstance(refs, list) else refs.result(timeout)
+
+    def wait(self, pending: list, num_returns: int = 1) -> tuple[list, list]:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        first = [f for f in pending if f in done][:num_returns]
+        return first, [f for f in pending if f not in first]
+
+    def kill(self, actor: _Actor, no_restart: bool = True) -> None:
+        actor.proc.kill()
+        self.named = {k: v for k, v in self.named.items() if v is not actor}
+
+    def get_actor(self, name: str, namespace: str | None = None) -> _Actor:
+        try:
+            return self.named[(namespace or "", name)]
+        except KeyError:
+            raise ValueError(f"no actor {name!r}") from None
+
+
+class _Actor:
+    def __init__(self, ctx, cls: type, args: tuple) -> None:
+        from collections import deque
+
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_actor_main, args=(child, cls, args), daemon=True)
+        self.proc.start()
+        self.lock = threading.Lock()
+        self.pending: deque = deque()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def __getattr__(self, method: str) -> SimpleNamespace:
+        return SimpleNamespace(remote=lambda *args: self._call(method, args))
+
+    def _call(self, method: str, args: tuple):
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+        with self.lock:
+            self.pending.append(fut)
+            self.conn.send((method, args))
+        return fut
+
+    def _read(self) -> None:
+        while True:
+            try:
+                ok, value = self.conn.recv()
+            except (EOFError, OSError):
+                while self.pending:
+                    self.pending.popleft().set_exception(RuntimeError("rank process died"))
+                return
+            fut = self.pending.popleft()
+            fut.set_result(value) if ok else fut.set_exception(value)
+
+
+def _actor_main(conn, cls: type, args: tuple) -> None:
+    obj = cls(*args)
+    while True:
+        method, call_args = conn.recv()
+        try:
+            conn.send((True, getattr(obj, method)(*call_args)))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller, as Ray does
+            conn.send((False, exc))
+
+
+def _local_phase(cores: list, streams: int, seconds: float, prompt: list[int], max_tokens: int) -> dict:
+    """Closed-loop streams straight into the engine cores, round-robin over the replicas (Serve's router)."""
+    from harness.engines.mini.scheduler import Sequence
+
+    ttft: list[float] = []
+    itl: list[float] = []
+    tokens = [0]
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+    counter = iter(range(10**9))
+
+    def user(u: int) -> None:
+        while time.perf_counter() < stop:
+            n = next(counter)
+            done, stamps = threading.Event(), []
+            t0 = time.perf_counter()
+
+            def emit(ev, stamps=stamps, done=done) -> None:
+                stamps.append(time.perf_counter())
+                if ev.finish_reason:
+                    done.set()
+
+            cores[n % len(cores)].submit(Sequence(rid=f"b{n}", prompt=prompt, max_tokens=max_tokens, seed=n,
+                                                  ignore_eos=True), emit)
+            done.wait(300)
+            with lock:
+                ttft.append(stamps[0] - t0)
+                itl.extend(b - a for a, b in pairwise(stamps))
+                tokens[0] += len(stamps)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=user, args=(u,)) for u in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return _latency_summary(ttft, itl, tokens[0], time.perf_counter() - t0)
+
+
+def bench_layout(layout: tuple[int, int, int], args: argparse.Namespace) -> dict:
+    """Ready time, throughput, TTFT and tracing overhead of one DP x PP x TP layout, without Ray."""
+    from harness.engines.mini import core as core_mod
+    from harness.engines.mini import profiling
+    from harness.engines.mini.config import engine_config
+
+    dp, pp, tp = layout
+    args.layout = f"{dp}x{pp}x{tp}"
+    tmp = Path(tempfile.mkdtemp(prefix="cbbench-", dir="/tmp"))
+    nodes = {f"node-{i}": "127.0.0.1" for i in range(args.nodes)}
+    cfg = engine_config(_scenario(args), run_dir=tmp / "run", trace_dir=tmp / "traces", control_dir=tmp / "ctl",
+                        node_ips=nodes, gloo_ifname=None)
+    core_mod.ray = LocalRay()  # this process only: the engine core's Ray calls go to plain processes
+    core_mod._reap = lambda pids: None
+    cores = [core_mod.EngineCore(cfg, replica=d) for d in range(dp)]
+    t0 = time.perf_counter()
+    starters = [threading.Thread(target=c.start) for c in cores]  # Serve starts the replicas concurrently
+    for t in starters:
+        t.start()
+    for t in starters:
+        t.join()
+    ready_s = time.perf_counter() - t0
+    prompt = [1] + [120] * (args.prompt_tokens - 1)
+    phase = (args.streams, args.seconds, prompt, args.max_tokens)
+    try:
+        _local_phase(cores, args.streams, 3.0, prompt, args.max_tokens)  # warm-up
+        rows: dict[str, list[dict]] = {"off": [], "on": []}
+        size = 0
+        for _ in range(args.rounds):
+            rows["off"].append(_local_phase(cores, *phase))
+            cores[0].start_profile().result(timeout=120)
+            rows["on"].append(_local_phase(cores, *phase))
+            raws = cores[0].stop_profile().result(timeout=600)
+            size = sum(profiling.finalize(Path(r)).stat().st_size for r in raws)
+        rows["off"].append(_local_phase(cores, *phase))
+    finally:
+        for c in cores:
+            c.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    mean = {m: {k: statistics.fmean(r[k] for r in rs) for k in rs[0]} for m, rs in rows.items()}
+    return {"layout": args.layout, "ranks": dp * pp * tp, "ready_s": ready_s, "off": mean["off"], "on": mean["on"],
+            "tracing_overhead": 1 - mean["on"]["tokens_per_s"] / mean["off"]["tokens_per_s"],
+            "trace_mb_gz_last_window": size / 1e6}
 
 
 if __name__ == "__main__":
