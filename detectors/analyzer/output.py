@@ -39,7 +39,7 @@ StepKind = Literal["symptom", "effect", "cause", "none"]
 _BLOCK = re.compile(r"<analysis>(.*?)</analysis>", re.DOTALL | re.IGNORECASE)
 _STEP = re.compile(r"^(\d+)[.)]\s*(symptom|effect|cause|none)\s*\|\s*([^|]*?)\s*\|\s*(.+)$", re.IGNORECASE)
 _KEY = re.compile(r"^([a-z_]+)\s*:\s*(.*)$")
-_COMPONENT = re.compile(r"^[a-z][a-z0-9-]*$")
+_COMPONENT = re.compile(r"^[a-z][a-z0-9.-]*$")  # rank-2, node-0, replica-1.stage-0
 _KEYS = ("format", "chain", "root_cause", "fault_class", "category", "confidence")
 
 

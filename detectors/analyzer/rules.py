@@ -6,7 +6,7 @@ Reasons from signals only (CaseView, Outpost's answer); never reads ground truth
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from detectors.analyzer.context import AnalysisContext
 from detectors.analyzer.findings import Finding, FindingIndex, all_findings
@@ -64,6 +64,37 @@ def rank_hypotheses(ctx: AnalysisContext, index: FindingIndex, kb: KnowledgeBase
     hyps.sort(key=lambda h: (-round(h.score, 6), order[h.fault_id], outpost_pos.get(h.component, 1 << 20),
                              h.component))
     return hyps
+
+
+GROUP_SHARE = 0.6  # a rank counts as implicated with the best one when its score reaches this share of the best's
+
+
+def _group_of(best: Hypothesis, hyps: list[Hypothesis], ctx: AnalysisContext) -> tuple[str, list[str]] | None:
+    """The pipeline stage or replica whose ranks, and no others, the best rank hypothesis implicates about as much
+    as its top rank: a fault on every GPU of a stage or a replica is that group's, not one of its ranks'."""
+    layout = ctx.topology.layout
+    place = layout["ranks"].get(best.component) if layout else None
+    if place is None:
+        return None
+    near = {h.component for h in hyps if h.fault_id == best.fault_id and h.score >= GROUP_SHARE * best.score}
+    groups = []  # the smallest group first
+    if layout["pipeline_parallel"] > 1:
+        groups.append((f"replica-{place['replica']}.stage-{place['stage']}",
+                       lambda p: (p["replica"], p["stage"]) == (place["replica"], place["stage"])))
+    if layout["data_parallel"] > 1:
+        groups.append((f"replica-{place['replica']}", lambda p: p["replica"] == place["replica"]))
+    for name, member in groups:
+        ranks = [r for r, p in layout["ranks"].items() if member(p)]
+        if len(ranks) > 1 and near == set(ranks) and name in ctx.components:
+            return name, ranks
+    return None
+
+
+def _on_group(analysis: Analysis, group: str, ranks: list[str]) -> Analysis:
+    """The analysis with ``group`` as its root cause, named first in the cause step."""
+    chain = tuple(replace(s, components=(group, *s.components), text=f"{s.text}; on every rank of {group}: "
+                          f"{', '.join(ranks)}") if s.kind == "cause" else s for s in analysis.chain)
+    return replace(analysis, chain=chain, root_cause=group)
 
 
 def _confidence(best: Hypothesis, hyps: list[Hypothesis]) -> float:
@@ -159,4 +190,5 @@ def analyze(ctx: AnalysisContext, kb: KnowledgeBase | None = None) -> tuple[Anal
     writer = _ChainWriter(ctx, index, best, sig.target)
     chain = tuple(writer.step(s) for s in sig.chain)
     analysis = Analysis(chain, best.component, best.fault_id, category_of(best.fault_id), _confidence(best, hyps))
-    return analysis, hyps
+    group = _group_of(best, hyps, ctx) if sig.target == "rank" else None
+    return (_on_group(analysis, *group) if group else analysis), hyps

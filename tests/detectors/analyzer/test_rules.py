@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from detectors.analyzer import detect, explain
 from detectors.analyzer.output import parse
 from harness.case import CaseView
 from harness.faults.catalog import FAULT_IDS, FAULTS
+from harness.layout import Layout
 
 from .conftest import FAULT_TARGET, RANKS, T0, _ev, write_case
 
@@ -269,3 +271,33 @@ def test_several_stalled_ranks_are_waiting_not_hung(tmp_path: Path):
               _ev("rank-3", "aten::slice", 19.5, 0.001), _ev("rank-0", "aten::slice", 0.06, 0.001)]
     result = detect(CaseView(write_case(tmp_path / "c", None, frame=df, events=events)))
     assert result.extra["fault_class"] != "nccl-hang"
+
+
+def _group(layout: Layout, scores: dict[str, float]):
+    from detectors.analyzer.rules import Hypothesis, _group_of
+
+    record = layout.record()
+    comps = (*record["ranks"], *layout.replica_names(), *layout.stage_names())
+    ctx = SimpleNamespace(topology=SimpleNamespace(layout=record), components=comps)
+    hyps = [Hypothesis("gpu-power-cap", r, s, 1.0, ()) for r, s in sorted(scores.items(), key=lambda kv: -kv[1])]
+    return _group_of(hyps[0], hyps, ctx)
+
+
+def test_a_fault_on_every_rank_of_a_stage_or_replica_is_named_for_that_group():
+    dp2_pp2 = Layout(dp=2, pp=2, tp=2, nodes=2)
+    assert _group(dp2_pp2, {"rank-2": 1.0, "rank-3": 0.8, "rank-6": 0.3}) == ("replica-0.stage-1", ["rank-2", "rank-3"])
+    assert _group(dp2_pp2, {"rank-4": 1.0, "rank-5": 0.9, "rank-6": 0.9, "rank-7": 0.7}) == (
+        "replica-1", ["rank-4", "rank-5", "rank-6", "rank-7"])
+    assert _group(dp2_pp2, {"rank-2": 1.0, "rank-3": 0.4}) is None  # one rank stands out: the rank
+    assert _group(dp2_pp2, {"rank-2": 1.0, "rank-3": 0.9, "rank-4": 0.9}) is None  # spills over the group
+    assert _group(Layout(dp=1, pp=1, tp=4, nodes=2), {"rank-0": 1.0, "rank-1": 1.0, "rank-2": 1.0, "rank-3": 1.0}) is None
+
+
+def test_an_analysis_on_a_stage_renders_and_parses():
+    from detectors.analyzer.output import Analysis, ChainStep, render
+    from detectors.analyzer.rules import _on_group
+
+    chain = (ChainStep("symptom", ("ingress",), "requests slow down"), ChainStep("cause", ("rank-2",), "power cap"))
+    grouped = _on_group(Analysis(chain, "rank-2", "gpu-power-cap", "GPU", 0.8), "replica-0.stage-1", ["rank-2", "rank-3"])
+    parsed = parse(render(grouped), {"ingress", "rank-2", "rank-3", "replica-0.stage-1"})
+    assert parsed.root_cause == "replica-0.stage-1" and parsed.chain[-1].components == ("replica-0.stage-1", "rank-2")
