@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from detectors.analyzer import detect, explain
@@ -285,7 +284,8 @@ def _group(layout: Layout, scores: dict[str, float]):
 
 def test_a_fault_on_every_rank_of_a_stage_or_replica_is_named_for_that_group():
     dp2_pp2 = Layout(dp=2, pp=2, tp=2, nodes=2)
-    assert _group(dp2_pp2, {"rank-2": 1.0, "rank-3": 0.8, "rank-6": 0.3}) == ("replica-0.stage-1", ["rank-2", "rank-3"])
+    stage = ("replica-0.stage-1", ["rank-2", "rank-3"])
+    assert _group(dp2_pp2, {"rank-2": 1.0, "rank-3": 0.8, "rank-6": 0.3}) == stage
     assert _group(dp2_pp2, {"rank-4": 1.0, "rank-5": 0.9, "rank-6": 0.9, "rank-7": 0.7}) == (
         "replica-1", ["rank-4", "rank-5", "rank-6", "rank-7"])
     assert _group(dp2_pp2, {"rank-2": 1.0, "rank-3": 0.4}) is None  # one rank stands out: the rank
@@ -298,6 +298,7 @@ def test_an_analysis_on_a_stage_renders_and_parses():
     from detectors.analyzer.rules import _on_group
 
     chain = (ChainStep("symptom", ("ingress",), "requests slow down"), ChainStep("cause", ("rank-2",), "power cap"))
-    grouped = _on_group(Analysis(chain, "rank-2", "gpu-power-cap", "GPU", 0.8), "replica-0.stage-1", ["rank-2", "rank-3"])
+    analysis = Analysis(chain, "rank-2", "gpu-power-cap", "GPU", 0.8)
+    grouped = _on_group(analysis, "replica-0.stage-1", ["rank-2", "rank-3"])
     parsed = parse(render(grouped), {"ingress", "rank-2", "rank-3", "replica-0.stage-1"})
     assert parsed.root_cause == "replica-0.stage-1" and parsed.chain[-1].components == ("replica-0.stage-1", "rank-2")

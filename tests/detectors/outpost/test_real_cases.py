@@ -14,7 +14,6 @@ the paths' Fisher tests (Simes), which this fixture was used to check.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
