@@ -21,6 +21,6 @@ pip_install -e ".[dev,k8s]"
 # RCAEval declares pins that conflict with numpy 2 / torch 2.13: install it alone, its needs come from pyproject.toml.
 pip_install --no-deps "RCAEval==1.8.1"
 # locust monkey-patches the process it is imported in: check it in a process of its own.
-{ .venv/bin/python -c "import harness, torch, ray, ansible_runner, RCAEval" && .venv/bin/python -c "import locust"; } \
+{ .venv/bin/python -c "import chaosbench, torch, ray, ansible_runner, RCAEval" && .venv/bin/python -c "import locust"; } \
   || { echo "error: setup incomplete: a required package failed to install (see pip output above)" >&2; exit 1; }
 echo "chaosbench set up in $(pwd)/.venv"

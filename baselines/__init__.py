@@ -1,1 +1,1 @@
-"""Baselines: RCAEval adapters (``baselines.rcaeval``) and trivial rankings (``baselines.trivial``)."""
+"""Baselines: RCAEval adapters (``chaosbench.baselines.rcaeval``) and trivial rankings (``chaosbench.baselines.trivial``)."""

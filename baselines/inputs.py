@@ -26,12 +26,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from harness.errors import CaseInvalid
+from chaosbench.errors import CaseInvalid
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from harness.case import CaseView
+    from chaosbench.case import CaseView
 
 SLI_COLUMN = "ingress_latency"
 LOG_BUCKET_S = 15

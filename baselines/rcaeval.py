@@ -14,7 +14,7 @@ import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from baselines.inputs import (
+from chaosbench.baselines.inputs import (
     decorrelated,
     granger_ready,
     metrics_frame,
@@ -23,12 +23,12 @@ from baselines.inputs import (
     span_table,
     split_column,
 )
-from detectors.api import RankedComponent, Result
-from harness.errors import CaseInvalid
-from harness.registry import Registry, import_ref
+from chaosbench.detectors.api import RankedComponent, Result
+from chaosbench.errors import CaseInvalid
+from chaosbench.registry import Registry, import_ref
 
 if TYPE_CHECKING:
-    from harness.case import CaseView
+    from chaosbench.case import CaseView
 
 Need = Literal["metrics", "multi-source", "spans", "sli", "graph", "granger"]
 DATASET = "chaosbench"  # any name outside RCAEval's special cases: generic preprocessing

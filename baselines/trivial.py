@@ -11,12 +11,11 @@ import hashlib
 import random
 from typing import TYPE_CHECKING
 
-from detectors.api import RankedComponent, Result
-
-from baselines.inputs import case_components
+from chaosbench.baselines.inputs import case_components
+from chaosbench.detectors.api import RankedComponent, Result
 
 if TYPE_CHECKING:
-    from harness.case import CaseView
+    from chaosbench.case import CaseView
 
 SEED = 0
 

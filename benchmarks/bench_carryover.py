@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_carryover.py [--fresh 2] [--out DIR]
     .venv/bin/python benchmarks/bench_carryover.py --analyze RUN_DIR
 
-Runs, through the runner itself (harness.runner.run_jobs), one testbed that takes a fault of each class
+Runs, through the runner itself (chaosbench.runner.run_jobs), one testbed that takes a fault of each class
 followed by a clean case (fault, clean, fault, clean, ...), plus ``--fresh`` clean cases each on a testbed of
 its own. Then compares the clean cases that followed a fault with the fresh ones:
 - telemetry: per data.csv column, a two-sample Kolmogorov-Smirnov test of the after-fault clean values against
@@ -30,9 +30,9 @@ FAULT_PER_CLASS = {  # one shipped scenario per fault class
 
 
 def make_jobs(fresh: int) -> list:
-    from harness.campaign import deployment_key
-    from harness.rundir import CaseJob, new_case_id
-    from harness.scenario import load_scenario
+    from chaosbench.campaign import deployment_key
+    from chaosbench.rundir import CaseJob, new_case_id
+    from chaosbench.scenario import load_scenario
 
     clean = load_scenario(REPO / "scenarios" / "clean.yaml")
     group = deployment_key(clean)
@@ -55,9 +55,9 @@ def _numeric(case: Path):
 
 
 def _verdicts(case: Path) -> dict[str, bool | None]:
-    from detectors.analyzer import detect as analyzer
-    from detectors.outpost import detect as outpost
-    from harness.case import CaseView
+    from chaosbench.case import CaseView
+    from chaosbench.detectors.analyzer import detect as analyzer
+    from chaosbench.detectors.outpost import detect as outpost
 
     out: dict[str, bool | None] = {}
     for name, fn in (("outpost", outpost), ("analyzer", analyzer)):
@@ -107,8 +107,8 @@ def main() -> None:
     if args.analyze:
         analyze(args.analyze)
         return
-    from harness.rundir import RunDir
-    from harness.runner import run_jobs
+    from chaosbench.rundir import RunDir
+    from chaosbench.runner import run_jobs
 
     run = RunDir(args.out / time.strftime("%Y%m%d-%H%M%S-carryover"))
     jobs = make_jobs(args.fresh)

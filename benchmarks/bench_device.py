@@ -1,4 +1,4 @@
-"""The emulated GPU (harness.engines.mini.device.GpuModel, an H100 SXM5) driven by a rank's recorded work.
+"""The emulated GPU (chaosbench.engines.mini.device.GpuModel, an H100 SXM5) driven by a rank's recorded work.
 
     .venv/bin/python benchmarks/bench_device.py                                   # the real fixture, two loads
     .venv/bin/python benchmarks/bench_device.py --trace RUN/cases/ID/traces/rank-0.json.gz --seconds 600
@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness.engines.mini.device import DeviceState, GpuModel
+from chaosbench.engines.mini.device import DeviceState, GpuModel
 
 FIXTURE = REPO / "tests" / "fixtures" / "real" / "clean-core" / "traces" / "rank-0.json.gz"
 Span = tuple[float, float]

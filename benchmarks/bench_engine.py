@@ -185,7 +185,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from harness.engines.mini import deploy
+    from chaosbench.engines.mini import deploy
 
     tmp = Path(tempfile.mkdtemp(prefix="cbbench-", dir="/tmp"))
     with socket.socket() as s:
@@ -223,7 +223,7 @@ class LocalRay:
         import multiprocessing
 
         self.ctx = multiprocessing.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["torch", "harness.engines.mini.worker"])
+        self.ctx.set_forkserver_preload(["torch", "chaosbench.engines.mini.worker"])
         from multiprocessing import forkserver
 
         forkserver.ensure_running()  # torch is imported once here, not inside the first layout's ready time
@@ -309,7 +309,7 @@ def _actor_main(conn, cls: type, args: tuple) -> None:
 
 def _local_phase(cores: list, streams: int, seconds: float, prompt: list[int], max_tokens: int) -> dict:
     """Closed-loop streams straight into the engine cores, round-robin over the replicas (Serve's router)."""
-    from harness.engines.mini.scheduler import Sequence
+    from chaosbench.engines.mini.scheduler import Sequence
 
     ttft: list[float] = []
     itl: list[float] = []
@@ -348,9 +348,9 @@ def _local_phase(cores: list, streams: int, seconds: float, prompt: list[int], m
 
 def bench_layout(layout: tuple[int, int, int], args: argparse.Namespace) -> dict:
     """Ready time, throughput, TTFT and tracing overhead of one DP x PP x TP layout, without Ray."""
-    from harness.engines.mini import core as core_mod
-    from harness.engines.mini import profiling
-    from harness.engines.mini.config import engine_config
+    from chaosbench.engines.mini import core as core_mod
+    from chaosbench.engines.mini import profiling
+    from chaosbench.engines.mini.config import engine_config
 
     dp, pp, tp = layout
     args.layout = f"{dp}x{pp}x{tp}"

@@ -5,7 +5,7 @@
 Prints the wall time of the whole command, peak memory (largest single process, and the sampled sum over the
 process tree), and per method the CPU seconds its tasks spent (``cpu_s`` in each result) with their statuses.
 
-The cases: harness.eval.synthetic writes each case in the layout `chaosbench eval` reads (and its ground truth,
+The cases: chaosbench.eval.synthetic writes each case in the layout `chaosbench eval` reads (and its ground truth,
 its requests and logs); this script then replaces data.csv with one shaped like a real local-testbed case (140
 columns: 19 ingress, 7 host, 11 per node, 23 per rank; 100 one-second rows, the fault at row 70; constant
 columns, once-changing counters, leading gaps back-filled, sparse rates, an exact linear pair per rank, rank CPU
@@ -38,8 +38,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.eval.discover import discover, ground_truth
-from harness.eval.synthetic import make_dataset
+from chaosbench.eval.discover import discover, ground_truth
+from chaosbench.eval.synthetic import make_dataset
 
 FIXTURES = ROOT / "tests" / "fixtures" / "real"
 ROWS, INJECT_ROW = 100, 70

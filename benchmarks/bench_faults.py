@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_faults.py --case scenarios/cpu-throttle.yaml   # one full case (goal <= 120 s)
     .venv/bin/python benchmarks/bench_faults.py --suite scenarios/suites/core.yaml --repetitions 1
 
-Lifecycle latencies run every fault through harness.faults.lifecycle.injected on the test bed of tests/faults
+Lifecycle latencies run every fault through chaosbench.faults.lifecycle.injected on the test bed of tests/faults
 (two namespaces on a bridge, node cgroups, a busy "rank" per node, the engine's device layer + Prometheus):
 preflight+prepare+inject, inject -> verify signal, and recovery, in milliseconds. Needs root.
 """
@@ -42,8 +42,8 @@ def lifecycle_latencies() -> None:
 
     from faultbed import Traffic, make_bed, make_step, snapshot
 
-    from harness.case import CaseWriter
-    from harness.faults.lifecycle import injected
+    from chaosbench.case import CaseWriter
+    from chaosbench.faults.lifecycle import injected
 
     tmp = Path(tempfile.mkdtemp(prefix="cbflt-bench-"))
     os.environ.setdefault("CHAOSBENCH_RECOVERY_DIR", str(tmp / "recovery"))
@@ -68,8 +68,8 @@ def lifecycle_latencies() -> None:
 
 
 def one_case(path: Path, out: Path) -> float:
-    from harness.runner import run_scenario
-    from harness.scenario import load_scenario
+    from chaosbench.runner import run_scenario
+    from chaosbench.scenario import load_scenario
 
     scenario = load_scenario(path)
     t0 = time.monotonic()
@@ -82,8 +82,8 @@ def one_case(path: Path, out: Path) -> float:
 
 
 def suite(path: Path, out: Path, repetitions: int | None) -> None:
-    from harness.runner import run_suite
-    from harness.scenario import load_suite
+    from chaosbench.runner import run_suite
+    from chaosbench.scenario import load_suite
 
     s = load_suite(path)
     if repetitions:

@@ -63,7 +63,7 @@ print(json.dumps({"wall_s": time.perf_counter() - t, "events": n,
 CMD = """
 import json, resource, subprocess, sys, time
 t = time.perf_counter()
-out = subprocess.run([sys.executable, "-c", "from harness.cli import main; main()", "detect", "outpost",
+out = subprocess.run([sys.executable, "-c", "from chaosbench.cli import main; main()", "detect", "outpost",
                       sys.argv[1], "--json"], capture_output=True, text=True, check=True).stdout
 wall = time.perf_counter() - t
 rep = json.loads(out)
@@ -74,7 +74,7 @@ print(json.dumps({"wall_s": wall, "peak_mb": resource.getrusage(resource.RUSAGE_
 
 
 def generate(out: Path, events: int, workers: int) -> None:
-    from detectors.outpost.synth import Slowdown, SynthSpec, write_traces
+    from chaosbench.detectors.outpost.synth import Slowdown, SynthSpec, write_traces
 
     steps = math.ceil(events / (workers * EVENTS_PER_STEP_RANK))
     spec = SynthSpec(ranks=workers, steps=steps, layers=LAYERS, seed=11,

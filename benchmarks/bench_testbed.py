@@ -20,11 +20,11 @@ from pathlib import Path
 
 import psutil
 
-from harness.backends.local.cleanup import testbed_pids
-from harness.backends.local.plan import read_plan
-from harness.backends.local.testbed import deploy_local
-from harness.load.driver import LoadConfig, start_load
-from harness.scenario import load_scenario
+from chaosbench.backends.local.cleanup import testbed_pids
+from chaosbench.backends.local.plan import read_plan
+from chaosbench.backends.local.testbed import deploy_local
+from chaosbench.load.driver import LoadConfig, start_load
+from chaosbench.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 

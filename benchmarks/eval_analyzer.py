@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detectors.analyzer import explain  # noqa: E402
-from detectors.analyzer.metrics import CaseScore, score_case, summarize  # noqa: E402
-from detectors.api import run_detector  # noqa: E402
-from harness.case import CaseView, find_cases, read_ground_truth  # noqa: E402
-from harness.errors import ChaosbenchError  # noqa: E402
+from chaosbench.case import CaseView, find_cases, read_ground_truth  # noqa: E402
+from chaosbench.detectors.analyzer import explain  # noqa: E402
+from chaosbench.detectors.analyzer.metrics import CaseScore, score_case, summarize  # noqa: E402
+from chaosbench.detectors.api import run_detector  # noqa: E402
+from chaosbench.errors import ChaosbenchError  # noqa: E402
 
 COLUMNS = ("cases", "valid_format_rate", "first_try_valid_rate", "attempt_valid_rate", "fault_class_accuracy",
            "category_accuracy", "component_accuracy", "rouge_l")

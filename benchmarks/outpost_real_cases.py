@@ -5,7 +5,7 @@
 
 Outpost runs through the detector contract (``detect(CaseView)``: traces, inject time, no ground truth). The ground
 truth is read here only, to score: a node fault counts as a hit when a rank of that node is ranked (the scoring's
-``to_node_level``), a rank fault only when that rank is. Scores come from ``harness.score`` (AC@k, case-level and
+``to_node_level``), a rank fault only when that rank is. Scores come from ``chaosbench.score`` (AC@k, case-level and
 event-level detection), not recomputed here.
 """
 
@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detectors.outpost import DEFAULT_LAMBDA, outpost, stopped_first, to_result  # noqa: E402
-from harness.case import CaseView, find_cases, read_ground_truth  # noqa: E402
-from harness.score.detection import EventCase, case_detection, event_detection, event_matches  # noqa: E402
-from harness.score.ranking import ac_at_k, rank_of, to_node_level  # noqa: E402
+from chaosbench.case import CaseView, find_cases, read_ground_truth  # noqa: E402
+from chaosbench.detectors.outpost import DEFAULT_LAMBDA, outpost, stopped_first, to_result  # noqa: E402
+from chaosbench.score.detection import EventCase, case_detection, event_detection, event_matches  # noqa: E402
+from chaosbench.score.ranking import ac_at_k, rank_of, to_node_level  # noqa: E402
 
 
 def run_case(path: Path, lam: float) -> dict:

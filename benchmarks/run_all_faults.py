@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run_all_faults.py [--only nccl-hang,cpu-throttle] [--out DIR] [--short]
 
-One case per fault (scenarios/<fault-id>.yaml), through harness.runner.run_scenario. The table: fault,
+One case per fault (scenarios/<fault-id>.yaml), through chaosbench.runner.run_scenario. The table: fault,
 realism, verified?, time from the inject request to the verify signal, the symptom measured in the case
 (a data.csv column during the fault window vs the 15 s before it), and the case's wall time. Needs root.
 """
@@ -79,7 +79,7 @@ def symptom(case: Path, fault: str) -> str:
 
 def short_overrides(path: Path) -> dict:
     """45 s of load, the fault at 20 s for 10 s, no steady-state gate: a quick pass on a busy machine."""
-    from harness.scenario import load_scenario
+    from chaosbench.scenario import load_scenario
 
     step = load_scenario(path).spec.faults[0].model_dump(mode="json", by_alias=True)
     step.update(start="20s", duration="10s")
@@ -88,10 +88,10 @@ def short_overrides(path: Path) -> dict:
 
 
 def run_one(path: Path, out: Path, short: bool) -> Row:
-    from harness.errors import ChaosbenchError
-    from harness.faults.catalog import get_fault
-    from harness.runner import run_scenario
-    from harness.scenario import load_scenario
+    from chaosbench.errors import ChaosbenchError
+    from chaosbench.faults.catalog import get_fault
+    from chaosbench.runner import run_scenario
+    from chaosbench.scenario import load_scenario
 
     scenario = load_scenario(path, short_overrides(path) if short else None)
     fault = scenario.spec.faults[0].id
@@ -115,7 +115,7 @@ def run_one(path: Path, out: Path, short: bool) -> Row:
 
 
 def main() -> None:
-    from harness.faults.catalog import FAULT_IDS
+    from chaosbench.faults.catalog import FAULT_IDS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="", help="comma-separated fault ids (default: all eleven)")

@@ -64,8 +64,8 @@ def bench(work: Path, tp: int, streams: int, seconds: float) -> None:
     import httpx
 
     from benchmarks.bench_engine import run_phase
-    from harness.engines.vllm import deploy
-    from harness.scenario import load_scenario
+    from chaosbench.engines.vllm import deploy
+    from chaosbench.scenario import load_scenario
 
     sc = load_scenario(REPO / "scenarios" / "vllm" / "clean.yaml",
                        overrides={"deployment": {"topology": {"tensor_parallel": tp}}})
@@ -121,12 +121,12 @@ def _count_events(trace_dir: Path) -> dict[str, int]:
 
 def run_cases(names: list[str], out: Path) -> None:
     """chaosbench cases for scenarios/vllm/<name>.yaml through the normal runner."""
-    from harness.engines import ENGINES
-    from harness.runner import run_scenario
-    from harness.scenario import load_scenario
+    from chaosbench.engines import ENGINES
+    from chaosbench.runner import run_scenario
+    from chaosbench.scenario import load_scenario
 
     if "vllm" not in ENGINES:  # until the engine registry lists it
-        ENGINES.register("vllm", "harness.engines.vllm:deploy")
+        ENGINES.register("vllm", "chaosbench.engines.vllm:deploy")
     for name in names:
         sc = load_scenario(REPO / "scenarios" / "vllm" / f"{name}.yaml")
         case = out / f"{time.strftime('%Y%m%d-%H%M%S')}-{sc.metadata.name}" / "cases" / f"{sc.metadata.name}-r0"

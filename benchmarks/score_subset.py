@@ -5,7 +5,7 @@
 
 Used for issue 14's "Outpost component AC@1 on the faults visible in traces": the subset is named on the command
 line (Outpost's docstring says which faults change the timing recorded in the target's own traces), so the numbers
-come from the same per-case outcomes as the leaderboard and the same scoring code (harness.score.aggregate).
+come from the same per-case outcomes as the leaderboard and the same scoring code (chaosbench.score.aggregate).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.report.scores import fmt_ci
-from harness.score.aggregate import score_method
-from harness.score.stats import Interval
+from chaosbench.report.scores import fmt_ci
+from chaosbench.score.aggregate import score_method
+from chaosbench.score.stats import Interval
 
 
 def _fmt(value: float | None, ci: Interval = None) -> str:

@@ -1,1 +1,1 @@
-"""Detectors: the contract (``detectors.api``), KAT Outpost, KAT Analyzer and plugin loading."""
+"""Detectors: the contract (``chaosbench.detectors.api``), KAT Outpost, KAT Analyzer and plugin loading."""

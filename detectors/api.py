@@ -1,7 +1,7 @@
 """The detector contract, declared once.
 
 A detector is a callable ``detect(case: CaseView) -> Result``. ``CaseView``
-(harness.case) gives metrics, logs, traces, load records, topology and the
+(chaosbench.case) gives metrics, logs, traces, load records, topology and the
 injection time, and no ground truth. Built-in detectors, RCAEval adapters and
 third-party plugins all satisfy this contract; ``run_detector`` wraps a call so
 that one failing method never stops an evaluation.
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from harness.case import CaseView
+from chaosbench.case import CaseView
 
 ResultStatus = Literal["ok", "failed", "unavailable", "timeout"]
 
@@ -103,5 +103,5 @@ def run_detector(name: str, detect: Detector, case: CaseView) -> Result:
         )
     runtime = time.perf_counter() - start
     if not isinstance(result, Result):
-        return Result.failure(name, f"returned {type(result).__name__}, expected detectors.api.Result", runtime_s=runtime)
+        return Result.failure(name, f"returned {type(result).__name__}, expected chaosbench.detectors.api.Result", runtime_s=runtime)
     return replace(result, method=name, runtime_s=result.runtime_s or runtime)

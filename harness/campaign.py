@@ -4,7 +4,7 @@ A campaign file (``kind: Campaign``) names a base scenario (deployment, workload
 state), a seed, a case count and what to draw per case: clean or which fault (weighted mix), the target (any
 rank, node, replica or stage the fault's spec allows on the drawn topology: replicas and stages only where it has
 more than one replica or stage, a kind first, then a target of that kind), the parameters (from the ranges each fault
-declares in ``harness.faults.catalog.SAMPLING``), onset and duration, load level and arrival process, the
+declares in ``chaosbench.faults.catalog.SAMPLING``), onset and duration, load level and arrival process, the
 topology variant, and optionally a second fault overlapping the first on another component (compound cases).
 
 Reproducibility: case ``i`` is a function of ``(seed, i)`` only (``draw``), so ``count`` can grow without
@@ -43,12 +43,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from harness.errors import InputInvalid, ScenarioInvalid
-from harness.faults.catalog import CATALOG, FAULTS, SAMPLING
-from harness.faults.spec import FaultSpec, TargetKind
-from harness.registry import did_you_mean
-from harness.rundir import read_labels_file
-from harness.scenario import (
+from chaosbench.errors import InputInvalid, ScenarioInvalid
+from chaosbench.faults.catalog import CATALOG, FAULTS, SAMPLING
+from chaosbench.faults.spec import FaultSpec, TargetKind
+from chaosbench.registry import did_you_mean
+from chaosbench.rundir import read_labels_file
+from chaosbench.scenario import (
     Metadata,
     Scenario,
     Strict,
@@ -62,7 +62,7 @@ from harness.scenario import (
     parse_document,
     validate_model,
 )
-from harness.types import Duration, between, format_duration
+from chaosbench.types import Duration, between, format_duration
 
 GOLDEN = (math.sqrt(5) - 1) / 2
 INTENSITY_BINS = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
@@ -135,7 +135,7 @@ class TopologyVariant(Strict):
                 if (k != "replica" or self.data_parallel > 1) and (k != "stage" or self.pipeline_parallel > 1)]
 
     def targets(self, kind: str) -> list[dict[str, Any]]:
-        """Every target of this kind on this topology, as harness.scenario.Target takes it."""
+        """Every target of this kind on this topology, as chaosbench.scenario.Target takes it."""
         topo = self.topology()
         if kind == "rank":
             return [{"rank": r} for r in range(topo.world_size)]
@@ -201,7 +201,7 @@ class Campaign(Strict):
 @dataclass(frozen=True)
 class FaultDraw:
     id: str
-    target: dict[str, Any]  # as harness.scenario.Target takes it: {"rank": 2}, {"node": "node-1"}, {"replica": 1}
+    target: dict[str, Any]  # as chaosbench.scenario.Target takes it: {"rank": 2}, {"node": "node-1"}, {"replica": 1}
     params: dict[str, Any]
     start: float  # seconds after load start
     duration: float
@@ -382,7 +382,7 @@ def _base_document(campaign: Campaign, campaign_path: str | Path) -> dict[str, A
 
 
 def to_scenario(campaign: Campaign, case: PlannedCase, campaign_path: str | Path) -> Scenario:
-    """The case as a fully validated scenario that harness.runner.run_scenario can run."""
+    """The case as a fully validated scenario that chaosbench.runner.run_scenario can run."""
     doc = _case_document(campaign, case, _base_document(campaign, campaign_path))
     result = parse_document(doc, f"{campaign_path} (case {case.index})")
     assert isinstance(result, Scenario)
@@ -541,7 +541,7 @@ def _machine() -> dict[str, Any]:
 
 def dataset_card(run_dir: Path) -> dict[str, Any]:
     """The card's content: counts per fault, target, intensity bin, split and status, realism, provenance."""
-    from harness.collect.manifest import git_sha
+    from chaosbench.collect.manifest import git_sha
 
     run_dir = Path(run_dir)
     run = _read_json(run_dir / "run.json")

@@ -36,7 +36,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
-from harness.errors import CaseInvalid
+from chaosbench.errors import CaseInvalid
 
 PARTIAL_SUFFIX = ".partial"
 CaseStatus = Literal["completed", "not-verified", "failed", "aborted"]
@@ -202,7 +202,7 @@ class RankPlace(TypedDict):
 
 
 class Layout(TypedDict):
-    """DP x PP x TP: global rank r = (d * pipeline_parallel + p) * tensor_parallel + t (harness.scenario)."""
+    """DP x PP x TP: global rank r = (d * pipeline_parallel + p) * tensor_parallel + t (chaosbench.scenario)."""
 
     data_parallel: int
     pipeline_parallel: int
@@ -284,7 +284,7 @@ def read_case_status(case_dir: Path) -> str:
     return str(_read_json(full if full.is_file() else Path(case_dir) / "manifest.json").get("status", "completed"))
 
 
-# What a detector may read of a case (harness.eval.blind copies exactly these); traces.csv and logts.csv are
+# What a detector may read of a case (chaosbench.eval.blind copies exactly these); traces.csv and logts.csv are
 # RCAEval's data files. Everything else (ground truth, resolved scenario, full journal, labels) stays behind.
 BLIND_FILES = ("manifest.json", "topology.json", "inject_time.txt", "events.jsonl", "data.csv", "logs.csv",
                "traces.csv", "logts.csv")
@@ -293,7 +293,7 @@ BLIND_DIRS = ("traces", "load")
 
 class CaseView:
     """Read-only, lazy access to a case's blind files (BLIND_FILES, BLIND_DIRS): never the answer or the scenario.
-    Evaluations hand detectors a CaseView of a blind copy (harness.eval.blind)."""
+    Evaluations hand detectors a CaseView of a blind copy (chaosbench.eval.blind)."""
 
     def __init__(self, path: Path):
         path = Path(path)

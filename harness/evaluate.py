@@ -5,11 +5,11 @@ catalogue, the fan-out, outcomes, export). ``methods_of`` says which methods ``c
 
 ``evaluate(dataset, out_dir, methods, workers, ...) -> out_dir``. ``dataset`` is a run directory (cases/ +
 labels.jsonl), an archive of one written by ``chaosbench export`` (read directly), or a directory of older case
-directories or RCAEval cases (harness.eval.discover). Detectors read only blind copies of the cases
-(harness.eval.blind); each answer goes to ``<out>/detectors/<method>/<case_id>.json`` as it completes, so an
+directories or RCAEval cases (chaosbench.eval.discover). Detectors read only blind copies of the cases
+(chaosbench.eval.blind); each answer goes to ``<out>/detectors/<method>/<case_id>.json`` as it completes, so an
 interrupted evaluation resumes with the same command (what exists is skipped; ``force=True`` recomputes). Nothing
 that carries a label is written to ``<out>`` before every detection task has finished; then scores.json
-(documented in harness.report.scores), leaderboard.md and leaderboard.csv.
+(documented in chaosbench.report.scores), leaderboard.md and leaderboard.csv.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.eval.blind import blind_cases
-from harness.eval.discover import CaseRef, discover, ground_truth, is_run_dir, open_view
-from harness.eval.fanout import OnDone, Task, preload, read_result, run_inline, run_local, run_ray
-from harness.eval.methods import Method, select
-from harness.score.aggregate import CaseOutcome, score_methods
+from chaosbench.eval.blind import blind_cases
+from chaosbench.eval.discover import CaseRef, discover, ground_truth, is_run_dir, open_view
+from chaosbench.eval.fanout import OnDone, Task, preload, read_result, run_inline, run_local, run_ray
+from chaosbench.eval.methods import Method, select
+from chaosbench.score.aggregate import CaseOutcome, score_methods
 
 if TYPE_CHECKING:
-    from harness.campaign import Campaign
-    from harness.scenario import Scenario, Suite
+    from chaosbench.campaign import Campaign
+    from chaosbench.scenario import Scenario, Suite
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -37,7 +37,7 @@ DEFAULT_TIMEOUT_S = 300.0
 def methods_of(doc: Scenario | Suite | Campaign, path: Path) -> list[str] | None:
     """The methods a run's document names, in order: a scenario's ``spec.evaluation.detectors``; a suite's, those
     of its scenarios then its own ``spec.detectors``; None for a campaign (the default method set)."""
-    from harness.scenario import Scenario, Suite, expand_suite
+    from chaosbench.scenario import Scenario, Suite, expand_suite
 
     if isinstance(doc, Scenario):
         return list(doc.spec.evaluation.detectors)
@@ -57,8 +57,8 @@ def plan(refs: Sequence[CaseRef], methods: Sequence[Method], out_dir: Path) -> l
 
 def _outcomes(refs: Sequence[CaseRef], methods: Sequence[Method], out_dir: Path) -> list[CaseOutcome]:
     """Outcomes of the evaluable cases; invalid and unverified cases are listed in scores.json, not here."""
-    from baselines.inputs import case_components, metric_columns
-    from harness.eval.outcomes import outcome
+    from chaosbench.baselines.inputs import case_components, metric_columns
+    from chaosbench.eval.outcomes import outcome
 
     out: list[CaseOutcome] = []
     for ref in refs:
@@ -79,9 +79,9 @@ def _explanations(refs: Sequence[CaseRef], methods: Sequence[Method], out_dir: P
     if not any(m.name == "analyzer" for m in methods):
         return {}
     try:
-        from detectors.analyzer.metrics import score_case, summarize
+        from chaosbench.detectors.analyzer.metrics import score_case, summarize
     except Exception as exc:  # noqa: BLE001 - the analyzer package is optional here
-        return {"analyzer": {"error": f"cannot import detectors.analyzer.metrics: {exc}"}}
+        return {"analyzer": {"error": f"cannot import chaosbench.detectors.analyzer.metrics: {exc}"}}
     analyzer = next(m for m in methods if m.name == "analyzer")
     scores = []
     for ref in refs:
@@ -100,7 +100,7 @@ def open_dataset(dataset: Path, split: str) -> Iterator[tuple[Path, list[CaseRef
     """(root, cases) of a dataset directory or an exported archive (its blind cases extracted to a temporary
     directory, removed on exit; its labels read from the archive, never written to disk)."""
     if is_archive(dataset):
-        from harness.eval.export import open_archive
+        from chaosbench.eval.export import open_archive
 
         with open_archive(dataset) as (root, labels):
             yield root, discover(root, split, labels=labels)
@@ -153,7 +153,7 @@ def evaluate(
     this process without timeouts (debugging). ``report`` also writes report.html. ``on_start(total, todo)`` and
     ``on_done(task, status)`` drive progress displays.
     """
-    from harness.report.scores import write_results
+    from chaosbench.report.scores import write_results
 
     dataset_dir = Path(dataset_dir)
     out_dir = Path(out_dir) if out_dir else default_out(dataset_dir, split)
@@ -178,7 +178,7 @@ def evaluate(
         write_results(out_dir, dataset_dir=dataset_dir, refs=refs, methods=chosen, availability=availability,
                       outcomes=outcomes, scores=scores, explanations=_explanations(refs, runnable, out_dir), run=run)
         if report:  # while an archive's cases are still extracted: the report draws from their data
-            from harness.report import write_report
+            from chaosbench.report import write_report
 
             write_report(out_dir)
     return out_dir

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from harness.backends.base import Testbed
+    from chaosbench.backends.base import Testbed
 
 PROBE_REQUESTS = 3
 PROBE_MAX_TOKENS = 8

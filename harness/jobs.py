@@ -1,7 +1,7 @@
-"""From a scenario, suite or campaign file to the list of cases a run executes (harness.rundir.CaseJob).
+"""From a scenario, suite or campaign file to the list of cases a run executes (chaosbench.rundir.CaseJob).
 
 Each job carries its plan entry (``draw``): split, faults, topology, workload, intensity, target kind. For a
-campaign the entry comes from the sampler (harness.campaign); for a suite or a scenario it is read off the
+campaign the entry comes from the sampler (chaosbench.campaign); for a suite or a scenario it is read off the
 scenario. Ids are new on a fresh run and read back from plan.json on a resumed one, so a resumed run redoes
 its unfinished cases with the same draw under the same ids.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.rundir import CaseJob, new_case_id
+from chaosbench.rundir import CaseJob, new_case_id
 
 
 def _topology_name(scenario: Any) -> str:
@@ -34,23 +34,23 @@ def _ids(n: int, known: dict[int, str] | None) -> list[str]:
 
 
 def scenario_jobs(scenarios: list[Any], known_ids: dict[int, str] | None = None) -> list[CaseJob]:
-    from harness.campaign import deployment_key
+    from chaosbench.campaign import deployment_key
 
     ids = _ids(len(scenarios), known_ids)
     return [CaseJob(i, ids[i], s, deployment_key(s), _scenario_draw(s)) for i, s in enumerate(scenarios)]
 
 
 def suite_jobs(suite: Any, suite_path: Path, known_ids: dict[int, str] | None = None) -> list[CaseJob]:
-    from harness.runner import with_seed
-    from harness.scenario import expand_suite
+    from chaosbench.runner import with_seed
+    from chaosbench.scenario import expand_suite
 
     return scenario_jobs([with_seed(s, seed) for s, _rep, seed in expand_suite(suite, Path(suite_path))], known_ids)
 
 
 def campaign_jobs(campaign: Any, campaign_path: Path, known_ids: dict[int, str] | None = None,
                   salt: int | None = None) -> list[CaseJob]:
-    """``salt``: the run's secret for the observable draws (harness.campaign.draw), kept in run.json."""
-    from harness.campaign import deployment_key, plan, to_scenario
+    """``salt``: the run's secret for the observable draws (chaosbench.campaign.draw), kept in run.json."""
+    from chaosbench.campaign import deployment_key, plan, to_scenario
 
     cases = plan(campaign, salt)
     ids = _ids(len(cases), known_ids)

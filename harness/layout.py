@@ -1,5 +1,5 @@
 """Where each rank sits in a DP x PP x TP layout, and the names an operator sees for it: one place for the scenario
-(harness.scenario.TopologySpec.grid), the engines, the testbeds and the case's topology.json.
+(chaosbench.scenario.TopologySpec.grid), the engines, the testbeds and the case's topology.json.
 
 World of ``dp * pp * tp`` ranks; global rank ``r = (d * pp + p) * tp + t`` for replica d, pipeline stage p and
 tensor-parallel index t. A replica's ranks are one contiguous block; inside it, stage p's ranks are contiguous.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from harness.case import LayoutRecord
+    from chaosbench.case import LayoutRecord
 
 _COMPONENT = re.compile(r"^(?:(node|rank|replica)-(\d+)|replica-(\d+)\.stage-(\d+))$")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from harness.scenario import Probe, StopCondition
+    from chaosbench.scenario import Probe, StopCondition
 
 Rewrite = Callable[[str], str]  # the backend's translation of a scenario query (Testbed.promql)
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
-from harness.errors import InputInvalid, PluginInvalid
+from chaosbench.errors import InputInvalid, PluginInvalid
 
 T = TypeVar("T")
 

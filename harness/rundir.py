@@ -2,7 +2,7 @@
 
     <run>/run.json          what was run (kind, source file and its sha256, argv, seed, execution order)
     <run>/plan.json         one entry per case: index, case_id, split, faults, topology, workload
-    <run>/cases/<id>/       blind cases (harness.case.CaseWriter writes them)
+    <run>/cases/<id>/       blind cases (chaosbench.case.CaseWriter writes them)
     <run>/labels/<id>/      their answers, resolved scenarios, full journals and manifests
     <run>/labels.jsonl      one record per finished case (status, ground truth, split, draw)
     <run>/testbeds/         the testbeds' own state, logs and Ray sessions
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
-from harness.case import PARTIAL_SUFFIX, GroundTruth, atomic_write_json, is_case_dir, labels_dir_of
-from harness.errors import InputInvalid
+from chaosbench.case import PARTIAL_SUFFIX, GroundTruth, atomic_write_json, is_case_dir, labels_dir_of
+from chaosbench.errors import InputInvalid
 
 
 class LabelRecord(TypedDict, total=False):
@@ -50,7 +50,7 @@ class CaseJob:
 
     index: int
     case_id: str
-    scenario: Any  # harness.scenario.Scenario
+    scenario: Any  # chaosbench.scenario.Scenario
     group: str  # cases of one group can share a testbed (same deployment)
     draw: dict[str, Any] = field(default_factory=dict)  # the plan entry (split, faults, intensity, ...)
 
@@ -128,7 +128,7 @@ class RunDir:
     # ---------------------------------------------------------------- start / resume
     def start(self, kind: str, source: Path, jobs: Sequence[CaseJob], extra: dict[str, Any] | None = None) -> None:
         """Write run.json and plan.json before the first case (a crash leaves a resumable run)."""
-        from harness.collect.manifest import git_sha
+        from chaosbench.collect.manifest import git_sha
 
         self.cases.mkdir(parents=True, exist_ok=True)
         self.labels.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,7 @@ class RunDir:
         return read_labels_file(self.labels_file, torn_tail_ok=True)
 
     def _rewrite_labels(self, records: list[LabelRecord]) -> None:
-        from harness.case import atomic_write_text
+        from chaosbench.case import atomic_write_text
 
         atomic_write_text(self.labels_file, "".join(json.dumps(r) + "\n" for r in records))
 

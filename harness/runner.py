@@ -2,22 +2,22 @@
 
 ``run_scenario`` reads top to bottom as the timeline (seconds from the load start):
 
-    deploy, ready              backend testbed (harness.testbeds; the contract: harness.backends.base), engine
+    deploy, ready              backend testbed (chaosbench.testbeds; the contract: chaosbench.backends.base), engine
                                serving; a reusable testbed takes the next case after the recovery gate
-    load start (t0)            testbed.start_load: Locust in its own process (harness.load.driver; k8s: a Job)
+    load start (t0)            testbed.start_load: Locust in its own process (chaosbench.load.driver; k8s: a Job)
     warm-up                    until t0 + workload.warmup
-    baseline gate              steady-state probes (harness.probes) just before the first fault
+    baseline gate              steady-state probes (chaosbench.probes) just before the first fault
                                (clean run: at t0 + nominal_inject); a failed gate = no injection, case "failed"
-    fault window(s)            harness.faults.lifecycle.injected() at t0 + step.start, held step.duration while
+    fault window(s)            chaosbench.faults.lifecycle.injected() at t0 + step.start, held step.duration while
                                the stop conditions are checked every telemetry step (abort on one that holds)
     recovery window            until the load ends; probes again near the end (the deviation check)
-    traces                     testbed.start_profile/stop_profile at the trace windows (harness.timeline; default:
+    traces                     testbed.start_profile/stop_profile at the trace windows (chaosbench.timeline; default:
                                baseline window before the (nominal) injection, through the fault's end)
     collect                    load/ and topology.json here; data.csv, logs.csv, traces/ by testbed.collect_case
-    teardown                   always (try/finally, SIGINT/SIGTERM: harness.signals), then manifest.json and the
+    teardown                   always (try/finally, SIGINT/SIGTERM: chaosbench.signals), then manifest.json and the
                                final rename
 
-Every stage is journalled in events.jsonl (start/end, status, duration_s, error; harness.stages).
+Every stage is journalled in events.jsonl (start/end, status, duration_s, error; chaosbench.stages).
 """
 
 from __future__ import annotations
@@ -29,19 +29,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import signals
-from harness.backends.base import Testbed
-from harness.case import CaseStatus, CaseWriter, GroundTruth, Topology
-from harness.errors import ChaosbenchError
-from harness.probes import probes_hold
-from harness.stages import Progress, Recorder
-from harness.testbeds import Bed, deploy, ready_bed, teardown
-from harness.timeline import Timeline, profile_actions, trace_windows
+from chaosbench import signals
+from chaosbench.backends.base import Testbed
+from chaosbench.case import CaseStatus, CaseWriter, GroundTruth, Topology
+from chaosbench.errors import ChaosbenchError
+from chaosbench.probes import probes_hold
+from chaosbench.stages import Progress, Recorder
+from chaosbench.testbeds import Bed, deploy, ready_bed, teardown
+from chaosbench.timeline import Timeline, profile_actions, trace_windows
 
 if TYPE_CHECKING:
-    from harness.campaign import Campaign
-    from harness.rundir import CaseJob, RunDir
-    from harness.scenario import Scenario, Suite
+    from chaosbench.campaign import Campaign
+    from chaosbench.rundir import CaseJob, RunDir
+    from chaosbench.scenario import Scenario, Suite
 
 PROBE_SETTLE_S = 5.0  # the recovery probes run this long before the load ends
 OnCase = Callable[[int, int, "CaseJob"], None]  # (index, total, job) as each case starts
@@ -91,7 +91,7 @@ def _gate_and_faults(scenario: Scenario, testbed: Testbed, writer: CaseWriter,
         writer.write_inject_time(tl.t0 + spec.nominal_inject)
         writer.write_ground_truth(clean_ground_truth())
         return "completed", None
-    from harness.faults.lifecycle import hold_faults  # the fault stage; only faulty scenarios need it
+    from chaosbench.faults.lifecycle import hold_faults  # the fault stage; only faulty scenarios need it
 
     return hold_faults(spec, testbed, writer, tl)
 
@@ -99,7 +99,7 @@ def _gate_and_faults(scenario: Scenario, testbed: Testbed, writer: CaseWriter,
 def _collect(scenario: Scenario, testbed: Testbed, writer: CaseWriter, load_dir: Path, t0: float, t_end: float,
              case_start: float) -> None:
     """The load records (whichever backend ran the load), then the testbed's own collection."""
-    from harness.load.summary import read_requests
+    from chaosbench.load.summary import read_requests
 
     for f in sorted(load_dir.glob("*")):
         if f.name in ("requests.jsonl", "summary.json") or f.name.startswith("locust_"):
@@ -119,7 +119,7 @@ def _ensure_ground_truth(writer: CaseWriter, scenario: Scenario, t0: float | Non
     if not (writer.labels_path / "ground_truth.json").exists():
         gt = clean_ground_truth()
         if scenario.spec.faults:
-            from harness.faults.catalog import get_fault
+            from chaosbench.faults.catalog import get_fault
 
             step = scenario.spec.faults[0]
             spec = get_fault(step.id)
@@ -137,7 +137,7 @@ def _ensure_ground_truth(writer: CaseWriter, scenario: Scenario, t0: float | Non
 def _load_phase(scenario: Scenario, testbed: Testbed, writer: CaseWriter, rec: Recorder, load_dir: Path,
                 case_start: float) -> Outcome:
     """From the load start to collect; returns (status, reason, manifest extras)."""
-    from harness.load.driver import LoadConfig
+    from chaosbench.load.driver import LoadConfig
 
     spec = scenario.spec
     duration = spec.workload.duration
@@ -185,7 +185,7 @@ def _run_case(job: CaseJob, writer: CaseWriter, rec: Recorder, bed: Bed) -> Outc
 
 def _finalize(writer: CaseWriter, job: CaseJob, rec: Recorder, status: CaseStatus, reason: str | None,
               extras: dict[str, Any], run_id: str) -> None:
-    from harness.collect.manifest import build_manifest
+    from chaosbench.collect.manifest import build_manifest
 
     manifest = build_manifest(job.scenario, seed=job.scenario.spec.workload.seed, run_id=run_id,
                               timings=rec.timings, case_index=job.index, **extras,
@@ -203,9 +203,9 @@ def _reason(exc: Exception) -> str:
 
 def run_jobs(jobs: list[CaseJob], run: RunDir, *, progress: Progress | None = None, on_case: OnCase | None = None,
              deploy_kwargs: dict[str, Any] | None = None, log: Log | None = None) -> list[Path]:
-    """Run ``jobs`` (harness.rundir.CaseJob) into the run directory ``run`` (harness.rundir.RunDir), in order.
+    """Run ``jobs`` (chaosbench.rundir.CaseJob) into the run directory ``run`` (chaosbench.rundir.RunDir), in order.
 
-    Consecutive cases of one group share a testbed: between two cases the recovery gate (harness.gate) must
+    Consecutive cases of one group share a testbed: between two cases the recovery gate (chaosbench.gate) must
     pass, else the testbed is redeployed. A failed case is finalized (status failed) and the run goes on; Ctrl-C
     or SIGTERM tears the testbed down, leaves the running case ``.partial`` and raises ``Interrupted``.
     Every case gets its label in ``labels.jsonl`` when it ends. Returns the finished case directories."""
@@ -264,7 +264,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, seed: int | None = None, *, 
     """
     import yaml
 
-    from harness.rundir import CaseJob
+    from chaosbench.rundir import CaseJob
 
     scenario = with_seed(scenario, seed)
     out_dir = Path(out_dir)
@@ -311,12 +311,12 @@ def run_document(doc: Scenario | Suite | Campaign, path: Path, run_root: Path, *
     ``run_root`` (see ``new_run_root``), or, with ``resume``, finish the interrupted run there. ``split``
     (campaigns): only the cases of that split (dev while tuning; test once the detectors are frozen).
 
-    Returns (the harness.rundir.RunDir, every finished case directory of the run, in plan order)."""
-    from harness import jobs as plan_jobs
-    from harness.campaign import Campaign
-    from harness.errors import InputInvalid
-    from harness.rundir import RunDir, execution_order
-    from harness.scenario import Suite
+    Returns (the chaosbench.rundir.RunDir, every finished case directory of the run, in plan order)."""
+    from chaosbench import jobs as plan_jobs
+    from chaosbench.campaign import Campaign
+    from chaosbench.errors import InputInvalid
+    from chaosbench.rundir import RunDir, execution_order
+    from chaosbench.scenario import Suite
 
     kind = type(doc).__name__.lower()
     run = RunDir(run_root)
@@ -345,19 +345,29 @@ def run_document(doc: Scenario | Suite | Campaign, path: Path, run_root: Path, *
         run.start(kind, path, todo, {"seed": seed, "salt": salt, "split": split})
     run_jobs(todo, run, progress=progress, on_case=on_case, log=log, deploy_kwargs=deploy_kwargs)
     if kind == "campaign":
-        from harness.campaign import write_dataset_card
+        from chaosbench.campaign import write_dataset_card
 
         write_dataset_card(run.root)
     finished = [run.case_dir(j.case_id) for j in sorted(jobs, key=lambda j: j.index)]
     return run, [c for c in finished if c.is_dir()]
 
 
+def run(path: str | Path, out: str | Path = "results", *, split: str | None = None) -> Path:
+    """Run a scenario, suite or campaign file into a new run directory under ``out`` and return it, as
+    ``chaosbench run PATH --out OUT --no-eval`` does (evaluate it with ``chaosbench.evaluate``)."""
+    from chaosbench.campaign import load_any
+
+    doc = load_any(path)
+    run_dir, _ = run_document(doc, Path(path), new_run_root(Path(out), doc), split=split)
+    return run_dir.root
+
+
 def run_suite(suite: Suite | str | Path, out_root: Path, *, suite_path: Path | None = None,
               progress: Progress | None = None, on_case: OnCase | None = None) -> list[Path]:
     """Every (scenario x repetition x seed) of a suite into ``<out_root>/<run-id>/cases/<id>/``: a suite file, or
     a loaded Suite plus its ``suite_path`` (scenario entries are relative to it)."""
-    from harness.errors import InputInvalid
-    from harness.scenario import load_suite
+    from chaosbench.errors import InputInvalid
+    from chaosbench.scenario import load_suite
 
     if isinstance(suite, (str, Path)):
         suite_path, suite = Path(suite), load_suite(suite)

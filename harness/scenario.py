@@ -21,12 +21,12 @@ from typing import Annotated, Any, Literal, TypeVar, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.errors import ScenarioInvalid
-from harness.faults.catalog import fault_specs, get_fault
-from harness.faults.spec import FaultSpec, TargetKind
-from harness.layout import Layout, replica_name, stage_name
-from harness.registry import did_you_mean
-from harness.types import Duration, PositiveDuration, between
+from chaosbench.errors import ScenarioInvalid
+from chaosbench.faults.catalog import fault_specs, get_fault
+from chaosbench.faults.spec import FaultSpec, TargetKind
+from chaosbench.layout import Layout, replica_name, stage_name
+from chaosbench.registry import did_you_mean
+from chaosbench.types import Duration, PositiveDuration, between
 
 API_VERSION = "chaosbench/v1alpha1"
 
@@ -72,7 +72,7 @@ class TopologySpec(Strict):
 
     @property
     def grid(self) -> Layout:
-        """Where each rank sits, and the component names (harness.layout)."""
+        """Where each rank sits, and the component names (chaosbench.layout)."""
         return Layout(dp=self.data_parallel, pp=self.pipeline_parallel, tp=self.tensor_parallel, nodes=self.nodes)
 
     @property
@@ -130,7 +130,7 @@ class K8sSpec(Strict):
 
 
 class Deployment(Strict):
-    backend: str = Field("local", description="a backend of harness.backends (shipped: local, k8s) or a plugin's")
+    backend: str = Field("local", description="a backend of chaosbench.backends (shipped: local, k8s) or a plugin's")
     engine: Literal["mini", "vllm"] = "mini"
     topology: TopologySpec = TopologySpec()
     model: ModelSpec = ModelSpec()
@@ -139,7 +139,7 @@ class Deployment(Strict):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, name: str) -> str:
-        from harness.backends import backends
+        from chaosbench.backends import backends
 
         if name not in backends():
             raise ValueError(f"unknown backend {name!r}{did_you_mean(name, list(backends()))}; "
@@ -354,7 +354,7 @@ class Scenario(Strict):
                 out.append((where, f"ends after the load ({end:g}s > workload.duration {load.duration:g}s)"))
         dep = spec.deployment
         if dep.engine == "vllm":
-            from harness.engines.vllm import unsupported_faults
+            from chaosbench.engines.vllm import unsupported_faults
 
             refused = unsupported_faults(dep.engine, dep.backend)
             out.extend((f"spec.faults[{i}].id", refused[s.id]) for i, s in enumerate(spec.faults) if s.id in refused)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from harness.case import CaseWriter
+    from chaosbench.case import CaseWriter
 
 Progress = Callable[[str, float | None], None]  # (phase, fraction of the load done or None)
 

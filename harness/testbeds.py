@@ -1,5 +1,5 @@
-"""The testbed a case runs on: deployed by its backend (harness.backends) (and checked against the backend
-contract), reused by the next case of the same group if the recovery gate (harness.gate) passes, else torn
+"""The testbed a case runs on: deployed by its backend (chaosbench.backends) (and checked against the backend
+contract), reused by the next case of the same group if the recovery gate (chaosbench.gate) passes, else torn
 down and redeployed. A teardown runs to its end: SIGINT/SIGTERM are held back until it is done."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import signals
-from harness.backends.base import Testbed, check_testbed
-from harness.stages import Recorder
+from chaosbench import signals
+from chaosbench.backends.base import Testbed, check_testbed
+from chaosbench.stages import Recorder
 
 if TYPE_CHECKING:
-    from harness.gate import Probe
-    from harness.rundir import CaseJob
-    from harness.scenario import Scenario
+    from chaosbench.gate import Probe
+    from chaosbench.rundir import CaseJob
+    from chaosbench.scenario import Scenario
 
 Log = Callable[[str], None]
 
@@ -36,8 +36,8 @@ class Bed:
 def deploy(scenario: Scenario, run_dir: Path, rec: Recorder, group: str,
            deploy_kwargs: dict[str, Any] | None) -> Bed:
     """Deploy the scenario's backend (journalled as stage ``deploy``); a reusable testbed is probed once."""
-    from harness.backends import backend
-    from harness.registry import import_ref
+    from chaosbench.backends import backend
+    from chaosbench.registry import import_ref
 
     dep = scenario.spec.deployment
     with rec.stage("deploy", backend=dep.backend, engine=dep.engine):
@@ -45,7 +45,7 @@ def deploy(scenario: Scenario, run_dir: Path, rec: Recorder, group: str,
         testbed = deploy_testbed(scenario, run_dir, **(deploy_kwargs or {}))
         bed = Bed(check_testbed(dep.backend, testbed), group)
     if bed.testbed.reusable:
-        from harness.gate import baseline
+        from chaosbench.gate import baseline
 
         bed.reference = baseline(bed.testbed.api_url, dep.model.name)
     return bed
@@ -67,7 +67,7 @@ def ready_bed(job: CaseJob, bed: Bed | None, testbeds: Path, rec: Recorder, depl
               log: Log) -> Bed:
     """The testbed for ``job``: the current one if it serves the same deployment and passes the recovery gate,
     else a new one under ``testbeds`` (the old one torn down first)."""
-    from harness import gate
+    from chaosbench import gate
 
     writer = rec.writer
     if bed is not None and (bed.group != job.group or not bed.testbed.reusable or bed.reference is None):

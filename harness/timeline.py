@@ -13,11 +13,11 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from harness.stages import Recorder
+from chaosbench.stages import Recorder
 
 if TYPE_CHECKING:
-    from harness.backends.base import Testbed
-    from harness.scenario import Scenario
+    from chaosbench.backends.base import Testbed
+    from chaosbench.scenario import Scenario
 
 Action = tuple[float, str, Callable[[], None]]  # (offset from t0, stage name, call)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from detectors.api import AnomalousEvent, RankedComponent, Result
+from chaosbench.detectors.api import AnomalousEvent, RankedComponent, Result
 
 
 def raising(case):

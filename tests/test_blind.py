@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.case import CaseView
-from harness.eval.blind import blind_cases
-from harness.eval.discover import discover
-from harness.eval.synthetic import make_case, make_run
-from harness.evaluate import evaluate
+from chaosbench.case import CaseView
+from chaosbench.eval.blind import blind_cases
+from chaosbench.eval.discover import discover
+from chaosbench.eval.synthetic import make_case, make_run
+from chaosbench.evaluate import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # eval_fixtures
 from eval_fixtures import MARKER  # noqa: E402
@@ -31,7 +31,7 @@ SPECS = [{"fault_id": "cpu-contention", "target": "node-1", "seed": 1},
 
 def _traces(case: Path, seed: int, slow_rank: int | None) -> None:
     """Outpost input: synthetic per-rank traces moved onto the case's clock (slowed rank after the injection)."""
-    from detectors.outpost.synth import Slowdown, SynthSpec, generate, step_windows, truth_for
+    from chaosbench.detectors.outpost.synth import Slowdown, SynthSpec, generate, step_windows, truth_for
 
     spec = SynthSpec(ranks=4, steps=30, seed=seed, inject_step=15,
                      slowdowns=(Slowdown((slow_rank,), 3.0, 15, 29),) if slow_rank is not None else ())

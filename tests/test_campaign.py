@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.campaign import (
+from chaosbench.campaign import (
     Campaign,
     deployment_key,
     draw,
@@ -23,10 +23,10 @@ from harness.campaign import (
     to_scenario,
     write_dataset_card,
 )
-from harness.errors import InputInvalid, ScenarioInvalid
-from harness.faults.catalog import CATALOG, FAULTS, SAMPLING
-from harness.rundir import RunDir, parse_labels
-from harness.scenario import Scenario
+from chaosbench.errors import InputInvalid, ScenarioInvalid
+from chaosbench.faults.catalog import CATALOG, FAULTS, SAMPLING
+from chaosbench.rundir import RunDir, parse_labels
+from chaosbench.scenario import Scenario
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = REPO / "scenarios" / "campaigns" / "mini.yaml"
@@ -366,7 +366,7 @@ def test_run_dir_skips_only_a_torn_last_line(tmp_path):
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from harness.cli import main; main()", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-c", "from chaosbench.cli import main; main()", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=120, check=False,
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "COLUMNS": "200"})
 

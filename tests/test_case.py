@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from harness.case import CaseView, CaseWriter, Topology, atomic_write_json, find_cases, read_ground_truth
-from harness.errors import CaseInvalid
+from chaosbench.case import CaseView, CaseWriter, Topology, atomic_write_json, find_cases, read_ground_truth
+from chaosbench.errors import CaseInvalid
 
 TOPO = Topology(backend="local", engine="mini", nodes=("node-0", "node-1"), ranks=("rank-0", "rank-1"),
                 rank_node={"rank-0": "node-0", "rank-1": "node-1"}, components=("ingress", "node-0", "rank-0"))
@@ -54,7 +54,7 @@ def test_view_gives_everything_but_the_answer(tmp_path):
 def test_crash_mid_write_leaves_no_complete_case(tmp_path):
     code = (
         "import os, sys; sys.path.insert(0, %r)\n"
-        "from harness.case import CaseWriter\n"
+        "from chaosbench.case import CaseWriter\n"
         "w = CaseWriter(__import__('pathlib').Path(%r))\n"
         "w.event('deploy', 'start'); w.write_text('data.csv', 'time\\n1\\n')\n"
         "os._exit(9)\n"
@@ -70,7 +70,7 @@ def test_atomic_write_never_leaves_temp_files(tmp_path, monkeypatch):
     def crash(*_):
         raise OSError("disk gone")
 
-    monkeypatch.setattr("harness.case.os.replace", crash)
+    monkeypatch.setattr("chaosbench.case.os.replace", crash)
     with pytest.raises(OSError):
         atomic_write_json(tmp_path / "x.json", {"a": 2})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": 1}

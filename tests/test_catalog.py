@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from harness.errors import InputInvalid
-from harness.faults.catalog import CATALOG, FAULT_IDS, FAULTS, get_fault
-from harness.scenario import load_scenario, scenario_files
+from chaosbench.errors import InputInvalid
+from chaosbench.faults.catalog import CATALOG, FAULT_IDS, FAULTS, get_fault
+from chaosbench.scenario import load_scenario, scenario_files
 
 
 def test_catalog_matches_faults_md(shared):

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", "from harness.cli import main; main()", *args],
+        [sys.executable, "-c", "from chaosbench.cli import main; main()", *args],
         cwd=cwd, capture_output=True, text=True, timeout=120,
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
     )

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import InputInvalid, PluginInvalid
-from harness.eval.discover import discover, opaque_id
-from harness.eval.export import export_run
-from harness.eval.methods import select
-from harness.eval.synthetic import dataset_specs, make_case, make_run
-from harness.evaluate import evaluate
+from chaosbench.errors import InputInvalid, PluginInvalid
+from chaosbench.eval.discover import discover, opaque_id
+from chaosbench.eval.export import export_run
+from chaosbench.eval.methods import select
+from chaosbench.eval.synthetic import dataset_specs, make_case, make_run
+from chaosbench.evaluate import evaluate
 
 METHODS = ["random", "constant", "baro", "boom=eval_fixtures:raising", "flags=eval_fixtures:flags_everything"]
 TIMEOUT_S = 300  # generous: the CI machine may be loaded; the hung method has its own short-limit test
@@ -218,9 +218,9 @@ def test_plugins_are_named_module_function():
 
 
 def test_the_methods_a_run_evaluates_come_from_its_document(repo):
-    from harness.campaign import load_any
-    from harness.evaluate import methods_of
-    from harness.scenario import load_scenario, load_suite
+    from chaosbench.campaign import load_any
+    from chaosbench.evaluate import methods_of
+    from chaosbench.scenario import load_scenario, load_suite
 
     path = repo / "scenarios" / "suites" / "smoke.yaml"
     methods = methods_of(load_suite(path), path)
@@ -233,7 +233,7 @@ def test_the_methods_a_run_evaluates_come_from_its_document(repo):
 
 
 def test_eval_with_the_report_over_a_run(tmp_path):
-    from harness.eval.synthetic import make_dataset
+    from chaosbench.eval.synthetic import make_dataset
 
     make_dataset(tmp_path / "run", 4, seed=3)  # a run: cases/ + labels.jsonl
     eval_dir = evaluate(tmp_path / "run", tmp_path / "run" / "eval", ["baro", "random"], workers=1, report=True)

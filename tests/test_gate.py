@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import gate
-from harness.backends.local import residue
-from harness.faults.mech import procs
+from chaosbench import gate
+from chaosbench.backends.local import residue
+from chaosbench.faults.mech import procs
 
 
 class _Engine(BaseHTTPRequestHandler):
@@ -95,7 +95,7 @@ def test_residue_finds_a_fault_process_of_that_case_only(tmp_path):
 
 
 def test_residue_finds_a_device_setting_left(tmp_path):
-    from harness.backends.base import DeviceControl
+    from chaosbench.backends.base import DeviceControl
 
     dev = DeviceControl(tmp_path, "rank-1")
     dev.set(sm_clock_mhz=500)

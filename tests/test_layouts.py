@@ -12,15 +12,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.backends.base import layout_rank
-from harness.campaign import load_campaign, plan, to_scenario
-from harness.case import Topology
-from harness.errors import ScenarioInvalid
-from harness.faults.catalog import CATALOG, FAULTS
-from harness.faults.lifecycle import ground_truth
-from harness.layout import parse_component
-from harness.runner import topology_of
-from harness.scenario import (
+from chaosbench.backends.base import layout_rank
+from chaosbench.campaign import load_campaign, plan, to_scenario
+from chaosbench.case import Topology
+from chaosbench.errors import ScenarioInvalid
+from chaosbench.faults.catalog import CATALOG, FAULTS
+from chaosbench.faults.lifecycle import ground_truth
+from chaosbench.layout import parse_component
+from chaosbench.runner import topology_of
+from chaosbench.scenario import (
     Target,
     TopologySpec,
     expand_suite,
@@ -233,7 +233,7 @@ def test_topology_json_records_the_layout():
 
 
 def test_blind_topology_keeps_the_layout_and_names_no_fault(tmp_path):
-    from harness.eval.blind import copy_blind
+    from chaosbench.eval.blind import copy_blind
 
     scenario = load_scenario(LAYOUTS / "dp2-pp2-tp2" / "gpu-power-cap.yaml")
     src = tmp_path / "case"
@@ -364,8 +364,8 @@ def test_layouts_campaign_uses_the_layouts_and_draws_replicas_and_stages():
 
 
 def test_a_stage_case_that_never_injected_still_names_its_target(tmp_path):
-    from harness.case import CaseWriter, read_ground_truth
-    from harness.runner import _ensure_ground_truth
+    from chaosbench.case import CaseWriter, read_ground_truth
+    from chaosbench.runner import _ensure_ground_truth
 
     scenario = load_scenario(LAYOUTS / "pp4-tp2" / "gpu-clock-lock.yaml")  # replica-0.stage-2: ranks 4, 5 on node-2
     writer = CaseWriter(tmp_path / "run" / "cases" / "abc123")
@@ -376,8 +376,8 @@ def test_a_stage_case_that_never_injected_still_names_its_target(tmp_path):
 
 
 def test_a_layout_scenario_job_names_its_target_kind_and_layout():
-    from harness.campaign import _component
-    from harness.jobs import scenario_jobs
+    from chaosbench.campaign import _component
+    from chaosbench.jobs import scenario_jobs
 
     job = scenario_jobs([load_scenario(LAYOUTS / "dp2-pp2-tp2" / "gpu-power-cap.yaml")])[0]
     assert (job.draw["target_kind"], job.draw["topology"]) == ("stage", "2n-dp2-pp2-tp2")

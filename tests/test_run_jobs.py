@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.case import CaseView, is_case_dir
-from harness.errors import InputInvalid
-from harness.rundir import CaseJob, RunDir, execution_order
+from chaosbench.case import CaseView, is_case_dir
+from chaosbench.errors import InputInvalid
+from chaosbench.rundir import CaseJob, RunDir, execution_order
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE = REPO / "tests" / "fixtures" / "fake_run.py"

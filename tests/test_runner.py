@@ -15,13 +15,13 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from harness import probes, runner, stages, timeline
-from harness.backends.local.cleanup import leftovers
-from harness.backends.local.plan import read_plan
-from harness.case import CaseView, find_cases, labels_dir_of, read_ground_truth
-from harness.errors import PreflightFailed
-from harness.faults import lifecycle
-from harness.scenario import load_scenario
+from chaosbench import probes, runner, stages, timeline
+from chaosbench.backends.local.cleanup import leftovers
+from chaosbench.backends.local.plan import read_plan
+from chaosbench.case import CaseView, find_cases, labels_dir_of, read_ground_truth
+from chaosbench.errors import PreflightFailed
+from chaosbench.faults import lifecycle
+from chaosbench.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT = f"""include: {REPO}/scenarios/_base.yaml
@@ -146,7 +146,7 @@ def _nested_pairs(trace: Path) -> int:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from harness.cli import main; main()", *args]
+    return [sys.executable, "-c", "from chaosbench.cli import main; main()", *args]
 
 
 @pytest.mark.slow
@@ -202,9 +202,9 @@ def test_clean_run_end_to_end(tmp_path, short_scenario, port_base, need_root):
 @pytest.mark.slow
 def test_engine_failing_at_start_is_torn_down_in_loopback_mode(tmp_path, short_scenario, port_base):
     """Also covers the no-root layout: one Ray node on loopback holding every node's resource."""
-    from harness.backends.local.plan import Ports
-    from harness.backends.local.preflight import port_in_use
-    from harness.backends.local.testbed import deploy_local
+    from chaosbench.backends.local.plan import Ports
+    from chaosbench.backends.local.preflight import port_in_use
+    from chaosbench.backends.local.testbed import deploy_local
 
     ports = Ports.from_env().on_loopback()
     busy = [p for p in ports.host_ports(isolated=False).values() if port_in_use(p)]
@@ -261,7 +261,7 @@ def _fake_injections(monkeypatch, log: list, fail_on: str | None = None):
     from contextlib import contextmanager
     from types import SimpleNamespace
 
-    import harness.faults.lifecycle as lifecycle
+    import chaosbench.faults.lifecycle as lifecycle
 
     @contextmanager
     def injected(testbed, step, writer, index):
@@ -305,7 +305,7 @@ def test_an_interrupt_recovers_every_live_fault(monkeypatch):
 
 
 def test_a_written_ground_truth_is_kept_and_a_missing_one_is_made(tmp_path, short_scenario):
-    from harness.case import CaseWriter
+    from chaosbench.case import CaseWriter
 
     sc = load_scenario(short_scenario)
     writer = CaseWriter(tmp_path / "run" / "cases" / "abc123")
@@ -321,13 +321,13 @@ def test_a_written_ground_truth_is_kept_and_a_missing_one_is_made(tmp_path, shor
 
 def test_a_case_reaches_the_testbed_only_through_the_backend_contract(tmp_path, monkeypatch):
     """A whole case body (load, gate, trace window, recovery probes, collect) on the fake testbed: every hook the
-    runner needs is in harness.backends.base.Testbed, called in timeline order."""
+    runner needs is in chaosbench.backends.base.Testbed, called in timeline order."""
     sys.path.insert(0, str(REPO / "tests" / "fixtures"))
     from fake_run import FakeTestbed
 
-    from harness.case import CaseWriter
-    from harness.rundir import CaseJob
-    from harness.testbeds import Bed
+    from chaosbench.case import CaseWriter
+    from chaosbench.rundir import CaseJob
+    from chaosbench.testbeds import Bed
 
     path = tmp_path / "tiny.yaml"
     path.write_text(f"""include: {REPO}/scenarios/_base.yaml
@@ -355,8 +355,8 @@ spec:
 
 
 def test_a_backend_that_breaks_the_contract_is_named(tmp_path):
-    from harness.backends.base import check_testbed
-    from harness.errors import PluginInvalid
+    from chaosbench.backends.base import check_testbed
+    from chaosbench.errors import PluginInvalid
 
     with pytest.raises(PluginInvalid, match=r"backend 'odd' returned a SimpleNamespace that lacks .*collect_case"):
         check_testbed("odd", SimpleNamespace(api_url="http://x", teardown=lambda: None))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import ScenarioInvalid
-from harness.scenario import (
+from chaosbench.errors import ScenarioInvalid
+from chaosbench.scenario import (
     Scenario,
     expand_suite,
     json_schema,
@@ -18,7 +18,7 @@ from harness.scenario import (
     load_suite,
     parse_document,
 )
-from harness.types import format_duration, parse_duration
+from chaosbench.types import format_duration, parse_duration
 
 GOOD = """\
 apiVersion: chaosbench/v1alpha1
@@ -158,7 +158,7 @@ def test_durations():
 
 def test_json_schema_covers_every_fault():
     schema = json.dumps(json_schema())
-    from harness.faults.catalog import FAULT_IDS
+    from chaosbench.faults.catalog import FAULT_IDS
 
     assert all(f'"{fid}"' in schema for fid in FAULT_IDS)
     assert '"additionalProperties": false' in schema

@@ -1,4 +1,4 @@
-"""harness.signals: SIGTERM/SIGINT raise while a run is live, are held back during a rollback, and survive
+"""chaosbench.signals: SIGTERM/SIGINT raise while a run is live, are held back during a rollback, and survive
 libraries that replace the handlers."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from harness import signals
+from chaosbench import signals
 
 
 def test_sigterm_and_sigint_raise_inside_and_the_handlers_come_back():

@@ -1,4 +1,4 @@
-"""harness.stages: one start and one end line per stage, whichever way the stage ends."""
+"""chaosbench.stages: one start and one end line per stage, whichever way the stage ends."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from harness.case import CaseWriter
-from harness.stages import Recorder, stage
+from chaosbench.case import CaseWriter
+from chaosbench.stages import Recorder, stage
 
 
 def _lines(writer: CaseWriter) -> list[dict]:

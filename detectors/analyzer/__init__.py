@@ -2,7 +2,7 @@
 
 ``detect(case)`` is the detector contract (rules backend, offline, deterministic).
 ``explain(case, backend="rules"|"openai")`` picks the backend. ``Result.explanation``
-holds the ``<analysis>`` block (detectors.analyzer.output), ``Result.ranking`` the root
+holds the ``<analysis>`` block (chaosbench.detectors.analyzer.output), ``Result.ranking`` the root
 cause first, ``Result.extra`` the fault class, chain and confidence.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from detectors.api import RankedComponent, Result
-from harness.case import CaseView
-from harness.errors import InputInvalid
+from chaosbench.case import CaseView
+from chaosbench.detectors.api import RankedComponent, Result
+from chaosbench.errors import InputInvalid
 
 METHOD = "kat-analyzer"
 Backend = Literal["rules", "openai"]
@@ -57,14 +57,14 @@ def _result(analysis, text: str, ctx, hyps: list, backend: str, extra: dict, sta
 
 
 def explain(case: CaseView, backend: str = "rules") -> Result:
-    """Analyze one case with the named backend. Raises harness.errors types on expected failures
+    """Analyze one case with the named backend. Raises chaosbench.errors types on expected failures
     (unknown backend, LLM not configured or unreachable, LLM answers never in format)."""
-    from detectors.analyzer.context import build_context
-    from detectors.analyzer.output import AnalysisFormatError, parse, render
-    from detectors.analyzer.rules import analyze
+    from chaosbench.detectors.analyzer.context import build_context
+    from chaosbench.detectors.analyzer.output import AnalysisFormatError, parse, render
+    from chaosbench.detectors.analyzer.rules import analyze
 
     if backend not in BACKENDS:
-        from harness.registry import did_you_mean
+        from chaosbench.registry import did_you_mean
 
         raise InputInvalid(f"unknown analyzer backend {backend!r}{did_you_mean(backend, list(BACKENDS))}")
     started = time.perf_counter()
@@ -82,7 +82,7 @@ def explain(case: CaseView, backend: str = "rules") -> Result:
         hyp_view = [{"fault_class": h.fault_id, "component": h.component, "score": round(h.score, 3)} for h in hyps[:5]]
         extra = {"valid_format": True, "format_attempts": 1, "format_valid_attempts": 1, "hypotheses": hyp_view}
         return _result(analysis, text, ctx, hyps, "rules", extra, started)
-    from detectors.analyzer.openai_backend import LLMConfig, LLMFormatError, ask, format_stats
+    from chaosbench.detectors.analyzer.openai_backend import LLMConfig, LLMFormatError, ask, format_stats
 
     try:
         answer = ask(ctx, LLMConfig.from_env())

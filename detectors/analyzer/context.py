@@ -1,6 +1,6 @@
 """What the Analyzer knows about one case: assembled from a CaseView and Outpost's answer.
 
-- Outpost: ``<case>/detectors/outpost.json`` if present, else ``detectors.outpost.detect``
+- Outpost: ``<case>/detectors/outpost.json`` if present, else ``chaosbench.detectors.outpost.detect``
   if importable, else none (the analysis then runs on metrics and logs only, and says so).
 - Metric deviations: each ``<component>_<metric>`` series, before vs after the injection
   time, as a robust z-score (median/MAD of the before window; counters become rates).
@@ -19,9 +19,9 @@ from typing import Literal
 
 import numpy as np
 
-from detectors.api import AnomalousEvent, RankedComponent, Result, one_line
-from harness.case import CaseView, Topology
-from harness.errors import CaseInvalid
+from chaosbench.case import CaseView, Topology
+from chaosbench.detectors.api import AnomalousEvent, RankedComponent, Result, one_line
+from chaosbench.errors import CaseInvalid
 
 Z_CLIP = 1000.0
 FROZEN_MIN = 6  # samples stuck in a row, beyond the collector's 5 s forward-fill of a short scrape gap
@@ -157,10 +157,10 @@ def load_outpost(case: CaseView) -> tuple[str, str, Result | None]:
             return "unavailable", f"Outpost {saved.status} ({saved.error})", None
         return "file", "", saved
     try:
-        from detectors.outpost import detect as outpost_detect  # type: ignore[attr-defined]
+        from chaosbench.detectors.outpost import detect as outpost_detect  # type: ignore[attr-defined]
     except ImportError as exc:
         return "unavailable", f"Outpost not available ({one_line(exc)})", None
-    from detectors.api import run_detector
+    from chaosbench.detectors.api import run_detector
 
     result = run_detector("outpost", outpost_detect, case)
     if result.status != "ok":

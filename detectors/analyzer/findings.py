@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detectors.analyzer.context import AnalysisContext, MetricDeviation
-from detectors.analyzer.knowledge import KnowledgeBase, Scope
-from detectors.api import AnomalousEvent
+from chaosbench.detectors.analyzer.context import AnalysisContext, MetricDeviation
+from chaosbench.detectors.analyzer.knowledge import KnowledgeBase, Scope
+from chaosbench.detectors.api import AnomalousEvent
 
 STALL_US = 1_000_000.0  # an op lasting a second or more, 20x its usual time: a hang or a stopped process
 STALL_RATIO = 20.0
@@ -37,7 +37,7 @@ TRAFFIC_FALL = 0.5
 EGRESS_MARGIN = 1.05
 _NET_SERIES = re.compile(r"(transmit|receive|tx|rx)[:_](bytes|packets)", re.I)
 
-BUSY_PREFIX = "busy: "  # Outpost's per-step compute-time aggregates (detectors.outpost.waits)
+BUSY_PREFIX = "busy: "  # Outpost's per-step compute-time aggregates (chaosbench.detectors.outpost.waits)
 WEAK = 0.1  # a weak finding (|z| below z_min) weighs this much: it only breaks ties between components
 
 

@@ -15,8 +15,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from harness.errors import PluginInvalid
-from harness.faults.catalog import FAULT_IDS
+from chaosbench.errors import PluginInvalid
+from chaosbench.faults.catalog import FAULT_IDS
 
 KB_PATH = Path(__file__).with_name("signatures.yaml")
 
@@ -35,7 +35,7 @@ TRACE_FINDINGS = frozenset(
     }
 )
 
-# Findings derived from several metric series at once (detectors.analyzer.findings.segment_findings).
+# Findings derived from several metric series at once (chaosbench.detectors.analyzer.findings.segment_findings).
 DERIVED_FINDINGS = frozenset(
     {
         "net_bulk_segments",  # a node's traffic collapsed while its bytes per packet grew: a bandwidth-bound link

@@ -19,11 +19,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from detectors.analyzer.output import AnalysisFormatError, parse
-from detectors.api import Result
-from harness.case import GroundTruth
-from harness.errors import InputInvalid
-from harness.faults.catalog import FAULT_IDS
+from chaosbench.case import GroundTruth
+from chaosbench.detectors.analyzer.output import AnalysisFormatError, parse
+from chaosbench.detectors.api import Result
+from chaosbench.errors import InputInvalid
+from chaosbench.faults.catalog import FAULT_IDS
 
 REFERENCES_DIR = Path(__file__).parent / "references"
 _EVIDENCE = re.compile(r"\s*\((observed|expected)\b")
@@ -156,7 +156,7 @@ def _mean(xs: list[float]) -> float | None:
 
 
 def _category(fault: str | None) -> str | None:
-    from detectors.analyzer.output import category_of
+    from chaosbench.detectors.analyzer.output import category_of
 
     return category_of(fault) if fault else None
 

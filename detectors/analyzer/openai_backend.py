@@ -20,10 +20,10 @@ from typing import Any
 
 import httpx
 
-from detectors.analyzer.context import AnalysisContext
-from detectors.analyzer.output import Analysis, AnalysisFormatError, parse
-from detectors.analyzer.prompt import PROMPT_VERSION, build_prompt
-from harness.errors import ChaosbenchError, InputInvalid, PreflightFailed
+from chaosbench.detectors.analyzer.context import AnalysisContext
+from chaosbench.detectors.analyzer.output import Analysis, AnalysisFormatError, parse
+from chaosbench.detectors.analyzer.prompt import PROMPT_VERSION, build_prompt
+from chaosbench.errors import ChaosbenchError, InputInvalid, PreflightFailed
 
 SYSTEM = "You are a precise root-cause analyst. Answer only with the requested <analysis> block."
 

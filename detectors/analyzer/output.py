@@ -29,8 +29,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.errors import ChaosbenchError
-from harness.faults.catalog import FAULTS
+from chaosbench.errors import ChaosbenchError
+from chaosbench.faults.catalog import FAULTS
 
 FORMAT_ID = "chaosbench-analysis/v1"
 NO_ANOMALY = "no anomaly detected"

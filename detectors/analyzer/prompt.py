@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from detectors.analyzer.context import AnalysisContext
-from harness.faults.catalog import CATALOG
+from chaosbench.detectors.analyzer.context import AnalysisContext
+from chaosbench.faults.catalog import CATALOG
 
 PROMPT_VERSION = "analyzer_v1"
 TEMPLATE_PATH = Path(__file__).parent / "templates" / f"{PROMPT_VERSION}.txt"

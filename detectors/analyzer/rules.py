@@ -8,10 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from detectors.analyzer.context import AnalysisContext
-from detectors.analyzer.findings import Finding, FindingIndex, all_findings
-from detectors.analyzer.knowledge import TRACE_FINDINGS, KnowledgeBase, Scope, Signature, StepTemplate, default_kb
-from detectors.analyzer.output import Analysis, ChainStep, category_of, no_anomaly
+from chaosbench.detectors.analyzer.context import AnalysisContext
+from chaosbench.detectors.analyzer.findings import Finding, FindingIndex, all_findings
+from chaosbench.detectors.analyzer.knowledge import (
+    TRACE_FINDINGS,
+    KnowledgeBase,
+    Scope,
+    Signature,
+    StepTemplate,
+    default_kb,
+)
+from chaosbench.detectors.analyzer.output import Analysis, ChainStep, category_of, no_anomaly
 
 
 @dataclass(frozen=True)

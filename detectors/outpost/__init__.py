@@ -11,7 +11,7 @@ Public calls:
 - ``outpost(path, worker_key="pid", lam=4.0, split=None) -> OutpostReport`` for any trace file or
   directory (``split``: unix seconds before which a worker's events are its healthy history).
 - ``analyze`` + ``report``: the same in two halves, so a lambda sweep scores a case once.
-- ``detect(case) -> Result``: the detector contract (detectors.api).
+- ``detect(case) -> Result``: the detector contract (chaosbench.detectors.api).
 
 Faults visible in traces. Outpost reads only the per-rank traces, so it can name a fault's component only when
 the fault's mechanism changes the duration or the progress of the work those traces record on the target's
@@ -41,12 +41,12 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from detectors.outpost.heap import reuse_freed_memory
-from detectors.outpost.importers import EventTable, read_traces
-from detectors.outpost.localize import COLLECTIVE, LocalizeConfig, localize
-from detectors.outpost.ttad import Scores, TTADConfig, anomalous, score
-from detectors.outpost.ttc import Forest, build
-from detectors.outpost.waits import with_busy
+from chaosbench.detectors.outpost.heap import reuse_freed_memory
+from chaosbench.detectors.outpost.importers import EventTable, read_traces
+from chaosbench.detectors.outpost.localize import COLLECTIVE, LocalizeConfig, localize
+from chaosbench.detectors.outpost.ttad import Scores, TTADConfig, anomalous, score
+from chaosbench.detectors.outpost.ttc import Forest, build
+from chaosbench.detectors.outpost.waits import with_busy
 
 __all__ = ["Analysis", "OutpostEvent", "OutpostRank", "OutpostReport", "analyze", "blamed_events", "detect",
            "node_first", "outpost", "report", "with_nodes"]
@@ -165,7 +165,7 @@ def outpost(path: Path | list[Path], worker_key: str = "pid", lam: float = DEFAU
 
 
 def to_result(rep: OutpostReport, method: str = "outpost"):
-    from detectors.api import AnomalousEvent, RankedComponent, Result
+    from chaosbench.detectors.api import AnomalousEvent, RankedComponent, Result
 
     ranking = tuple(RankedComponent(component=r.component, score=r.score, thread=r.thread) for r in rep.ranking)
     events = tuple(AnomalousEvent(component=e.component, worker=e.worker, thread=e.thread, name=e.name, ts=e.ts,
@@ -294,9 +294,9 @@ def blamed_events(rep: OutpostReport, rank_node: dict[str, str], hung: bool = Fa
     return replace(rep, events=kept) if kept else rep
 
 
-def detect(case) -> "Result":  # noqa: F821 - detectors.api imported lazily
+def detect(case) -> "Result":  # noqa: F821 - chaosbench.detectors.api imported lazily
     """The detector contract: traces of the case, history = events before the injection time."""
-    from harness.errors import CaseInvalid
+    from chaosbench.errors import CaseInvalid
 
     files = case.trace_files()
     if not files:

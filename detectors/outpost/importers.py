@@ -20,8 +20,8 @@ import os
 import re
 import zlib
 from concurrent.futures import ProcessPoolExecutor
-from itertools import compress, repeat
 from dataclasses import dataclass
+from itertools import compress, repeat
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from harness.errors import TraceInvalid
+from chaosbench.errors import TraceInvalid
 
 WORKER_KEYS = ("pid", "tid", "cat", "file")
 TRACE_SUFFIXES = (".json", ".json.gz")

@@ -42,9 +42,9 @@ from math import exp, lgamma
 import numpy as np
 import pandas as pd
 
-from detectors.outpost.ttad import Scores
-from detectors.outpost.ttc import Forest
-from detectors.outpost.waits import WAIT, waits
+from chaosbench.detectors.outpost.ttad import Scores
+from chaosbench.detectors.outpost.ttc import Forest
+from chaosbench.detectors.outpost.waits import WAIT, waits
 
 COLLECTIVE = WAIT
 

@@ -1,7 +1,7 @@
 """Lambda sweep over a set of cases: event- and case-level detection metrics per lambda.
 
 Each case is read and scored once (``analyze``); only the threshold changes per lambda. The
-ground truth is read here, for scoring only (``harness.case.read_ground_truth``); generated cases
+ground truth is read here, for scoring only (``chaosbench.case.read_ground_truth``); generated cases
 may add ``components`` (several faulty ranks) and ``windows`` (faults active in some steps only).
 A truth component that is a node counts all its ranks (topology.json ``rank_node``).
 """
@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from detectors.outpost import Analysis, analyze
-from detectors.outpost.localize import LocalizeConfig, localize
-from detectors.outpost.scoring import case_level, event_level
-from detectors.outpost.ttad import anomalous
-from harness.case import CaseView, find_cases, read_ground_truth
+from chaosbench.case import CaseView, find_cases, read_ground_truth
+from chaosbench.detectors.outpost import Analysis, analyze
+from chaosbench.detectors.outpost.localize import LocalizeConfig, localize
+from chaosbench.detectors.outpost.scoring import case_level, event_level
+from chaosbench.detectors.outpost.ttad import anomalous
 
 
 @dataclass(frozen=True)

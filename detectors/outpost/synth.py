@@ -201,5 +201,5 @@ def write_case(spec: SynthSpec, case_dir: Path) -> dict:
     (case_dir / "topology.json").write_text(json.dumps(topo))
     (case_dir / "inject_time.txt").write_text(f"{truth['inject_time']:.6f}\n")
     (case_dir / "ground_truth.json").write_text(json.dumps(truth))
-    (case_dir / "manifest.json").write_text(json.dumps({"generator": "detectors.outpost.synth", "seed": spec.seed}))
+    (case_dir / "manifest.json").write_text(json.dumps({"generator": "chaosbench.detectors.outpost.synth", "seed": spec.seed}))
     return truth

@@ -9,7 +9,7 @@ matmul and gelu takes about ``factor`` times longer, as on a throttled device. (
 ops instead would add events but slow none: Outpost scores each event's self time.) ``meta.txt`` records the
 split (the fault step's start, in the trace's own microseconds) for the intra-worker history.
 
-    .venv/bin/python -m detectors.outpost.torchgen OUT_DIR [--ranks 2] [--steps 40]
+    .venv/bin/python -m chaosbench.detectors.outpost.torchgen OUT_DIR [--ranks 2] [--steps 40]
         [--slow-rank 1] [--factor 3] [--fault-step 20]
 """
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from detectors.outpost.ttc import Forest, _mix
+from chaosbench.detectors.outpost.ttc import Forest, _mix
 
 MAD_K = 1.4826
 TAIL_Z = {0.9: 1.2816, 0.95: 1.6449, 0.99: 2.3263}  # standard-normal quantiles

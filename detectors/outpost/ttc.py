@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from detectors.outpost.importers import EventTable
+from chaosbench.detectors.outpost.importers import EventTable
 
 ROOT, INNER, LEAF = 0, 1, 2
 ROLES = ("root", "inner", "leaf")

@@ -26,8 +26,8 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from detectors.outpost.importers import EventTable
-from detectors.outpost.ttc import ROOT, Forest, _mix
+from chaosbench.detectors.outpost.importers import EventTable
+from chaosbench.detectors.outpost.ttc import ROOT, Forest, _mix
 
 WAIT = re.compile(
     r"all_?reduce|all_?gather|reduce_?scatter|all_?to_?all|broadcast|barrier|nccl|gloo|c10d|rccl"

@@ -1,4 +1,4 @@
-"""Backends: where the system under test runs. Each is one ``Backend`` (harness.backends.base): shipped ones are
+"""Backends: where the system under test runs. Each is one ``Backend`` (chaosbench.backends.base): shipped ones are
 listed here, plugins register theirs under the entry-point group ``chaosbench.backends``
 (``mine = "my_package.backend:BACKEND"``). Nothing else names a backend."""
 
@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import functools
 
-from harness.backends.base import Backend
-from harness.errors import InputInvalid, PluginInvalid
-from harness.registry import did_you_mean, installed_plugins
+from chaosbench.backends.base import Backend
+from chaosbench.errors import InputInvalid, PluginInvalid
+from chaosbench.registry import did_you_mean, installed_plugins
 
 ENTRY_POINT_GROUP = "chaosbench.backends"
 SHIPPED = (
-    Backend("local", deploy="harness.backends.local:deploy_local", fault_site="local", needs_root=True),
-    Backend("k8s", deploy="harness.backends.k8s:deploy_k8s", fault_site="cluster", dry_run="harness.backends.k8s:dry_run",
-            recover="harness.backends.k8s.injectors:recover_from_handle"),
+    Backend("local", deploy="chaosbench.backends.local:deploy_local", fault_site="local", needs_root=True),
+    Backend("k8s", deploy="chaosbench.backends.k8s:deploy_k8s", fault_site="cluster", dry_run="chaosbench.backends.k8s:dry_run",
+            recover="chaosbench.backends.k8s.injectors:recover_from_handle"),
 )
 
 
@@ -24,7 +24,7 @@ def backends() -> dict[str, Backend]:
     out = {b.name: b for b in SHIPPED}
     for name, ref, loaded in installed_plugins(ENTRY_POINT_GROUP):
         if not isinstance(loaded, Backend):
-            raise PluginInvalid(f"{ref}: must name a harness.backends.base.Backend, not {type(loaded).__name__}")
+            raise PluginInvalid(f"{ref}: must name a chaosbench.backends.base.Backend, not {type(loaded).__name__}")
         if loaded.name != name:
             raise PluginInvalid(f"{ref}: the entry point's name must be the backend's name {loaded.name!r}")
         if loaded.name in out:

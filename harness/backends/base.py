@@ -2,7 +2,7 @@
 
 A backend is one ``Backend`` (below): its ``deploy(scenario, run_dir, **kw) -> Testbed`` and what the harness must
 know before a testbed exists (root, dry run, journal replay, which fault mechanisms apply). It is registered once,
-in harness.backends (shipped) or under the entry-point group ``chaosbench.backends`` (a plugin). The
+in chaosbench.backends (shipped) or under the entry-point group ``chaosbench.backends`` (a plugin). The
 runner and the fault lifecycle use a testbed only through ``Testbed`` below; a backend class subclasses it,
 implements the abstract members (those that raise NotImplementedError) and overrides the defaults that do not suit
 it. The defaults fit a testbed whose engine this machine can reach (the local backend): the local fault
@@ -12,7 +12,7 @@ The runner checks a deployed testbed against this contract (``check_testbed``) b
 When the runner calls what (one case):
 
     deploy -> new_case() -> start_load(config, load_dir) -> promql(q) for the probes and stop conditions
-    -> injector(fault_id) per fault (harness.faults.lifecycle) -> start_profile()/stop_profile() at the trace
+    -> injector(fault_id) per fault (chaosbench.faults.lifecycle) -> start_profile()/stop_profile() at the trace
     windows -> collect_case(writer, scenario, ...) -> [reusable: fault_residue(case_id) before the next case]
     -> teardown()
 """
@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from harness.case import atomic_write_json
-from harness.errors import PluginInvalid
+from chaosbench.case import atomic_write_json
+from chaosbench.errors import PluginInvalid
 
 if TYPE_CHECKING:
-    from harness.case import CaseWriter
-    from harness.faults.base import Injector
-    from harness.load.driver import LoadConfig
-    from harness.load.summary import RequestRecord
-    from harness.scenario import Scenario, TopologySpec
+    from chaosbench.case import CaseWriter
+    from chaosbench.faults.base import Injector
+    from chaosbench.load.driver import LoadConfig
+    from chaosbench.load.summary import RequestRecord
+    from chaosbench.scenario import Scenario, TopologySpec
 
 PROFILE_TIMEOUT_S = 300  # the engine writes every rank's trace before /stop_profile answers
 
@@ -70,7 +70,7 @@ class RankInfo:
     index: int
     node: str  # node name the rank runs on
     pid: int | None = None  # OS pid of the rank's worker process
-    replica: int = 0  # data-parallel replica (harness.layout)
+    replica: int = 0  # data-parallel replica (chaosbench.layout)
     stage: int = 0  # pipeline stage within the replica
 
 
@@ -111,7 +111,7 @@ class DeviceControl:
 
 
 class LoadRun(Protocol):
-    """A running load (harness.load.driver.LoadRun: Locust here; the k8s backend's Locust Job)."""
+    """A running load (chaosbench.load.driver.LoadRun: Locust here; the k8s backend's Locust Job)."""
 
     def wait_started(self, timeout_s: float = ...) -> float:
         """Unix time the load began."""
@@ -171,10 +171,10 @@ class Testbed(Protocol):
 
     # ---------------------------------------------------------------- what the runner calls
     def injector(self, fault_id: str) -> Injector:
-        """The fault's injector on this backend (harness.faults.base.Injector); default: the local module, rank by
-        rank on a replica or a stage (harness.faults.targets.fan_out)."""
-        from harness.faults.base import injector
-        from harness.faults.targets import fan_out
+        """The fault's injector on this backend (chaosbench.faults.base.Injector); default: the local module, rank by
+        rank on a replica or a stage (chaosbench.faults.targets.fan_out)."""
+        from chaosbench.faults.base import injector
+        from chaosbench.faults.targets import fan_out
 
         return fan_out(injector(fault_id))
 
@@ -184,7 +184,7 @@ class Testbed(Protocol):
 
     def start_load(self, config: LoadConfig, load_dir: Path) -> LoadRun:
         """Start the load (records go to ``load_dir``); default: Locust in a process of this machine."""
-        from harness.load.driver import start_load
+        from chaosbench.load.driver import start_load
 
         return start_load(config, load_dir)
 
@@ -229,4 +229,4 @@ def check_testbed(backend: str, testbed: object) -> Testbed:
     wanted = sorted({m for m in (*Testbed.__annotations__, *vars(Testbed)) if not m.startswith("_")})
     missing = [m for m in wanted if not hasattr(testbed, m)]
     raise PluginInvalid(f"backend {backend!r} returned a {type(testbed).__name__} that lacks "
-                        f"{', '.join(missing) or 'nothing'} of harness.backends.base.Testbed")
+                        f"{', '.join(missing) or 'nothing'} of chaosbench.backends.base.Testbed")

@@ -1,7 +1,7 @@
 """The ``chaosbench`` command: a thin typer app over the library.
 
 Each subcommand lives in its own module with a ``register(app)`` function. Expected
-failures are ``harness.errors.ChaosbenchError``: printed as one ``error:`` line per
+failures are ``chaosbench.errors.ChaosbenchError``: printed as one ``error:`` line per
 problem, exit code from the error type; the traceback only with ``--debug``.
 """
 
@@ -14,7 +14,7 @@ import traceback
 import typer
 from rich.console import Console
 
-from harness.errors import ChaosbenchError, ScenarioInvalid
+from chaosbench.errors import ChaosbenchError, ScenarioInvalid
 
 # Subcommand modules, in help order. A module that is not there (yet) is skipped.
 SUBCOMMANDS = (
@@ -54,9 +54,9 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 def _register_all() -> None:
     for name in SUBCOMMANDS:
         try:
-            module = importlib.import_module(f"harness.cli.{name}")
+            module = importlib.import_module(f"chaosbench.cli.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"harness.cli.{name}":
+            if exc.name == f"chaosbench.cli.{name}":
                 continue
             raise
         module.register(app)
@@ -73,7 +73,7 @@ def report_error(exc: ChaosbenchError) -> None:
 
 def recover_leftover_faults() -> None:
     """Roll back faults that a crashed harness left injected (its recovery journal), before anything else runs."""
-    from harness.faults.journal import replay_fault_journals
+    from chaosbench.faults.journal import replay_fault_journals
 
     try:
         recovered = replay_fault_journals()

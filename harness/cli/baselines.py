@@ -10,7 +10,7 @@ def register(app: typer.Typer) -> None:
         check: bool = typer.Option(True, "--check/--no-check", help="Import each method to check it (slower)."),
     ) -> None:
         """List every method: kind, speed, inputs, and available / unavailable with the reason."""
-        from harness.eval.methods import catalogue
+        from chaosbench.eval.methods import catalogue
 
         typer.echo(f"{'method':<20} {'kind':<8} {'speed':<5} {'needs':<24} status")
         for m in catalogue().values():

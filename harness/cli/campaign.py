@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="The plan as a JSON list (one object per case)."),
     ) -> None:
         """Print the campaign's draw: per case its split, faults (target, parameters, window), topology and load."""
-        from harness.campaign import load_campaign, plan
+        from chaosbench.campaign import load_campaign, plan
 
         campaign = load_campaign(path)
         cases = plan(campaign)

@@ -13,7 +13,7 @@ import typer
 
 
 def find_states(root: Path) -> list[Path]:
-    from harness.backends.local.plan import STATE_FILE
+    from chaosbench.backends.local.plan import STATE_FILE
 
     if root.is_file():
         return [root]
@@ -28,16 +28,16 @@ def register(app: typer.Typer) -> None:
         """Stop leftover testbeds and roll back leftover faults (idempotent)."""
         from rich.console import Console
 
-        from harness.backends.local.cleanup import cleanup as clean_testbed
-        from harness.backends.local.cleanup import leftovers
-        from harness.backends.local.plan import read_plan
-        from harness.errors import InputInvalid
+        from chaosbench.backends.local.cleanup import cleanup as clean_testbed
+        from chaosbench.backends.local.cleanup import leftovers
+        from chaosbench.backends.local.plan import read_plan
+        from chaosbench.errors import InputInvalid
 
         console = Console(stderr=True)
         if not path.exists():
             raise InputInvalid(f"{path}: no such file or directory")
         try:
-            from harness.faults.journal import replay_fault_journals
+            from chaosbench.faults.journal import replay_fault_journals
 
             n = replay_fault_journals(path)
             if n:

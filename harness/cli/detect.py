@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from harness.errors import InputInvalid
+from chaosbench.errors import InputInvalid
 
 detect_app = typer.Typer(help="Trace anomaly detection (KAT Outpost).", no_args_is_help=True)
 
@@ -22,7 +22,7 @@ def _trace_input(path: Path, inject_time: float | None) -> tuple[Path, float | N
         case = path.parent
     if case is None:
         return path, inject_time
-    from harness.case import CaseView
+    from chaosbench.case import CaseView
 
     split = inject_time if inject_time is not None else CaseView(case).inject_time
     return case / "traces", split
@@ -47,7 +47,7 @@ def outpost_cmd(
     top: int = typer.Option(10, "--top", help="Rows of ranking and events to print (text output)."),
 ) -> None:
     """Detect anomalous trace events across parallel workers."""
-    from detectors.outpost import outpost
+    from chaosbench.detectors.outpost import outpost
 
     if lam <= 0:
         raise InputInvalid(f"--lambda must be > 0 (got {lam})")
@@ -55,7 +55,7 @@ def outpost_cmd(
     rep = outpost(source, worker_key=worker_key, lam=lam, split=split)
     topology = source.parent / "topology.json"  # a case: name the node when all its ranks are to blame
     if source.name == "traces" and (source.parent / "manifest.json").is_file() and topology.is_file():
-        from detectors.outpost import node_first
+        from chaosbench.detectors.outpost import node_first
 
         rep = node_first(rep, _rank_node(topology))
     if as_json:
@@ -96,7 +96,7 @@ def sweep_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Precision/recall curve of Outpost over a set of cases, per lambda (event and case level)."""
-    from detectors.outpost.sweep import sweep
+    from chaosbench.detectors.outpost.sweep import sweep
 
     if not cases_dir.is_dir():
         raise InputInvalid(f"{cases_dir}: not a directory")

@@ -31,10 +31,10 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from harness.errors import InputInvalid
-        from harness.eval.discover import SPLITS, discover
-        from harness.eval.methods import select
-        from harness.evaluate import evaluate, is_archive
+        from chaosbench.errors import InputInvalid
+        from chaosbench.eval.discover import SPLITS, discover
+        from chaosbench.eval.methods import select
+        from chaosbench.evaluate import evaluate, is_archive
 
         select(methods)  # bad names and plugins fail here, in one line, before any display
         if split not in SPLITS:

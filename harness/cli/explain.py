@@ -15,9 +15,9 @@ def explain_command(
     as_json: bool = typer.Option(False, "--json", help="Print the detector Result as JSON."),
 ) -> None:
     """Explain a case: symptom -> effects -> root cause, with the fault class and a confidence."""
-    from detectors.analyzer import explain
-    from harness.case import CaseView
-    from harness.errors import ChaosbenchError
+    from chaosbench.case import CaseView
+    from chaosbench.detectors.analyzer import explain
+    from chaosbench.errors import ChaosbenchError
 
     result = explain(CaseView(case_dir), backend)
     if as_json:

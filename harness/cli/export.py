@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pack blind cases + labels.jsonl + labels/ + dataset card + plan.json + run.json; `chaosbench eval
         FILE.tar.gz` reads it directly."""
-        from harness.eval.export import export_run
+        from chaosbench.eval.export import export_run
 
         path, n = export_run(run, out)
         typer.echo(f"{path} ({n} cases)")

@@ -10,7 +10,7 @@ from rich.table import Table
 
 
 def catalog_records() -> list[dict]:
-    from harness.faults.catalog import fault_specs
+    from chaosbench.faults.catalog import fault_specs
 
     records = []
     for spec in fault_specs():

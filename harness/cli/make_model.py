@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Option("tiny-llama", help="Model name recorded in chaosbench-model.json."),
     ) -> None:
         """Generate a tiny random Llama-style model with a locally trained tokenizer (no downloads)."""
-        from harness.engines.vllm.model import TinyLlamaSpec, make_model
+        from chaosbench.engines.vllm.model import TinyLlamaSpec, make_model
 
         spec = TinyLlamaSpec(vocab=vocab, hidden=hidden, layers=layers, heads=heads, intermediate=2 * hidden,
                              max_seq_len=max_seq_len, seed=seed)

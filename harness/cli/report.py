@@ -11,6 +11,6 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(results_dir: Path = typer.Argument(..., help="A directory written by `chaosbench eval`.")) -> None:
         """Write RESULTS_DIR/report.html (leaderboard, per-fault tables, per-case timelines, annotated traces)."""
-        from harness.report import write_report
+        from chaosbench.report import write_report
 
         typer.echo(str(write_report(results_dir)))

@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from harness.errors import InputInvalid
+from chaosbench.errors import InputInvalid
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
-    from harness.campaign import Campaign
-    from harness.rundir import CaseJob
-    from harness.runner import Log, OnCase
-    from harness.scenario import Scenario, Suite
-    from harness.stages import Progress as OnPhase
+    from chaosbench.campaign import Campaign
+    from chaosbench.rundir import CaseJob
+    from chaosbench.runner import Log, OnCase
+    from chaosbench.scenario import Scenario, Suite
+    from chaosbench.stages import Progress as OnPhase
 
     Document = Scenario | Suite | Campaign
 
@@ -87,7 +87,7 @@ def _rich_progress(console: Console) -> tuple[Progress, OnCase, OnPhase, Log]:
 
 def _with_overrides(doc: Document, path: Path, backend: str | None, repetitions: int | None) -> Document:
     """Apply command-line overrides through the same loader as the file itself (so they are validated too)."""
-    from harness.scenario import Suite, load_scenario
+    from chaosbench.scenario import Suite, load_scenario
 
     if isinstance(doc, Suite):
         spec = doc.spec
@@ -109,8 +109,8 @@ def _with_overrides(doc: Document, path: Path, backend: str | None, repetitions:
 
 def _scenarios_of(doc: Document, path: Path) -> list[Scenario]:
     """The scenarios a document runs (a campaign: its first case; every case shares the base's deployment)."""
-    from harness.campaign import Campaign, plan, to_scenario
-    from harness.scenario import Suite, expand_suite
+    from chaosbench.campaign import Campaign, plan, to_scenario
+    from chaosbench.scenario import Suite, expand_suite
 
     if isinstance(doc, Campaign):
         return [to_scenario(doc, plan(doc)[0], path)]
@@ -118,16 +118,16 @@ def _scenarios_of(doc: Document, path: Path) -> list[Scenario]:
 
 
 def _needs_root(doc: Document, path: Path) -> bool:
-    from harness.backends import backend
+    from chaosbench.backends import backend
 
     return any(backend(s.spec.deployment.backend).needs_root for s in _scenarios_of(doc, path))
 
 
 def _dry_run(doc: Document, path: Path, out: Path) -> None:
-    from harness.backends import backend as backend_named
-    from harness.backends import backends
-    from harness.registry import import_ref
-    from harness.scenario import Scenario, Suite, expand_suite
+    from chaosbench.backends import backend as backend_named
+    from chaosbench.backends import backends
+    from chaosbench.registry import import_ref
+    from chaosbench.scenario import Scenario, Suite, expand_suite
 
     if not isinstance(doc, Scenario | Suite):
         raise InputInvalid("--dry-run renders a scenario or a suite, not a campaign")
@@ -161,10 +161,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a scenario (one case), a suite (every scenario x repetition x seed) or a campaign (its sampled
         cases), then evaluate the methods and write the report."""
-        from harness.campaign import load_any
+        from chaosbench.campaign import load_any
 
         if backend is not None:
-            from harness.backends import backend as backend_named
+            from chaosbench.backends import backend as backend_named
 
             backend_named(backend)  # unknown: one line naming the known ones
         if not path.is_file():
@@ -184,8 +184,8 @@ def _run(doc: Document, path: Path, out: Path, resume: Path | None, seed: int | 
          workers: int) -> None:
     from rich.console import Console
 
-    from harness.backends.local.preflight import is_root, no_root_message
-    from harness.runner import new_run_root, run_document
+    from chaosbench.backends.local.preflight import is_root, no_root_message
+    from chaosbench.runner import new_run_root, run_document
 
     run_root = resume if resume is not None else new_run_root(out, doc)
     log = run_root / "logs" / "run.log"
@@ -207,8 +207,8 @@ def _run(doc: Document, path: Path, out: Path, resume: Path | None, seed: int | 
             report = None
             if evaluate and cases:
                 on_phase("evaluating methods", None)
-                from harness.evaluate import evaluate as evaluate_run
-                from harness.evaluate import methods_of
+                from chaosbench.evaluate import evaluate as evaluate_run
+                from chaosbench.evaluate import methods_of
 
                 eval_dir = evaluate_run(run.root, run.root / "eval", methods_of(doc, path), workers, report=True)
                 report = eval_dir / "report.html"

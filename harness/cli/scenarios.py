@@ -9,13 +9,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from harness.errors import ScenarioInvalid
-from harness.types import format_duration
+from chaosbench.errors import ScenarioInvalid
+from chaosbench.types import format_duration
 
 
 def scenario_records(root: Path) -> list[dict]:
-    from harness.campaign import Campaign, load_any
-    from harness.scenario import Suite, scenario_files, suite_scenario_paths
+    from chaosbench.campaign import Campaign, load_any
+    from chaosbench.scenario import Suite, scenario_files, suite_scenario_paths
 
     records = []
     for f in scenario_files([root]):

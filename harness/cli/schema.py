@@ -12,7 +12,7 @@ def register(app: typer.Typer) -> None:
     @app.command("schema")
     def schema(out: Path | None = typer.Option(None, "--out", "-o", help="Write to a file instead of stdout.")) -> None:
         """Print the JSON Schema of scenario and suite files (generated from the models)."""
-        from harness.scenario import json_schema
+        from chaosbench.scenario import json_schema
 
         text = json.dumps(json_schema(), indent=2)
         if out is None:

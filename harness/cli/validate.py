@@ -7,13 +7,13 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from harness.errors import ScenarioInvalid
+from chaosbench.errors import ScenarioInvalid
 
 
 def validate_paths(paths: list[Path]) -> tuple[list[str], list[str]]:
     """(ok lines, problem lines) for every scenario/suite/campaign file named or found under ``paths``."""
-    from harness.campaign import Campaign, load_any
-    from harness.scenario import Suite, expand_suite, scenario_files
+    from chaosbench.campaign import Campaign, load_any
+    from chaosbench.scenario import Suite, expand_suite, scenario_files
 
     ok: list[str] = []
     problems: list[str] = []

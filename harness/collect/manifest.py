@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import psutil
 
 if TYPE_CHECKING:
-    from harness.scenario import Scenario
+    from chaosbench.scenario import Scenario
 
 REPO = Path(__file__).resolve().parents[2]
 

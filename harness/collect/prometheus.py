@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from prometheus_api_client import PrometheusConnect
 
-    from harness.load.summary import RequestRecord
+    from chaosbench.load.summary import RequestRecord
 
 RATE_WINDOW = "5s"
 SKIP_PREFIXES = ("python_", "scrape_", "up", "promhttp_", "process_start_time", "process_max_fds",

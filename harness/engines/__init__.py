@@ -6,10 +6,10 @@ engine's ``deploy`` function.
 
 from __future__ import annotations
 
-from harness.registry import Registry
+from chaosbench.registry import Registry
 
 ENGINES: Registry = Registry("engine")
-ENGINES.register("mini", "harness.engines.mini:deploy")
-ENGINES.register("vllm", "harness.engines.vllm:deploy")
+ENGINES.register("mini", "chaosbench.engines.mini:deploy")
+ENGINES.register("vllm", "chaosbench.engines.vllm:deploy")
 
 __all__ = ["ENGINES"]

@@ -1,6 +1,6 @@
 """Blind copies: what detectors run against.
 
-Before detection, each case's blind files (harness.case.BLIND_FILES and BLIND_DIRS, nothing else) are copied into
+Before detection, each case's blind files (chaosbench.case.BLIND_FILES and BLIND_DIRS, nothing else) are copied into
 a fresh ``tempfile.mkdtemp(prefix="chaosbench-blind-")`` directory, at ``<tmp>/run/cases/<case_id>/``; detectors
 get CaseViews of those copies, and the copies are removed afterwards. The manifest is reduced to its blind keys
 (older manifests name the scenario, argv and run id), topology.json to the Topology fields, events.jsonl to the
@@ -18,8 +18,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.case import BLIND_DIRS, BLIND_FILES, BLIND_STAGES, Topology, atomic_write_json, blind_manifest
-from harness.eval.discover import CaseRef
+from chaosbench.case import BLIND_DIRS, BLIND_FILES, BLIND_STAGES, Topology, atomic_write_json, blind_manifest
+from chaosbench.eval.discover import CaseRef
 
 BLIND_PREFIX = "chaosbench-blind-"
 

@@ -10,7 +10,7 @@
   the ground truth is the folder name, as RCAEval reads it: the service is the component, the rest the fault.
 
 Every case gets an opaque ``case_id``: the run's own id, or for the older layouts a hash of its path, so that the
-blind copy handed to detectors (harness.eval.blind) never carries a name like ``<fault id>-r0``.
+blind copy handed to detectors (chaosbench.eval.blind) never carries a name like ``<fault id>-r0``.
 A case that cannot be evaluated (no data.csv, unreadable inject time, inject time outside the data) is kept
 with its ``problem``: it is reported, never scored, and never stops the others.
 """
@@ -23,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.case import (
+from chaosbench.case import (
     PARTIAL_SUFFIX,
     CaseView,
     GroundTruth,
@@ -33,8 +33,8 @@ from harness.case import (
     read_case_status,
     read_ground_truth,
 )
-from harness.errors import CaseInvalid, InputInvalid
-from harness.rundir import read_labels_file
+from chaosbench.errors import CaseInvalid, InputInvalid
+from chaosbench.rundir import read_labels_file
 
 Layout = Literal["run", "chaosbench", "rcaeval"]
 SPLITS = ("dev", "test", "all")
@@ -80,7 +80,7 @@ class RCAEvalCaseView(CaseView):
 
     @cached_property
     def topology(self) -> Topology:
-        from baselines.inputs import metric_columns, split_column
+        from chaosbench.baselines.inputs import metric_columns, split_column
 
         comps = tuple(dict.fromkeys(split_column(c)[0] for c in metric_columns(self)))
         return Topology("external", "unknown", (), (), {}, comps)

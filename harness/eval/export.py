@@ -1,6 +1,6 @@
 """Pack a run into one archive, and read one back for ``chaosbench eval FILE.tar.gz``.
 
-The archive holds ``<run-name>/``: ``cases/<id>/`` (blind files only, as detectors see them: harness.eval.blind),
+The archive holds ``<run-name>/``: ``cases/<id>/`` (blind files only, as detectors see them: chaosbench.eval.blind),
 ``labels.jsonl``, ``labels/``, ``dataset_card.md``/``.json``, ``plan.json`` and ``run.json`` (those present).
 Reading extracts only ``cases/`` (to a temporary directory, removed afterwards) and reads ``labels.jsonl`` in
 memory, so no label is ever written where a detector could look.
@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from harness.errors import InputInvalid
-from harness.eval.blind import copy_blind
-from harness.eval.discover import LABELS_FILE, is_run_dir, read_labels
-from harness.rundir import parse_labels
+from chaosbench.errors import InputInvalid
+from chaosbench.eval.blind import copy_blind
+from chaosbench.eval.discover import LABELS_FILE, is_run_dir, read_labels
+from chaosbench.rundir import parse_labels
 
 RUN_FILES = (LABELS_FILE, "dataset_card.md", "dataset_card.json", "plan.json", "run.json")
 

@@ -1,7 +1,7 @@
 """Run cases x methods: locally in forked worker processes, or on a Ray cluster.
 
 Each (case, method) task reads the case's blind copy and writes ``<out>/detectors/<method>/<case_id>.json`` (a
-``detectors.api.Result``). A task that
+``chaosbench.detectors.api.Result``). A task that
 already has its file is skipped, so rerunning the same command resumes. Locally every task runs in its own
 forked process (its own process group) with a wall-clock limit: a hung method is killed and recorded as
 ``timeout``; a worker that dies is recorded as ``failed`` with its exit code. Forking from a parent that has
@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from detectors.api import Result, run_detector
-from harness.case import atomic_write_json
-from harness.eval.discover import CaseRef, open_view
-from harness.eval.methods import Method
+from chaosbench.case import atomic_write_json
+from chaosbench.detectors.api import Result, run_detector
+from chaosbench.eval.discover import CaseRef, open_view
+from chaosbench.eval.methods import Method
 
 OnDone = Callable[["Task", str], None]  # (task, status) after each task, for progress displays
 
@@ -32,7 +32,7 @@ class Task:
     case: CaseRef
     method: Method
     results: Path  # the evaluation's output directory
-    blind: Path | None = None  # the case's blind copy (harness.eval.blind); the detector reads only this
+    blind: Path | None = None  # the case's blind copy (chaosbench.eval.blind); the detector reads only this
 
     @property
     def out(self) -> Path:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Literal
 
-from detectors.api import Detector
-from harness.errors import InputInvalid, PluginInvalid
-from harness.registry import did_you_mean, import_ref
+from chaosbench.detectors.api import Detector
+from chaosbench.errors import InputInvalid, PluginInvalid
+from chaosbench.registry import did_you_mean, import_ref
 
 Kind = Literal["trivial", "kat", "rcaeval", "plugin"]
 ENTRY_POINT_GROUP = "chaosbench.detectors"
@@ -33,7 +33,7 @@ class Method:
 
     def status(self) -> tuple[bool, str]:
         if self.kind == "rcaeval":
-            from baselines import rcaeval
+            from chaosbench.baselines import rcaeval
 
             return rcaeval.status(self.name)
         try:
@@ -44,7 +44,7 @@ class Method:
 
     def make(self) -> Detector:
         if self.kind == "rcaeval":
-            from baselines import rcaeval
+            from chaosbench.baselines import rcaeval
 
             return rcaeval.make_detector(self.name)
         return validate_detector(self.ref, import_ref(self.ref))
@@ -64,13 +64,13 @@ def validate_detector(ref: str, obj: object) -> Detector:
 
 
 def _builtin() -> dict[str, Method]:
-    from baselines.rcaeval import METHODS
+    from chaosbench.baselines.rcaeval import METHODS
 
     out = {
-        "random": Method("random", "trivial", "baselines.trivial:random_ranking", needs=()),
-        "constant": Method("constant", "trivial", "baselines.trivial:constant_ranking", needs=()),
-        "outpost": Method("outpost", "kat", "detectors.outpost:detect", needs=("traces",)),
-        "analyzer": Method("analyzer", "kat", "detectors.analyzer:detect", needs=("traces", "metrics", "logs")),
+        "random": Method("random", "trivial", "chaosbench.baselines.trivial:random_ranking", needs=()),
+        "constant": Method("constant", "trivial", "chaosbench.baselines.trivial:constant_ranking", needs=()),
+        "outpost": Method("outpost", "kat", "chaosbench.detectors.outpost:detect", needs=("traces",)),
+        "analyzer": Method("analyzer", "kat", "chaosbench.detectors.analyzer:detect", needs=("traces", "metrics", "logs")),
     }
     for m in METHODS:
         out[m.name] = Method(m.name, "rcaeval", m.ref, m.speed, tuple(sorted(m.needs)),

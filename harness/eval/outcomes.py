@@ -9,12 +9,12 @@ fault without key metrics is not scored at metric level).
 
 from __future__ import annotations
 
-from detectors.api import Result
-from harness.case import GroundTruth
-from harness.faults.catalog import fault_modules
-from harness.score.aggregate import CaseOutcome
-from harness.score.detection import event_matches
-from harness.score.ranking import to_node_level
+from chaosbench.case import GroundTruth
+from chaosbench.detectors.api import Result
+from chaosbench.faults.catalog import fault_modules
+from chaosbench.score.aggregate import CaseOutcome
+from chaosbench.score.detection import event_matches
+from chaosbench.score.ranking import to_node_level
 
 # RCAEval's fault folder suffixes -> substrings of the metric names that show them
 RCAEVAL_KEY_METRICS: dict[str, tuple[str, ...]] = {

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.case import CaseWriter, GroundTruth, Topology, atomic_write_text
-from harness.faults.catalog import CATALOG
+from chaosbench.case import CaseWriter, GroundTruth, Topology, atomic_write_text
+from chaosbench.faults.catalog import CATALOG
 
 NODES = ("node-0", "node-1")
 RANKS = ("rank-0", "rank-1", "rank-2", "rank-3")

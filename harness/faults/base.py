@@ -1,9 +1,9 @@
 """The fault module contract: one module per fault id, its spec, four local steps plus a preflight, and its
 cluster action.
 
-Each module (``harness/faults/<id with _>.py``, or a plugin's, see ``harness.faults.catalog``) defines::
+Each module (``harness/faults/<id with _>.py``, or a plugin's, see ``chaosbench.faults.catalog``) defines::
 
-    SPEC = FaultSpec(...)                                    # harness.faults.spec: what the fault is and takes
+    SPEC = FaultSpec(...)                                    # chaosbench.faults.spec: what the fault is and takes
     preflight(testbed, step) -> None                         # raise PreflightFailed with the reason
     prepare(testbed, step, key) -> Handle                    # no side effect: everything needed to undo
     inject(handle, testbed) -> Handle                        # make the fault; returns the handle (+ pids)
@@ -22,12 +22,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
-from harness.backends.base import Testbed
+from chaosbench.backends.base import Testbed
 
 if TYPE_CHECKING:
-    from harness.backends.k8s.faults import ClusterKit, ClusterParts
-    from harness.faults.spec import FaultSpec
-    from harness.scenario import FaultStep
+    from chaosbench.backends.k8s.faults import ClusterKit, ClusterParts
+    from chaosbench.faults.spec import FaultSpec
+    from chaosbench.scenario import FaultStep
 
 
 class Handle(TypedDict):
@@ -76,7 +76,7 @@ class FaultModule(Injector, Protocol):
 
 def injector(fault_id: str) -> Injector:
     """The fault module of ``fault_id``, shipped or plugin (unknown ids raise InputInvalid with a suggestion)."""
-    from harness.faults.catalog import fault_module
+    from chaosbench.faults.catalog import fault_module
 
     return fault_module(fault_id)
 

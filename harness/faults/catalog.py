@@ -2,8 +2,8 @@
 
 A fault is one module (``harness/faults/<id with _>.py``, or a plugin's) holding its ``SPEC`` (``FaultSpec``:
 parameters, target kind, realism, sampling, key metrics, root, verify signal), its local mechanism (``preflight``,
-``prepare``, ``inject``, ``verify``, ``recover``: see ``harness.faults.base``) and its cluster action (``cluster``:
-see ``harness.backends.k8s.faults``). Plugins register a module under the entry-point group ``chaosbench.faults``,
+``prepare``, ``inject``, ``verify``, ``recover``: see ``chaosbench.faults.base``) and its cluster action (``cluster``:
+see ``chaosbench.backends.k8s.faults``). Plugins register a module under the entry-point group ``chaosbench.faults``,
 named by the fault id (``my-fault = my_package.my_fault``); the contract is checked when the catalog loads and a
 broken plugin fails with PluginInvalid naming it.
 
@@ -19,12 +19,12 @@ import inspect
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from harness.errors import InputInvalid, PluginInvalid
-from harness.faults.spec import FaultSpec, ParamRange, Params, Sampling  # noqa: F401 - re-exported
-from harness.registry import did_you_mean, installed_plugins
+from chaosbench.errors import InputInvalid, PluginInvalid
+from chaosbench.faults.spec import FaultSpec, ParamRange, Params, Sampling  # noqa: F401 - re-exported
+from chaosbench.registry import did_you_mean, installed_plugins
 
 if TYPE_CHECKING:
-    from harness.faults.base import FaultModule
+    from chaosbench.faults.base import FaultModule
 
 ENTRY_POINT_GROUP = "chaosbench.faults"
 # The shipped fault modules, in catalog order (FAULTS.md); each module's SPEC.id is its fault id.
@@ -41,7 +41,7 @@ def check_fault_module(ref: str, module: object) -> FaultModule:
     arguments chaosbench passes it."""
     spec = getattr(module, "SPEC", None)
     if not isinstance(spec, FaultSpec):
-        raise PluginInvalid(f"{ref}: no SPEC = FaultSpec(...) (harness.faults.spec)")
+        raise PluginInvalid(f"{ref}: no SPEC = FaultSpec(...) (chaosbench.faults.spec)")
     for name, n_args in CONTRACT.items():
         fn = getattr(module, name, None)
         if not callable(fn):
@@ -56,7 +56,7 @@ def check_fault_module(ref: str, module: object) -> FaultModule:
 def _shipped() -> dict[str, FaultModule]:
     out: dict[str, FaultModule] = {}
     for name in SHIPPED_MODULES:
-        ref = f"harness.faults.{name}"
+        ref = f"chaosbench.faults.{name}"
         module = check_fault_module(ref, importlib.import_module(ref))
         out[module.SPEC.id] = module
     return out

@@ -10,16 +10,16 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from harness.backends.base import Testbed
-from harness.faults import targets
-from harness.faults.base import Evidence, Handle, base_handle
-from harness.faults.mech import procs
-from harness.faults.spec import FaultSpec, ParamRange, Params, Sampling
-from harness.types import between
+from chaosbench.backends.base import Testbed
+from chaosbench.faults import targets
+from chaosbench.faults.base import Evidence, Handle, base_handle
+from chaosbench.faults.mech import procs
+from chaosbench.faults.spec import FaultSpec, ParamRange, Params, Sampling
+from chaosbench.types import between
 
 if TYPE_CHECKING:
-    from harness.backends.k8s.faults import ClusterKit, ClusterParts
-    from harness.scenario import FaultStep
+    from chaosbench.backends.k8s.faults import ClusterKit, ClusterParts
+    from chaosbench.scenario import FaultStep
 
 
 class CpuContentionParams(Params):

@@ -8,17 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.backends.base import Testbed
-from harness.errors import PreflightFailed
-from harness.faults import targets
-from harness.faults.base import Evidence, Handle, base_handle
-from harness.faults.mech import cgroups
-from harness.faults.spec import FaultSpec, ParamRange, Params, Sampling
-from harness.types import between
+from chaosbench.backends.base import Testbed
+from chaosbench.errors import PreflightFailed
+from chaosbench.faults import targets
+from chaosbench.faults.base import Evidence, Handle, base_handle
+from chaosbench.faults.mech import cgroups
+from chaosbench.faults.spec import FaultSpec, ParamRange, Params, Sampling
+from chaosbench.types import between
 
 if TYPE_CHECKING:
-    from harness.backends.k8s.faults import ClusterKit, ClusterParts
-    from harness.scenario import FaultStep
+    from chaosbench.backends.k8s.faults import ClusterKit, ClusterParts
+    from chaosbench.scenario import FaultStep
 
 
 class CpuThrottleParams(Params):

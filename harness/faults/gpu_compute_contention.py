@@ -13,17 +13,17 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from harness.backends.base import Testbed
-from harness.faults import targets
-from harness.faults.base import Evidence, Handle, base_handle
-from harness.faults.cpu_contention import MIN_BUSY_SHARE, busy_rate
-from harness.faults.mech import procs
-from harness.faults.spec import FaultSpec, ParamRange, Params, Sampling
-from harness.types import between
+from chaosbench.backends.base import Testbed
+from chaosbench.faults import targets
+from chaosbench.faults.base import Evidence, Handle, base_handle
+from chaosbench.faults.cpu_contention import MIN_BUSY_SHARE, busy_rate
+from chaosbench.faults.mech import procs
+from chaosbench.faults.spec import FaultSpec, ParamRange, Params, Sampling
+from chaosbench.types import between
 
 if TYPE_CHECKING:
-    from harness.backends.k8s.faults import ClusterKit, ClusterParts
-    from harness.scenario import FaultStep
+    from chaosbench.backends.k8s.faults import ClusterKit, ClusterParts
+    from chaosbench.scenario import FaultStep
 
 
 class GpuComputeContentionParams(Params):
@@ -73,7 +73,7 @@ def prepare(testbed: Testbed, step: FaultStep, key: str) -> GpuComputeContention
     before = sorted(os.sched_getaffinity(pid))
     rank = targets.rank(testbed, step)
     cpus = before if len(before) == 1 else [before[rank.index % len(before)]]
-    argv = [sys.executable, "-m", "harness.faults.mech.gemm_hog", "--size", str(step.params.matrix_size)]
+    argv = [sys.executable, "-m", "chaosbench.faults.mech.gemm_hog", "--size", str(step.params.matrix_size)]
     return GpuComputeContentionHandle(**base_handle(SPEC, step, key), argv=argv, workers=step.params.workers,
                                       cgroup_dirs=list(dict.fromkeys(node.cgroups.values())), cpus=cpus,
                                       rank_pid=pid, rank_started=procs.start_time(pid), rank_affinity=before,
@@ -83,8 +83,8 @@ def prepare(testbed: Testbed, step: FaultStep, key: str) -> GpuComputeContention
 def inject(handle: GpuComputeContentionHandle, testbed: Testbed) -> GpuComputeContentionHandle:
     if handle["cpus"] != handle["rank_affinity"] and procs.same_process(handle["rank_pid"], handle["rank_started"]):
         procs.set_affinity_all_threads(handle["rank_pid"], handle["cpus"])
-    pids = [procs.spawn(handle["argv"], handle["key"], cgroup_dirs=handle["cgroup_dirs"], cpus=handle["cpus"],
-                        extra_env=procs.package_env()).pid for _ in range(handle["workers"])]
+    pids = [procs.spawn(handle["argv"], handle["key"], cgroup_dirs=handle["cgroup_dirs"], cpus=handle["cpus"]).pid
+            for _ in range(handle["workers"])]
     return {**handle, "pids": pids}
 
 

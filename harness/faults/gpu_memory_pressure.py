@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from harness.backends.base import Testbed
-from harness.faults import targets
-from harness.faults.base import Evidence, Handle, base_handle
-from harness.faults.mech import device, procs
-from harness.faults.spec import FaultSpec, ParamRange, Params, Sampling
-from harness.types import between
+from chaosbench.backends.base import Testbed
+from chaosbench.faults import targets
+from chaosbench.faults.base import Evidence, Handle, base_handle
+from chaosbench.faults.mech import device, procs
+from chaosbench.faults.spec import FaultSpec, ParamRange, Params, Sampling
+from chaosbench.types import between
 
 if TYPE_CHECKING:
-    from harness.backends.k8s.faults import ClusterKit, ClusterParts
-    from harness.scenario import FaultStep
+    from chaosbench.backends.k8s.faults import ClusterKit, ClusterParts
+    from chaosbench.scenario import FaultStep
 
 
 class GpuMemoryPressureParams(Params):
@@ -84,10 +84,10 @@ def inject(handle: GpuMemoryPressureHandle, testbed: Testbed) -> GpuMemoryPressu
     device.apply(h["control_file"], {"mem_pool_fraction": round(first, 4)})
     if h["mode"] != "growing":
         return h
-    argv = [sys.executable, "-m", "harness.faults.mech.device_ramp", "--control", h["control_file"],
+    argv = [sys.executable, "-m", "chaosbench.faults.mech.device_ramp", "--control", h["control_file"],
             "--field", "mem_pool_fraction", "--start", str(first), "--end", str(h["fraction"]),
             "--duration", str(h["duration"])]
-    return {**h, "pids": [procs.spawn(argv, h["key"], extra_env=procs.package_env()).pid]}
+    return {**h, "pids": [procs.spawn(argv, h["key"]).pid]}
 
 
 def verify(handle: GpuMemoryPressureHandle, testbed: Testbed) -> Evidence | None:

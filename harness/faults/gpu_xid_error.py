@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any, NotRequired
 
 from pydantic import Field
 
-from harness.backends.base import Testbed
-from harness.faults import targets
-from harness.faults.base import Evidence, Handle, base_handle
-from harness.faults.mech import device
-from harness.faults.spec import FaultSpec, Params
-from harness.types import between
+from chaosbench.backends.base import Testbed
+from chaosbench.faults import targets
+from chaosbench.faults.base import Evidence, Handle, base_handle
+from chaosbench.faults.mech import device
+from chaosbench.faults.spec import FaultSpec, Params
+from chaosbench.types import between
 
 if TYPE_CHECKING:
-    from harness.backends.k8s.faults import ClusterKit, ClusterParts
-    from harness.scenario import FaultStep
+    from chaosbench.backends.k8s.faults import ClusterKit, ClusterParts
+    from chaosbench.scenario import FaultStep
 
 
 class GpuXidErrorParams(Params):
@@ -85,7 +85,7 @@ def inject(handle: GpuXidErrorHandle, testbed: Testbed) -> GpuXidErrorHandle:
 def _xid_line_time(testbed: Testbed, rank: str, xid: int, since: float) -> float | None:
     """Time of the rank's first ``NVRM: Xid`` line at or after ``since`` in the engine log (the XID itself; the
     counters only show once the restarted worker is scraped again, seconds later)."""
-    from harness.collect.logs import parse_engine_jsonl
+    from chaosbench.collect.logs import parse_engine_jsonl
 
     for line in parse_engine_jsonl(Path(testbed.run_dir) / "logs" / "engine.jsonl"):
         if line.component == rank and "Xid (PCI" in line.message and f"): {xid}," in line.message \

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from harness.faults.mech import procs
+from chaosbench.faults.mech import procs
 
 RECOVERY_DIR_ENV = "CHAOSBENCH_RECOVERY_DIR"
 CASE_JOURNAL = "fault-journal.jsonl"
@@ -129,15 +129,15 @@ def journal_files(root: Path | None) -> list[Path]:
 
 def _recover(handle: dict[str, Any]) -> None:
     """Through the backend's own replay if it has one (a handle without ``backend`` is the local backend's)."""
-    from harness.backends import backend
-    from harness.registry import import_ref
+    from chaosbench.backends import backend
+    from chaosbench.registry import import_ref
 
     replay_ref = backend(handle.get("backend", "local")).recover
     if replay_ref:
         import_ref(replay_ref)(handle)
         return
-    from harness.faults.base import injector
-    from harness.faults.targets import fan_out
+    from chaosbench.faults.base import injector
+    from chaosbench.faults.targets import fan_out
 
     fan_out(injector(handle["fault_id"])).recover(handle)
 

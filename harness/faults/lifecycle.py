@@ -25,19 +25,19 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from harness import signals
-from harness.backends.base import Testbed
-from harness.case import CaseStatus, CaseWriter, GroundTruth, atomic_write_json
-from harness.errors import ChaosbenchError, FaultNotVerified
-from harness.faults import targets
-from harness.faults.base import Evidence, Handle, Injector
-from harness.faults.catalog import FaultSpec, get_fault
-from harness.faults.journal import Journal
-from harness.stages import stage
+from chaosbench import signals
+from chaosbench.backends.base import Testbed
+from chaosbench.case import CaseStatus, CaseWriter, GroundTruth, atomic_write_json
+from chaosbench.errors import ChaosbenchError, FaultNotVerified
+from chaosbench.faults import targets
+from chaosbench.faults.base import Evidence, Handle, Injector
+from chaosbench.faults.catalog import FaultSpec, get_fault
+from chaosbench.faults.journal import Journal
+from chaosbench.stages import stage
 
 if TYPE_CHECKING:
-    from harness.scenario import FaultStep, ScenarioSpec
-    from harness.timeline import Timeline
+    from chaosbench.scenario import FaultStep, ScenarioSpec
+    from chaosbench.timeline import Timeline
 
 VERIFY_POLL_S = 0.25
 
@@ -75,7 +75,7 @@ def ground_truth(testbed: Testbed, step: FaultStep, spec: FaultSpec, start: floa
                  verified: bool) -> GroundTruth:
     """The step's target as the testbed placed it: a rank's node, or for a replica or a stage its ranks (global
     numbering) and the node that holds them all (None when they span nodes)."""
-    from harness.backends import backend
+    from chaosbench.backends import backend
 
     target, local = step.target, backend(testbed.backend).fault_site == "local"
     truth = GroundTruth(
@@ -200,7 +200,7 @@ def hold_faults(spec: ScenarioSpec, testbed: Testbed, writer: CaseWriter,
     so each injection's context is entered and left on its own. A fault is held for its declared duration from
     when it was verified (verification waits for a scrape or two), so the ground-truth window is as long as
     declared. Returns (status, reason): completed, aborted (a stop condition held) or not-verified."""
-    from harness.probes import StopWatch
+    from chaosbench.probes import StopWatch
 
     watch = StopWatch(testbed.prometheus_url, spec.stop_conditions, rewrite=testbed.promql)
     todo = sorted(range(len(spec.faults)), key=lambda i: spec.faults[i].start)

@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any, Literal, NotRequired
 
 from pydantic import Field
 
-from harness.backends.base import Testbed
-from harness.faults import targets
-from harness.faults.base import Evidence, Handle, base_handle
-from harness.faults.mech import device, procs
-from harness.faults.spec import FaultSpec, Params
+from chaosbench.backends.base import Testbed
+from chaosbench.faults import targets
+from chaosbench.faults.base import Evidence, Handle, base_handle
+from chaosbench.faults.mech import device, procs
+from chaosbench.faults.spec import FaultSpec, Params
 
 if TYPE_CHECKING:
-    from harness.backends.k8s.faults import ClusterKit, ClusterParts
-    from harness.scenario import FaultStep
+    from chaosbench.backends.k8s.faults import ClusterKit, ClusterParts
+    from chaosbench.scenario import FaultStep
 
 
 class NcclHangParams(Params):

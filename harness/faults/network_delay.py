@@ -2,7 +2,7 @@
 
 No netem on this kernel: an iptables rule sends the packets to an NFQUEUE (``--queue-bypass``: if the handler
 dies, packets pass rather than being black-holed) and a handler process in the node's namespace
-(``harness.faults.mech.nfq_delay``) releases each one delay +- jitter ms later. Loss is a ``statistic`` DROP
+(``chaosbench.faults.mech.nfq_delay``) releases each one delay +- jitter ms later. Loss is a ``statistic`` DROP
 rule placed before it. Every rule carries ``chaosbench:<key>``. Verify: the handler is holding packets (its
 status file) or the loss rule's counter moves. Recover: delete the rules, then kill the handler.
 """
@@ -16,17 +16,17 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.backends.base import Testbed
-from harness.errors import PreflightFailed
-from harness.faults import targets
-from harness.faults.base import Evidence, Handle, base_handle
-from harness.faults.mech import iptables, procs
-from harness.faults.spec import FaultSpec, ParamRange, Params, Sampling
-from harness.types import between
+from chaosbench.backends.base import Testbed
+from chaosbench.errors import PreflightFailed
+from chaosbench.faults import targets
+from chaosbench.faults.base import Evidence, Handle, base_handle
+from chaosbench.faults.mech import iptables, procs
+from chaosbench.faults.spec import FaultSpec, ParamRange, Params, Sampling
+from chaosbench.types import between
 
 if TYPE_CHECKING:
-    from harness.backends.k8s.faults import ClusterKit, ClusterParts
-    from harness.scenario import FaultStep
+    from chaosbench.backends.k8s.faults import ClusterKit, ClusterParts
+    from chaosbench.scenario import FaultStep
 
 
 class NetworkDelayParams(Params):
@@ -96,10 +96,10 @@ def prepare(testbed: Testbed, step: FaultStep, key: str) -> NetworkDelayHandle:
 
 
 def _start_handler(h: NetworkDelayHandle) -> int:
-    argv = [sys.executable, "-m", "harness.faults.mech.nfq_delay", "--queue", str(h["queue"]),
+    argv = [sys.executable, "-m", "chaosbench.faults.mech.nfq_delay", "--queue", str(h["queue"]),
             "--delay-ms", str(h["delay_ms"]), "--jitter-ms", str(h["jitter_ms"]),
             "--correlation", str(h["correlation"]), "--status", h["status_file"]]
-    proc = procs.spawn(argv, h["key"], netns=h["netns"], extra_env=procs.package_env(),
+    proc = procs.spawn(argv, h["key"], netns=h["netns"],
                        log=Path(h["status_file"]).with_suffix(".log"))
     deadline, log = time.monotonic() + HANDLER_START_TIMEOUT, Path(h["status_file"]).with_suffix(".log")
     while not Path(h["status_file"]).exists():

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 FaultClass = Literal["GPU", "NCCL", "CPU", "memory", "network"]
-# What a fault step may target (harness.scenario.Target): a node, a rank (one GPU), a replica (every rank of one
+# What a fault step may target (chaosbench.scenario.Target): a node, a rank (one GPU), a replica (every rank of one
 # data-parallel replica) or a stage (every rank of one pipeline stage of one replica).
 TargetKind = Literal["node", "rank", "replica", "stage"]
 Realism = Literal["real", "emulated"]
@@ -94,7 +94,7 @@ class FaultSpec:
     cluster_engine_kwargs: dict[str, object] = field(default_factory=dict)
     version: int = 1
     # every kind a step may target, the primary one first (empty: the primary only). A rank-level mechanism on a
-    # replica or a stage hits each of its ranks (harness.faults.targets.ranks)
+    # replica or a stage hits each of its ranks (chaosbench.faults.targets.ranks)
     targets: tuple[TargetKind, ...] = ()
 
     def __post_init__(self) -> None:

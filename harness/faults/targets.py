@@ -15,13 +15,13 @@ import os
 import shutil
 from typing import TYPE_CHECKING, Any
 
-from harness.backends.base import NodeInfo, RankInfo, Testbed
-from harness.errors import PreflightFailed
-from harness.faults.base import Evidence, Handle, Injector, base_handle
+from chaosbench.backends.base import NodeInfo, RankInfo, Testbed
+from chaosbench.errors import PreflightFailed
+from chaosbench.faults.base import Evidence, Handle, Injector, base_handle
 
 if TYPE_CHECKING:
-    from harness.faults.spec import FaultSpec
-    from harness.scenario import FaultStep
+    from chaosbench.faults.spec import FaultSpec
+    from chaosbench.scenario import FaultStep
 
 
 def node(testbed: Testbed, step: FaultStep) -> NodeInfo:
@@ -58,7 +58,7 @@ def ranks(testbed: Testbed, step: FaultStep) -> list[RankInfo]:
 
 def rank_steps(step: FaultStep, indexes: list[int]) -> list[FaultStep]:
     """The step once per rank: how a rank-level mechanism hits a replica or a stage."""
-    from harness.scenario import Target
+    from chaosbench.scenario import Target
 
     return [step.model_copy(update={"target": Target(rank=i)}) for i in indexes]
 
@@ -99,7 +99,7 @@ class FanoutHandle(Handle):
 
 
 class RankFanout:
-    """A fault module applied to every rank of a replica or a stage (duck-types harness.faults.base.Injector)."""
+    """A fault module applied to every rank of a replica or a stage (duck-types chaosbench.faults.base.Injector)."""
 
     def __init__(self, module: Injector):
         self.module = module

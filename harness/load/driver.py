@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.case import atomic_write_json
-from harness.errors import PreflightFailed
-from harness.load.summary import read_requests, summarize
+from chaosbench.case import atomic_write_json
+from chaosbench.errors import PreflightFailed
+from chaosbench.load.summary import read_requests, summarize
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 

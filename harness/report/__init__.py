@@ -4,6 +4,6 @@
 ``results_dir/traces/``) from scores.json.
 """
 
-from harness.report.html import write_report
+from chaosbench.report.html import write_report
 
 __all__ = ["write_report"]

@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from detectors.api import AnomalousEvent, Result
+from chaosbench.detectors.api import AnomalousEvent, Result
 
 
 def _e(x: object) -> str:
@@ -30,7 +30,7 @@ def _results(results_dir: Path, case_id: str) -> dict[str, Result]:
 def _figure(case: dict[str, Any], answer_metrics: list[str]) -> str:
     import pandas as pd
 
-    from harness.report.plots import timeline_png
+    from chaosbench.report.plots import timeline_png
 
     path = Path(case["path"])
     try:
@@ -78,7 +78,7 @@ def _chains(results: dict[str, Result]) -> str:
 
 
 def _trace_link(case: dict[str, Any], results: dict[str, Result], results_dir: Path) -> str:
-    from harness.report.chrome import annotate
+    from chaosbench.report.chrome import annotate
 
     tdir = Path(case["path"]) / "traces"
     files = sorted(p for p in tdir.glob("*") if p.name.endswith((".json", ".json.gz"))) if tdir.is_dir() else []

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from detectors.api import AnomalousEvent
-from harness.case import atomic_write_bytes
-from harness.errors import TraceInvalid
+from chaosbench.case import atomic_write_bytes
+from chaosbench.detectors.api import AnomalousEvent
+from chaosbench.errors import TraceInvalid
 
 ANOMALY_TID = "chaosbench: anomalies"
 

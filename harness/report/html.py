@@ -14,8 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from harness.case import atomic_write_text
-from harness.report.scores import (
+from chaosbench.case import atomic_write_text
+from chaosbench.report.scores import (
     COMPARISON_HEADER,
     comparison_rows,
     fmt,
@@ -131,7 +131,7 @@ def _counts(doc: dict[str, Any]) -> str:
 
 def _detectability(doc: dict[str, Any]) -> str:
     """AC@1 against intensity bin, per method (the bins of scores.json per_intensity)."""
-    from harness.report.plots import detectability_png
+    from chaosbench.report.plots import detectability_png
 
     bins = sorted({b for m in doc["methods"] for b in ((m["scores"] or {}).get("per_intensity") or {}) if b != "n/a"})
     if not bins:
@@ -162,7 +162,7 @@ def _summary(doc: dict[str, Any]) -> str:
 
 
 def _body(doc: dict[str, Any], results_dir: Path) -> str:
-    from harness.report.cases import case_blocks
+    from chaosbench.report.cases import case_blocks
 
     header, rows = leaderboard_rows(doc)
     unavailable = [[m["name"], m["kind"], m["reason"]] for m in doc["methods"] if not m["available"]]

@@ -3,7 +3,7 @@
 scores.json (``schema: chaosbench.scores/2``)::
 
     schema, generated_at, dataset (path), k (5), run {tasks, computed, reused, workers, ray, timeout_s, wall_s, split}
-    statistics  {confidence, method, n_resamples, seed, unit}: how every interval was computed (harness.score.stats)
+    statistics  {confidence, method, n_resamples, seed, unit}: how every interval was computed (chaosbench.score.stats)
     methods[]   name, kind (trivial|kat|rcaeval|plugin), ref, speed, needs[], available, reason,
                 scores: null when unavailable, else
                   n_runs, n_failed, errors {"<status>: <one line>": count},
@@ -23,14 +23,14 @@ scores.json (``schema: chaosbench.scores/2``)::
     counts      {by_fault, by_target_kind, by_intensity, by_split, by_status}: cases per value (all statuses)
     comparisons[]  paired bootstrap on the faulty cases both methods ran: {kind (vs-baseline|top-two), a, b, n,
                 ac1 {n, diff, ci, p}, avg5 {...}}: each method against the best trivial baseline, the top two
-    outcomes[]  one record per (case, method): harness.score.aggregate.CaseOutcome
+    outcomes[]  one record per (case, method): chaosbench.score.aggregate.CaseOutcome
     explanations  {"analyzer": {fault_id | "all": {cases, valid_format_rate, first_try_valid_rate,
                   attempt_valid_rate, fault_class_accuracy, category_accuracy, component_accuracy, rouge_l}}}
-                  (detectors.analyzer.metrics; empty when the Analyzer was not run)
+                  (chaosbench.detectors.analyzer.metrics; empty when the Analyzer was not run)
 
-AC@k/Avg@k follow RCAEval (harness.score.ranking); failed/timeout runs count as misses. Clean cases count only
+AC@k/Avg@k follow RCAEval (chaosbench.score.ranking); failed/timeout runs count as misses. Clean cases count only
 for detection. Invalid, not-verified, failed and aborted cases are listed with their reasons, never scored.
-Intervals: 95 % bootstrap over cases, percentile method (harness.score.stats).
+Intervals: 95 % bootstrap over cases, percentile method (chaosbench.score.stats).
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.case import atomic_write_json, atomic_write_text
-from harness.eval.discover import CaseRef, ground_truth
-from harness.eval.methods import Method
-from harness.score import stats
-from harness.score.aggregate import CaseOutcome, MethodScores, comparisons, intensity_bin
+from chaosbench.case import atomic_write_json, atomic_write_text
+from chaosbench.eval.discover import CaseRef, ground_truth
+from chaosbench.eval.methods import Method
+from chaosbench.score import stats
+from chaosbench.score.aggregate import CaseOutcome, MethodScores, comparisons, intensity_bin
 
 SCHEMA = "chaosbench.scores/2"
 
@@ -288,7 +288,7 @@ def write_results(out_dir: Path, *, dataset_dir: Path, refs: Sequence[CaseRef], 
 
 
 def load_scores(results_dir: Path) -> dict[str, Any]:
-    from harness.errors import InputInvalid
+    from chaosbench.errors import InputInvalid
 
     f = Path(results_dir) / "scores.json"
     try:

@@ -5,9 +5,9 @@
 - ``aggregate``: per-method scores overall and per fault type from per-case outcomes.
 """
 
-from harness.score.aggregate import CaseOutcome, MethodScores, score_methods
-from harness.score.detection import DetectionScores, case_detection, event_detection
-from harness.score.ranking import ac_at_k, avg_at_k, chance_ac_at_k, chance_avg_at_k, rank_of, to_node_level
+from chaosbench.score.aggregate import CaseOutcome, MethodScores, score_methods
+from chaosbench.score.detection import DetectionScores, case_detection, event_detection
+from chaosbench.score.ranking import ac_at_k, avg_at_k, chance_ac_at_k, chance_avg_at_k, rank_of, to_node_level
 
 __all__ = [
     "CaseOutcome",

@@ -16,9 +16,9 @@ from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
-from harness.score.detection import DetectionScores, EventCase, case_detection, event_detection, time_to_detection
-from harness.score.ranking import ac_at_k, avg_at_k, chance_ac_at_k, chance_avg_at_k, hit_at_k
-from harness.score.stats import Interval, paired_bootstrap, rank_intervals
+from chaosbench.score.detection import DetectionScores, EventCase, case_detection, event_detection, time_to_detection
+from chaosbench.score.ranking import ac_at_k, avg_at_k, chance_ac_at_k, chance_avg_at_k, hit_at_k
+from chaosbench.score.stats import Interval, paired_bootstrap, rank_intervals
 
 K_MAX = 5
 

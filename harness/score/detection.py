@@ -12,7 +12,7 @@ events / all events; recall = faulty cases with at least one matching event / fa
 with any event / clean cases. A failed run is a miss here too: no matching event on a faulty case, and a false
 positive on a clean one.
 
-Every score carries a 95 % bootstrap interval over cases (``ci``; harness.score.stats).
+Every score carries a 95 % bootstrap interval over cases (``ci``; chaosbench.score.stats).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.score.stats import Interval, detection_intervals
+from chaosbench.score.stats import Interval, detection_intervals
 
 # Chrome-trace timestamps above this are unix-epoch microseconds (year > 2001); below, relative to the trace.
 _EPOCH_US = 1e15

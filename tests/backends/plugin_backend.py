@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.backends.base import Backend
+from chaosbench.backends.base import Backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 

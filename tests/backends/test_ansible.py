@@ -6,9 +6,9 @@ import signal
 
 import pytest
 
-from harness import signals
-from harness.backends.local.ansible import play
-from harness.errors import PreflightFailed
+from chaosbench import signals
+from chaosbench.backends.local.ansible import play
+from chaosbench.errors import PreflightFailed
 
 PLAY = "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - name: {name}\n      command: {cmd}\n"
 

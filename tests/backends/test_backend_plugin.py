@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import backends as backends_mod
-from harness.errors import InputInvalid, PluginInvalid
+from chaosbench import backends as backends_mod
+from chaosbench.errors import InputInvalid, PluginInvalid
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).parent / "chaosbench"
@@ -51,12 +51,12 @@ def test_shipped_backends_are_the_only_ones_without_plugins():
 
 
 def test_a_plugin_backend_validates_deploys_and_sets_the_ground_truth(installed: Path, tmp_path: Path):
-    from harness.case import CaseWriter
-    from harness.faults.catalog import get_fault
-    from harness.faults.lifecycle import ground_truth
-    from harness.scenario import load_scenario
-    from harness.stages import Recorder
-    from harness.testbeds import deploy
+    from chaosbench.case import CaseWriter
+    from chaosbench.faults.catalog import get_fault
+    from chaosbench.faults.lifecycle import ground_truth
+    from chaosbench.scenario import load_scenario
+    from chaosbench.stages import Recorder
+    from chaosbench.testbeds import deploy
 
     scenario = load_scenario(_scenario(tmp_path, "fake"))
     assert scenario.spec.deployment.backend == "fake"

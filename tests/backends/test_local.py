@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.backends.local import preflight
-from harness.backends.local.cleanup import leftovers
-from harness.backends.local.plan import read_plan
-from harness.backends.local.testbed import LocalTestbed, start_infra
-from harness.errors import PreflightFailed
+from chaosbench.backends.local import preflight
+from chaosbench.backends.local.cleanup import leftovers
+from chaosbench.backends.local.plan import read_plan
+from chaosbench.backends.local.testbed import LocalTestbed, start_infra
+from chaosbench.errors import PreflightFailed
 
 
 def _no_trace_of(plan) -> None:
@@ -66,7 +66,7 @@ def test_nodes_up_and_down_leave_nothing(tmp_path, port_base, need_root):
 @pytest.mark.root
 @pytest.mark.slow
 def test_cleanup_command_undoes_a_crashed_run(tmp_path, port_base, need_root):
-    from harness.cli import main
+    from chaosbench.cli import main
 
     plan = start_infra(tmp_path / "run", 2, isolated=True, with_ray=False)  # ... and the harness "crashes" here
     assert not leftovers(plan).empty()

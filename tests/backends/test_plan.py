@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.backends.local.plan import Ports, make_plan, read_plan
-from harness.backends.local.preflight import check_faults, no_root_message, root_only_faults
-from harness.backends.local.testbed import ray_nodes
-from harness.errors import InputInvalid, PreflightFailed
-from harness.faults.catalog import FAULT_IDS
+from chaosbench.backends.local.plan import Ports, make_plan, read_plan
+from chaosbench.backends.local.preflight import check_faults, no_root_message, root_only_faults
+from chaosbench.backends.local.testbed import ray_nodes
+from chaosbench.errors import InputInvalid, PreflightFailed
+from chaosbench.faults.catalog import FAULT_IDS
 
 
 def test_isolated_plan_names_fit_linux_limits(tmp_path, need_root):

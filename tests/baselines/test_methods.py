@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import PluginInvalid
-from harness.eval import methods as cat
+from chaosbench.errors import PluginInvalid
+from chaosbench.eval import methods as cat
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # eval_fixtures
 
@@ -45,7 +45,7 @@ def test_preload_imports_what_the_tasks_call():
     """Forked tasks start warm: RCAEval's module is imported by preload, not once per task."""
     import subprocess
 
-    code = ("import sys, gc; from harness.eval.methods import select; from harness.eval.fanout import preload; "
+    code = ("import sys, gc; from chaosbench.eval.methods import select; from chaosbench.eval.fanout import preload; "
             "preload([m for m in select(['baro']) if m.name == 'baro']); "
             "print('RCAEval.e2e.baro' in sys.modules, gc.get_freeze_count() > 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from baselines import rcaeval
-from baselines.inputs import metrics_frame, multi_source, span_table
-from detectors.api import run_detector
-from harness.case import CaseView
-from harness.errors import CaseInvalid
-from harness.eval.synthetic import make_case
+from chaosbench.baselines import rcaeval
+from chaosbench.baselines.inputs import metrics_frame, multi_source, span_table
+from chaosbench.case import CaseView
+from chaosbench.detectors.api import run_detector
+from chaosbench.errors import CaseInvalid
+from chaosbench.eval.synthetic import make_case
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # eval_fixtures
 
@@ -86,7 +86,7 @@ def test_inject_time_outside_the_data(tmp_path):
 def test_rcaeval_layout_brings_its_own_spans_and_logts(cpu_case, tmp_path):
     import shutil
 
-    from harness.eval.discover import RCAEvalCaseView
+    from chaosbench.eval.discover import RCAEvalCaseView
 
     run = tmp_path / "cartservice_delay" / "1"
     run.mkdir(parents=True)
@@ -109,7 +109,7 @@ def test_unsorted_score_pairs_are_sorted():
 def test_graph_methods_get_fewer_series_than_samples(tmp_path):
     import numpy as np
 
-    from baselines.inputs import decorrelated
+    from chaosbench.baselines.inputs import decorrelated
 
     rng = np.random.default_rng(0)
     base = rng.normal(size=(40, 30))
@@ -124,7 +124,7 @@ def test_graph_methods_get_fewer_series_than_samples(tmp_path):
 def test_granger_input_keeps_only_series_that_move(tmp_path):
     import numpy as np
 
-    from baselines.inputs import GRANGER_MIN_CHANGES, granger_ready
+    from chaosbench.baselines.inputs import GRANGER_MIN_CHANGES, granger_ready
 
     rng = np.random.default_rng(1)
     step = np.r_[np.full(50, 40.0), np.full(50, 41.0)]  # a thread count: one change

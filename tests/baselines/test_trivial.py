@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from baselines.trivial import constant_ranking, random_ranking
-from harness.case import Topology
-from harness.score.ranking import ac_at_k, chance_ac_at_k
+from chaosbench.baselines.trivial import constant_ranking, random_ranking
+from chaosbench.case import Topology
+from chaosbench.score.ranking import ac_at_k, chance_ac_at_k
 
 COMPONENTS = ("ingress", "node-0", "node-1", "rank-0", "rank-1", "rank-2", "rank-3")
 

@@ -5,7 +5,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from harness.collect.logs import export_logs_csv
+from chaosbench.collect.logs import export_logs_csv
 
 
 def _ts(s: str) -> float:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.collect.prometheus import export_data_csv, fill_gaps, sli_frame
+from chaosbench.collect.prometheus import export_data_csv, fill_gaps, sli_frame
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
@@ -124,7 +124,7 @@ def test_sli_frame_windows():
 
 def test_host_columns_go_to_the_health_file_only(tmp_path, monkeypatch):
     """The machine running the testbed is no component: its host_* columns never reach data.csv."""
-    import harness.collect.prometheus as prom
+    import chaosbench.collect.prometheus as prom
 
     frame = pd.DataFrame({"rank-0_DCGM_FI_DEV_SM_CLOCK": [1980.0, 1965.0, 1980.0],
                           "host_load1": [1.0, 2.0, 3.0], "host_cpu:usage": [0.5, 0.6, 0.7]}, index=[100, 101, 102])

@@ -59,7 +59,7 @@ def running_engine(scen) -> Iterator[SimpleNamespace]:
     """The engine of ``scen`` deployed on a new local Ray (handle, tmp, before: our child PIDs before, ray)."""
     import ray
 
-    from harness.engines.mini import deploy
+    from chaosbench.engines.mini import deploy
 
     tmp = Path(tempfile.mkdtemp(prefix="cbeng-", dir="/tmp"))
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED", "PYTHONPATH")}

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.engines import ENGINES
-from harness.engines.mini.config import engine_config
-from harness.engines.mini.protocol import ChatRequest, CompletionRequest
-from harness.engines.mini.tokenizer import EOS, ByteTokenizer
-from harness.errors import InputInvalid
-from harness.scenario import load_scenario
+from chaosbench.engines import ENGINES
+from chaosbench.engines.mini.config import engine_config
+from chaosbench.engines.mini.protocol import ChatRequest, CompletionRequest
+from chaosbench.engines.mini.tokenizer import EOS, ByteTokenizer
+from chaosbench.errors import InputInvalid
+from chaosbench.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,7 +63,7 @@ def test_config_accepts_local_layouts(dp: int, pp: int, tp: int) -> None:
 
 def test_registry_lists_engines_lazily() -> None:
     assert {"mini", "vllm"} <= set(ENGINES.names())
-    from harness.engines.mini import deploy
+    from chaosbench.engines.mini import deploy
 
     assert ENGINES.get("mini") is deploy
 

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from harness.engines.mini import core
-from harness.engines.mini.config import EngineConfig, ModelConfig
-from harness.engines.mini.core import EngineCore, TokenEvent, published_replicas
-from harness.engines.mini.device import DeviceError
-from harness.engines.mini.scheduler import Sequence
-from harness.engines.mini.worker import StepResult
+from chaosbench.engines.mini import core
+from chaosbench.engines.mini.config import EngineConfig, ModelConfig
+from chaosbench.engines.mini.core import EngineCore, TokenEvent, published_replicas
+from chaosbench.engines.mini.device import DeviceError
+from chaosbench.engines.mini.scheduler import Sequence
+from chaosbench.engines.mini.worker import StepResult
 
 MODEL = ModelConfig(layers=4, hidden=64, heads=4, vocab=512, max_seq_len=64)
 
@@ -235,7 +235,7 @@ def test_server_maps_serve_replicas_to_rank_blocks(tmp_path: Path, monkeypatch: 
     """The Serve wiring's pure parts (importing the server starts no Ray)."""
     from types import SimpleNamespace
 
-    from harness.engines.mini import server
+    from chaosbench.engines.mini import server
 
     cfg = _cfg(tmp_path, 2, 2, 2)
     monkeypatch.setattr(server.serve, "get_replica_context", lambda: SimpleNamespace(rank=SimpleNamespace(rank=1)))
@@ -263,7 +263,7 @@ def replace_port(cfg: EngineConfig, port: int) -> EngineConfig:
 
 
 def test_deploy_waits_for_every_replica_to_publish() -> None:
-    from harness.engines.mini import _targets
+    from chaosbench.engines.mini import _targets
 
     answers = iter([[("replica-0", "a:1"), ("rank-0", "a:2")],
                     [("replica-0", "a:1"), ("rank-0", "a:2"), ("replica-1", "a:3"), ("rank-1", "a:4")]])

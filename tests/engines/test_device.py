@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.backends.base import DeviceControl
-from harness.engines.mini.device import (
+from chaosbench.backends.base import DeviceControl
+from chaosbench.engines.mini.device import (
     H100_SXM5,
     REASON_APPLICATIONS_CLOCKS,
     REASON_GPU_IDLE,

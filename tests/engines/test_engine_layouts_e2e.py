@@ -18,7 +18,7 @@ import psutil
 import pytest
 from ray_engine import complete, metrics, running_engine, scenario
 
-from harness.backends.base import DeviceControl
+from chaosbench.backends.base import DeviceControl
 
 pytestmark = pytest.mark.slow
 

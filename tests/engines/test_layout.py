@@ -6,7 +6,7 @@ from itertools import chain
 
 import pytest
 
-from harness.layout import Layout
+from chaosbench.layout import Layout
 
 
 def test_global_rank_convention_round_trips() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from harness.engines.mini.metrics import EngineMetrics
+from chaosbench.engines.mini.metrics import EngineMetrics
 
 
 def _samples(m: EngineMetrics) -> list[str]:

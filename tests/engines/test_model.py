@@ -9,8 +9,8 @@ import torch
 import torch.distributed as dist
 from rank_threads import run_ranks
 
-from harness.engines.mini.config import ModelConfig
-from harness.engines.mini.model import ModelShard, SeqSlice, StepBatch, sample
+from chaosbench.engines.mini.config import ModelConfig
+from chaosbench.engines.mini.model import ModelShard, SeqSlice, StepBatch, sample
 
 CFG = ModelConfig(layers=2, hidden=128, heads=4, vocab=512, max_seq_len=128, seed=7)
 BLOCK = 4

@@ -15,10 +15,10 @@ import torch
 import torch.distributed as dist
 from rank_threads import run_ranks
 
-from harness.engines.mini import pipeline
-from harness.engines.mini.config import ModelConfig
-from harness.engines.mini.model import ModelShard, SeqSlice, StepBatch, sample, split_batch
-from harness.engines.mini.pipeline import StageLinks, run_stage
+from chaosbench.engines.mini import pipeline
+from chaosbench.engines.mini.config import ModelConfig
+from chaosbench.engines.mini.model import ModelShard, SeqSlice, StepBatch, sample, split_batch
+from chaosbench.engines.mini.pipeline import StageLinks, run_stage
 
 CFG = ModelConfig(layers=4, hidden=64, heads=4, vocab=512, max_seq_len=128, seed=11)
 BLOCK, BLOCKS = 4, 16

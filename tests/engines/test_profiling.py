@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch.profiler import record_function
 
-from harness.engines.mini import profiling
+from chaosbench.engines.mini import profiling
 
 
 def _x(name: str, ts: float, dur: float, tid: int = 1) -> dict:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.engines.mini.kv_pool import BlockPool
-from harness.engines.mini.scheduler import Scheduler, Sequence
+from chaosbench.engines.mini.kv_pool import BlockPool
+from chaosbench.engines.mini.scheduler import Scheduler, Sequence
 
 EOS = 2
 

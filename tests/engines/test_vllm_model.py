@@ -16,13 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from harness.engines.vllm import check_scenario, metrics_targets_for, unsupported_faults
-from harness.engines.vllm.server import (NODE_EXEC, ServerConfig, node_command, parse_log_line, server_argv,
-                                         server_env, threads_bind, worker_pids)
-from harness.engines.vllm.traces import convert_new, rank_of
-from harness.errors import InputInvalid, PreflightFailed, ScenarioInvalid
-from harness.faults.catalog import CATALOG, FAULT_IDS
-from harness.scenario import load_scenario
+from chaosbench.engines.vllm import check_scenario, metrics_targets_for, unsupported_faults
+from chaosbench.engines.vllm.server import (
+    NODE_EXEC,
+    ServerConfig,
+    node_command,
+    parse_log_line,
+    server_argv,
+    server_env,
+    threads_bind,
+    worker_pids,
+)
+from chaosbench.engines.vllm.traces import convert_new, rank_of
+from chaosbench.errors import InputInvalid, PreflightFailed, ScenarioInvalid
+from chaosbench.faults.catalog import CATALOG, FAULT_IDS
+from chaosbench.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 VLLM_SCENARIOS = sorted((REPO / "scenarios" / "vllm").glob("[!_]*.yaml"))
@@ -32,7 +40,7 @@ VLLM_SCENARIOS = sorted((REPO / "scenarios" / "vllm").glob("[!_]*.yaml"))
 def model_dir(tmp_path_factory) -> Path:
     pytest.importorskip("tokenizers")
     pytest.importorskip("safetensors")
-    from harness.engines.vllm.model import make_model
+    from chaosbench.engines.vllm.model import make_model
 
     return make_model(tmp_path_factory.mktemp("model"))
 
@@ -70,7 +78,7 @@ def test_tokenizer_is_trained_locally_and_round_trips(model_dir):
 
 
 def test_same_seed_same_model(model_dir, tmp_path):
-    from harness.engines.vllm.model import make_model
+    from chaosbench.engines.vllm.model import make_model
 
     again = make_model(tmp_path / "again")
     assert (again / "model.safetensors").read_bytes() == (model_dir / "model.safetensors").read_bytes()
@@ -80,7 +88,7 @@ def test_same_seed_same_model(model_dir, tmp_path):
 @pytest.mark.parametrize("kw, match", [({"heads": 8}, "head_dim"), ({"hidden": 100, "heads": 3}, "multiple"),
                                       ({"vocab": 200}, "vocab")])
 def test_bad_model_spec_is_refused(tmp_path, kw, match):
-    from harness.engines.vllm.model import TinyLlamaSpec, make_model
+    from chaosbench.engines.vllm.model import TinyLlamaSpec, make_model
 
     with pytest.raises(InputInvalid, match=match):
         make_model(tmp_path / "m", TinyLlamaSpec(**kw))
@@ -88,7 +96,7 @@ def test_bad_model_spec_is_refused(tmp_path, kw, match):
 
 
 def test_make_model_cli_bad_heads_is_one_line_exit_2(tmp_path):
-    r = subprocess.run([sys.executable, "-c", "import sys; from harness.cli import main; sys.exit(main())",
+    r = subprocess.run([sys.executable, "-c", "import sys; from chaosbench.cli import main; sys.exit(main())",
                         "make-model", str(tmp_path / "m"), "--heads", "4"],
                        capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 2
@@ -152,7 +160,7 @@ def test_metrics_target_is_the_server_itself_as_ingress():
 def test_rank_exporter_serves_each_worker_process():
     import httpx
 
-    from harness.engines.vllm.rank_exporter import RankExporter
+    from chaosbench.engines.vllm.rank_exporter import RankExporter
 
     busy = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<30: pass"])
     exp = RankExporter({"rank-0": os.getpid(), "rank-1": busy.pid}).start()
@@ -283,7 +291,7 @@ def _free_port() -> int:
 def test_real_vllm_serves_metrics_and_traces(tmp_path):
     import httpx
 
-    from harness.engines.vllm import deploy
+    from chaosbench.engines.vllm import deploy
 
     sc = load_scenario(REPO / "scenarios" / "vllm" / "clean.yaml")
     port = _free_port()

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.engines.mini.config import EngineConfig, ModelConfig
-from harness.engines.mini.model import SeqSlice, StepBatch
+from chaosbench.engines.mini.config import EngineConfig, ModelConfig
+from chaosbench.engines.mini.model import SeqSlice, StepBatch
 
 MODEL = ModelConfig(layers=4, hidden=64, heads=4, vocab=512, max_seq_len=64, seed=5)
 BLOCK = 4
@@ -37,8 +37,8 @@ def _steps() -> list[StepBatch]:
 
 
 def _rank_main(cfg: EngineConfig, index: int, port: int, out: multiprocessing.Queue) -> None:
-    from harness.engines.mini import profiling
-    from harness.engines.mini.worker import RankState, RankWorker
+    from chaosbench.engines.mini import profiling
+    from chaosbench.engines.mini.worker import RankState, RankWorker
 
     worker = RankWorker(cfg, index, RankState())
     try:
@@ -85,7 +85,7 @@ def _run(tmp: Path, dp: int, pp: int, tp: int, mem_fraction: dict[int, float] | 
     for rank, frac in (mem_fraction or {}).items():
         (tmp / "ctl" / f"rank-{rank}.json").write_text(json.dumps({"mem_pool_fraction": frac}))
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "harness.engines.mini.worker"])
+    ctx.set_forkserver_preload(["torch", "chaosbench.engines.mini.worker"])
     out = ctx.Queue()
     port = _free_ports(cfg.layout.world_size)
     procs = [ctx.Process(target=_rank_main, args=(cfg, r, port, out)) for r in range(cfg.layout.world_size)]
@@ -124,7 +124,7 @@ def two_replicas(tmp_path_factory: pytest.TempPathFactory) -> dict[int, tuple]:
 
 def _reference_tokens() -> list[tuple[int, ...]]:
     """The unsplit model on one rank, in this process."""
-    from harness.engines.mini.model import ModelShard, sample
+    from chaosbench.engines.mini.model import ModelShard, sample
 
     shard = ModelShard(MODEL, 0, 1, 8, BLOCK)
     out = []

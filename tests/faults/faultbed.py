@@ -1,10 +1,10 @@
 """A small real testbed for fault tests: two network namespaces on a bridge, one v1/v2 cgroup set per node,
 one "rank" process per node (a half-busy Python loop pinned to a core, inside its node's cgroups), a TCP echo
-server in node-1, and a device control dir. Optionally the engine's own device layer (harness.engines.mini.device)
+server in node-1, and a device control dir. Optionally the engine's own device layer (chaosbench.engines.mini.device)
 exported per rank and scraped by a real Prometheus, for the emulated GPU faults.
 
 Everything is named ``cbflt<id>...`` (namespaces, bridge, veths, cgroups) and torn down by ``FaultBed.close``.
-``FaultBed`` satisfies harness.backends.base.Testbed and round-trips through JSON, so a child "harness" process
+``FaultBed`` satisfies chaosbench.backends.base.Testbed and round-trips through JSON, so a child "harness" process
 can rebuild it (exit-path tests).
 """
 
@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.backends.base import DeviceControl, NodeInfo, RankInfo, Testbed
+from chaosbench.backends.base import DeviceControl, NodeInfo, RankInfo, Testbed
 
 REPO = Path(__file__).resolve().parents[2]
 CG = Path("/sys/fs/cgroup")
@@ -195,7 +195,7 @@ DEVICE_EXPORTER = """
 import json, os, sys, time
 from prometheus_client import Histogram, start_http_server
 from prometheus_client.core import REGISTRY
-from harness.engines.mini.device import DeviceError, DeviceLayer, kmsg_line
+from chaosbench.engines.mini.device import DeviceError, DeviceLayer, kmsg_line
 rank, index, control_dir, port, engine_log = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
 dev = DeviceLayer(rank, index, control_dir, num_blocks=100)
 allreduce = Histogram("chaosbench_rank_allreduce_seconds", "all-reduce", ["rank"]).labels(rank)
@@ -251,7 +251,7 @@ def start_device_telemetry(bed: FaultBed) -> None:
     )
     bed.pids.append(proc.pid)
     bed.prometheus_url = f"http://127.0.0.1:{port}"
-    from harness.faults.mech.device import query
+    from chaosbench.faults.mech.device import query
 
     deadline = time.monotonic() + 30
     while query(bed.prometheus_url, 'count(DCGM_FI_DEV_SM_CLOCK)') != len(bed.ranks):
@@ -265,7 +265,7 @@ def start_device_telemetry(bed: FaultBed) -> None:
 
 def snapshot(bed: FaultBed) -> dict[str, object]:
     """Everything a fault may change on the bed: compare before and after a fault."""
-    from harness.faults.mech import cgroups
+    from chaosbench.faults.mech import cgroups
 
     own = [ln.split()[0] for ln in sh("ip", "netns", "list").stdout.splitlines() if ln.startswith(bed.bridge)]
     snap: dict[str, object] = {"netns": sorted(own)}  # only this bed's: other testbeds come and go
@@ -291,7 +291,7 @@ def snapshot(bed: FaultBed) -> dict[str, object]:
 
 def _marked(prefix: str) -> list[int]:
     """Processes marked by a fault of this bed (keys start with the bed's name)."""
-    from harness.faults.mech.procs import MARKER_ENV
+    from chaosbench.faults.mech.procs import MARKER_ENV
 
     out = []
     for e in os.scandir("/proc"):
@@ -305,7 +305,7 @@ def _marked(prefix: str) -> list[int]:
 
 
 def _state(pid: int | None) -> str:
-    from harness.faults.mech.procs import state
+    from chaosbench.faults.mech.procs import state
 
     s = state(pid) if pid else None
     return "stopped" if s in ("T", "t") else "gone" if s is None else "running"
@@ -318,7 +318,7 @@ def make_step(fault_id: str, *, node: str | None = None, rank: int | None = None
               timeout: str = "10s", duration: str = "30s", required: bool = True):
     from pydantic import TypeAdapter
 
-    from harness.scenario import FaultStep
+    from chaosbench.scenario import FaultStep
 
     target = {"node": node} if node is not None else {"rank": rank}
     return TypeAdapter(FaultStep).validate_python({
@@ -328,7 +328,7 @@ def make_step(fault_id: str, *, node: str | None = None, rank: int | None = None
 
 
 def cpu_rate(pid: int, window: float = 1.0) -> float:
-    from harness.faults.mech.procs import cpu_seconds
+    from chaosbench.faults.mech.procs import cpu_seconds
 
     before = cpu_seconds(pid)
     time.sleep(window)
@@ -394,7 +394,7 @@ def wait_share(pid: int, window: float = 1.0) -> float:
 
 def rank_share(rank_pid: int, others: list[int], window: float = 1.0) -> float:
     """The rank's share of the CPU time used by itself and ``others`` (the fault's processes) over ``window``."""
-    from harness.faults.mech.procs import cpu_seconds
+    from chaosbench.faults.mech.procs import cpu_seconds
 
     r0, o0 = cpu_seconds(rank_pid), sum(cpu_seconds(p) for p in others)
     time.sleep(window)

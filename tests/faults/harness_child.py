@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from faultbed import FaultBed, make_step  # noqa: E402
 
-from harness.case import CaseWriter  # noqa: E402
-from harness.faults.lifecycle import injected  # noqa: E402
+from chaosbench.case import CaseWriter  # noqa: E402
+from chaosbench.faults.lifecycle import injected  # noqa: E402
 
 
 def main() -> None:

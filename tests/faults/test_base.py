@@ -10,24 +10,24 @@ from types import SimpleNamespace
 
 import pytest
 
-import harness.faults
-from harness.errors import InputInvalid, PluginInvalid
-from harness.faults.base import injector
-from harness.faults.catalog import FAULT_IDS, FAULTS, check_fault_module
-from harness.faults.journal import Journal, recovery_dir, replay_fault_journals
+import chaosbench.faults
+from chaosbench.errors import InputInvalid, PluginInvalid
+from chaosbench.faults.base import injector
+from chaosbench.faults.catalog import FAULT_IDS, FAULTS, check_fault_module
+from chaosbench.faults.journal import Journal, recovery_dir, replay_fault_journals
 
 FRAMEWORK = {"catalog", "spec", "base", "lifecycle", "journal", "targets", "mech"}
 
 
 def test_fault_modules_equal_catalog_ids() -> None:
-    modules = {m.name for m in pkgutil.iter_modules(harness.faults.__path__)} - FRAMEWORK
+    modules = {m.name for m in pkgutil.iter_modules(chaosbench.faults.__path__)} - FRAMEWORK
     assert modules == {fid.replace("-", "_") for fid in FAULT_IDS}
 
 
 @pytest.mark.parametrize("fault_id", FAULT_IDS)
 def test_module_interface(fault_id: str) -> None:
     mod = injector(fault_id)
-    assert mod.__name__ == "harness.faults." + fault_id.replace("-", "_")  # one fault, one module, named by its id
+    assert mod.__name__ == "chaosbench.faults." + fault_id.replace("-", "_")  # one fault, one module, named by its id
     assert mod.SPEC is FAULTS[fault_id]
     for fn in ("preflight", "prepare", "inject", "verify", "recover", "cluster"):
         assert callable(getattr(mod, fn)), f"{fault_id} has no {fn}()"
@@ -91,7 +91,7 @@ def test_the_xid_is_dated_by_its_log_line_not_by_the_scrape(tmp_path):
     import json as _json
     from types import SimpleNamespace
 
-    from harness.faults.gpu_xid_error import _xid_line_time
+    from chaosbench.faults.gpu_xid_error import _xid_line_time
 
     (tmp_path / "logs").mkdir()
     lines = [{"time": 100.0, "component": "rank-2", "level": "error", "message": "NVRM: Xid (PCI:0000:03:00): 79, old"},

@@ -1,4 +1,4 @@
-"""The four emulated GPU faults against the engine's own device layer (harness.engines.mini.device), exported per
+"""The four emulated GPU faults against the engine's own device layer (chaosbench.engines.mini.device), exported per
 rank and scraped by a real Prometheus: verify reads the DCGM_* series, the symptom is the emulated device's state."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from faultbed import FaultBed, make_step
 from test_injectors import run_fault
 
-from harness.faults.mech.device import fresh_query, query, series
+from chaosbench.faults.mech.device import fresh_query, query, series
 
 pytestmark = pytest.mark.root
 

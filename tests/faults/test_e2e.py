@@ -1,4 +1,4 @@
-"""End to end on the real local testbed (harness.runner.run_scenario): the fault is verified inside a full case,
+"""End to end on the real local testbed (chaosbench.runner.run_scenario): the fault is verified inside a full case,
 its symptom is visible in the case's data.csv, and nothing of the fault is left afterwards.
 
 Short runs (45 s of load, the fault at 20 s for 10 s) of nccl-hang and cpu-throttle; the slower
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.case import CaseView, labels_dir_of, read_ground_truth
+from chaosbench.case import CaseView, labels_dir_of, read_ground_truth
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 REPO = Path(__file__).resolve().parents[2]
@@ -23,10 +23,10 @@ FAULT_START, FAULT_LEN = 20.0, 10.0
 
 def short_scenario(fault_id: str):
     try:
-        from harness.runner import run_scenario  # noqa: F401
+        from chaosbench.runner import run_scenario  # noqa: F401
     except ImportError as exc:
-        pytest.skip(f"harness.runner is not importable yet: {exc}")
-    from harness.scenario import load_scenario
+        pytest.skip(f"chaosbench.runner is not importable yet: {exc}")
+    from chaosbench.scenario import load_scenario
 
     base = load_scenario(REPO / "scenarios" / f"{fault_id}.yaml")
     step = base.spec.faults[0].model_dump(mode="json", by_alias=True)
@@ -42,7 +42,7 @@ def short_scenario(fault_id: str):
 def run_case(fault_id: str, tmp_path: Path) -> Path:
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    from harness.runner import run_scenario
+    from chaosbench.runner import run_scenario
 
     return run_scenario(short_scenario(fault_id), tmp_path / "cases" / fault_id)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from faultbed import FaultBed, Traffic, cpu_rate, make_step, rank_share, snapshot
 
-from harness.faults.base import Evidence, injector
-from harness.faults.mech import cgroups, procs
+from chaosbench.faults.base import Evidence, injector
+from chaosbench.faults.mech import cgroups, procs
 
 pytestmark = pytest.mark.root
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from faultbed import FaultBed, Traffic, make_step, snapshot
 
-from harness.case import CaseView, CaseWriter, read_ground_truth
-from harness.errors import FaultNotVerified, PreflightFailed
-from harness.faults.journal import CASE_JOURNAL, replay_fault_journals
-from harness.faults.lifecycle import injected
+from chaosbench.case import CaseView, CaseWriter, read_ground_truth
+from chaosbench.errors import FaultNotVerified, PreflightFailed
+from chaosbench.faults.journal import CASE_JOURNAL, replay_fault_journals
+from chaosbench.faults.lifecycle import injected
 
 pytestmark = pytest.mark.root
 CHILD = Path(__file__).with_name("harness_child.py")

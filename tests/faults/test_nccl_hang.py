@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.faults.nccl_hang import NcclHangParams, stalled_since
+from chaosbench.faults.nccl_hang import NcclHangParams, stalled_since
 
 
 def test_stalled_since_needs_a_move_then_n_equal_scrapes() -> None:

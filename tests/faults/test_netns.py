@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import ChaosbenchError, CommandFailed
-from harness.faults.mech import iptables, netns, tc
+from chaosbench.errors import ChaosbenchError, CommandFailed
+from chaosbench.faults.mech import iptables, netns, tc
 
 
 def test_the_command_enters_the_namespace_only_when_there_is_one():

@@ -79,11 +79,11 @@ def test_validates_in_a_scenario(env: dict[str, str], scenario: Path, tmp_path: 
 PREFLIGHT = """
 import json, os, sys
 from types import SimpleNamespace
-from harness.backends.base import RankInfo
-from harness.backends.local.preflight import check_faults
-from harness.errors import PreflightFailed
-from harness.faults.base import injector
-from harness.scenario import load_scenario
+from chaosbench.backends.base import RankInfo
+from chaosbench.backends.local.preflight import check_faults
+from chaosbench.errors import PreflightFailed
+from chaosbench.faults.base import injector
+from chaosbench.scenario import load_scenario
 
 step = load_scenario(sys.argv[1]).spec.faults[0]
 check_faults([step.id], isolated=True)

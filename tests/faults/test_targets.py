@@ -1,5 +1,5 @@
 """A step's target on a testbed: the ranks of a replica or a stage, and a rank fault fanned out over them
-(harness.faults.targets.fan_out), with a recording stand-in for the fault module (no processes, no root)."""
+(chaosbench.faults.targets.fan_out), with a recording stand-in for the fault module (no processes, no root)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from harness.backends.base import layout_rank
-from harness.errors import PreflightFailed
-from harness.faults import journal, targets
-from harness.faults.base import Evidence, Handle, base_handle, injector
-from harness.faults.catalog import FAULTS
-from harness.scenario import Target, TopologySpec, load_scenario
+from chaosbench.backends.base import layout_rank
+from chaosbench.errors import PreflightFailed
+from chaosbench.faults import journal, targets
+from chaosbench.faults.base import Evidence, Handle, base_handle, injector
+from chaosbench.faults.catalog import FAULTS
+from chaosbench.scenario import Target, TopologySpec, load_scenario
 
 TOPO = TopologySpec(nodes=2, tensor_parallel=2, pipeline_parallel=2, data_parallel=2)
 REPO = Path(__file__).resolve().parents[2]
@@ -120,6 +120,6 @@ def test_verified_only_when_every_rank_shows_the_signal_and_recovery_tries_every
 def test_the_journal_replays_a_fanned_out_handle(monkeypatch):
     mod = Recorder()
     handle = targets.RankFanout(mod).prepare(bed(), step({"replica": 0, "stage": 0}), "k4")
-    monkeypatch.setattr("harness.faults.base.injector", lambda fid: mod)
+    monkeypatch.setattr("chaosbench.faults.base.injector", lambda fid: mod)
     journal._recover(dict(handle))
     assert mod.calls[-2:] == [("recover", "rank-0"), ("recover", "rank-1")]

@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 from urllib.parse import parse_qs, urlparse
 
-from harness.backends.k8s.client import ExecResult, PodRef
-from harness.errors import PreflightFailed
+from chaosbench.backends.k8s.client import ExecResult, PodRef
+from chaosbench.errors import PreflightFailed
 
 NODE_MAP = {"node-0": "gpu-a-17", "node-1": "gpu-b-03"}
 RUN = "cb-"  # every rendered RayService name starts with it
@@ -145,7 +145,7 @@ class StandInCluster(FakeCluster):
 
     def run_agent(self, node, argv, node_map=None):
         if argv[2] == self.agent_error:
-            from harness.errors import FaultNotVerified
+            from chaosbench.errors import FaultNotVerified
 
             self.calls.append(("agent", node, tuple(argv)))
             # what K8sClient.run_agent raises for an agent's {"error": ...} answer

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends.base import check_testbed
-from harness.backends.k8s.backend import K8sLoadRun, deploy_k8s
-from harness.backends.k8s.injectors import recover_from_handle
-from harness.errors import FaultNotVerified, PreflightFailed
-from harness.scenario import load_scenario
+from chaosbench.backends.base import check_testbed
+from chaosbench.backends.k8s.backend import K8sLoadRun, deploy_k8s
+from chaosbench.backends.k8s.injectors import recover_from_handle
+from chaosbench.errors import FaultNotVerified, PreflightFailed
+from chaosbench.scenario import load_scenario
 
 from .fakes import NODE_MAP, FakeCluster
 
@@ -190,7 +190,7 @@ def test_recovery_from_the_journalled_handle_alone(tmp_path: Path):
 
 
 def test_start_load_applies_the_job_through_deploy_playbook(tmp_path: Path):
-    from harness.load.driver import LoadConfig
+    from chaosbench.load.driver import LoadConfig
 
     testbed, played = _deploy(tmp_path, "clean", FakeCluster())
     config = LoadConfig.from_scenario(_scenario("clean"), testbed.api_url)
@@ -201,8 +201,8 @@ def test_start_load_applies_the_job_through_deploy_playbook(tmp_path: Path):
 
 
 def test_the_fault_lifecycle_uses_the_backends_injectors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from harness.case import CaseWriter
-    from harness.faults.lifecycle import injected
+    from chaosbench.case import CaseWriter
+    from chaosbench.faults.lifecycle import injected
 
     monkeypatch.setenv("CHAOSBENCH_RECOVERY_DIR", str(tmp_path / "recovery"))
     cluster = FakeCluster()
@@ -218,7 +218,7 @@ def test_the_fault_lifecycle_uses_the_backends_injectors(tmp_path: Path, monkeyp
 
 
 def test_a_crashed_runs_k8s_journal_is_replayed_against_the_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from harness.faults.journal import Journal, replay_fault_journals
+    from chaosbench.faults.journal import Journal, replay_fault_journals
 
     monkeypatch.setenv("CHAOSBENCH_RECOVERY_DIR", str(tmp_path / "recovery"))
     testbed, _ = _deploy(tmp_path, "network-delay", FakeCluster())
@@ -234,7 +234,7 @@ def test_a_crashed_runs_k8s_journal_is_replayed_against_the_cluster(tmp_path: Pa
         made.append(namespace)
         return fresh
 
-    monkeypatch.setattr("harness.backends.k8s.client.K8sClient", client)
+    monkeypatch.setattr("chaosbench.backends.k8s.client.K8sClient", client)
     assert replay_fault_journals(tmp_path, include_live=True) == 1
     assert made == ["chaosbench"] and [c[1] for c in fresh.calls if c[0] == "delete"] == ["NetworkChaos"]
     assert replay_fault_journals(tmp_path, include_live=True) == 0  # done is journalled

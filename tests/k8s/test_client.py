@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from kubernetes import client as k8s
 
-from harness.backends.k8s.client import K8sClient
-from harness.errors import FaultNotVerified, PreflightFailed
+from chaosbench.backends.k8s.client import K8sClient
+from chaosbench.errors import FaultNotVerified, PreflightFailed
 
 RECORDED = Path(__file__).parent / "recorded"
 NS = "chaosbench"

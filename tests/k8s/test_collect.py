@@ -10,12 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.backends.k8s import collect
-from harness.backends.k8s.placement import from_located
-from harness.backends.k8s.client import ExecResult, PodRef
-from harness.backends.k8s.settings import from_scenario
-from harness.errors import PreflightFailed
-from harness.scenario import load_scenario
+from chaosbench.backends.k8s import collect
+from chaosbench.backends.k8s.client import ExecResult, PodRef
+from chaosbench.backends.k8s.placement import from_located
+from chaosbench.backends.k8s.settings import from_scenario
+from chaosbench.errors import PreflightFailed
+from chaosbench.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 RECORDED = Path(__file__).parent / "recorded"
@@ -82,7 +82,7 @@ class FakeProm:
 
 
 def test_export_data_csv_from_recorded_prometheus(tmp_path: Path, monkeypatch):
-    import harness.collect.prometheus as prom
+    import chaosbench.collect.prometheus as prom
 
     fake = FakeProm()
     monkeypatch.setattr(prom, "_prom", lambda url: fake)

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.backends.k8s import dry_run
-from harness.backends.k8s.faults import plan_faults
-from harness.backends.k8s.placement import check_replicas_fit, from_located
-from harness.backends.k8s.render import render_all, serve_config
-from harness.backends.k8s.settings import from_scenario
-from harness.errors import InputInvalid, PreflightFailed
-from harness.scenario import expand_suite, load_scenario, load_suite
+from chaosbench.backends.k8s import dry_run
+from chaosbench.backends.k8s.faults import plan_faults
+from chaosbench.backends.k8s.placement import check_replicas_fit, from_located
+from chaosbench.backends.k8s.render import render_all, serve_config
+from chaosbench.backends.k8s.settings import from_scenario
+from chaosbench.errors import InputInvalid, PreflightFailed
+from chaosbench.scenario import expand_suite, load_scenario, load_suite
 
 REPO = Path(__file__).resolve().parents[2]
 LAYOUTS = REPO / "scenarios" / "layouts"
@@ -111,7 +111,7 @@ def test_placement_from_the_cluster_counts_pp_x_tp_workers_per_engine():
 @pytest.mark.parametrize("suite", SUITES, ids=lambda p: p.stem)
 def test_cli_dry_run_renders_each_layout(suite: Path, tmp_path: Path):
     out = subprocess.run(
-        [sys.executable, "-c", "from harness.cli import main; main()", "run", str(suite), "--backend", "k8s",
+        [sys.executable, "-c", "from chaosbench.cli import main; main()", "run", str(suite), "--backend", "k8s",
          "--dry-run", "--out", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},

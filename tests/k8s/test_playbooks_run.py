@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends.k8s import dry_run
-from harness.scenario import load_scenario
+from chaosbench.backends.k8s import dry_run
+from chaosbench.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.backends.k8s import dry_run
-from harness.backends.k8s.render import DCGM_FIELDS, LOCUSTFILE, render_all, serve_config
-from harness.backends.k8s.settings import from_scenario
-from harness.faults.catalog import FAULT_IDS, FAULTS
-from harness.scenario import load_scenario
+from chaosbench.backends.k8s import dry_run
+from chaosbench.backends.k8s.render import DCGM_FIELDS, LOCUSTFILE, render_all, serve_config
+from chaosbench.backends.k8s.settings import from_scenario
+from chaosbench.faults.catalog import FAULT_IDS, FAULTS
+from chaosbench.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted(p for p in (REPO / "scenarios").glob("*.yaml") if not p.name.startswith("_"))
@@ -28,8 +28,8 @@ def test_dry_run_touches_no_cluster(tmp_path: Path):
     """Rendering imports neither the Kubernetes client nor ansible-runner, and needs no kubeconfig."""
     code = (
         "import sys\n"
-        "from harness.backends.k8s import dry_run\n"
-        "from harness.scenario import load_scenario\n"
+        "from chaosbench.backends.k8s import dry_run\n"
+        "from chaosbench.scenario import load_scenario\n"
         f"dry_run(load_scenario({str(REPO / 'scenarios' / 'gpu-power-cap.yaml')!r}), {str(tmp_path)!r})\n"
         "bad = [m for m in ('kubernetes', 'ansible_runner', 'prometheus_api_client') if m in sys.modules]\n"
         "assert not bad, bad\n"
@@ -129,7 +129,7 @@ def test_column_names_follow_case_convention(tmp_path: Path):
 
 def test_dry_run_places_ranks_as_expected_with_gpu_placeholders():
     """Without a cluster the plan keeps the scenario's contiguous blocks and names GPUs by placeholder only."""
-    from harness.backends.k8s.faults import plan_faults
+    from chaosbench.backends.k8s.faults import plan_faults
 
     s = from_scenario(_scenario("clean"))
     scn = _scenario("clean").spec.deployment.topology
@@ -145,7 +145,7 @@ def test_every_cluster_action_names_an_agent_mechanism():
         from fault_agent import MECHANISMS
     finally:
         sys.path.pop(0)
-    from harness.backends.k8s.faults import plan_faults
+    from chaosbench.backends.k8s.faults import plan_faults
 
     used = set()
     for path in SCENARIOS:

@@ -1,4 +1,4 @@
-"""``chaosbench run SCENARIO --backend k8s`` end to end: ``harness.runner.run_scenario`` on the k8s backend.
+"""``chaosbench run SCENARIO --backend k8s`` end to end: ``chaosbench.runner.run_scenario`` on the k8s backend.
 
 No Kubernetes or GPU cluster can run where these tests run, so the run goes against stand-ins (fakes.py):
 ``StandInCluster`` answers the backend's Kubernetes calls (RayService, pods, exec into the Locust Job, the
@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.backends.k8s.settings import from_scenario
-from harness.faults.journal import journal_files, pending, read_entries
-from harness.runner import run_scenario
-from harness.scenario import load_scenario
+from chaosbench.backends.k8s.settings import from_scenario
+from chaosbench.faults.journal import journal_files, pending, read_entries
+from chaosbench.runner import run_scenario
+from chaosbench.scenario import load_scenario
 
 from .fakes import PrometheusStub, StandInCluster
 
@@ -235,7 +235,7 @@ def test_unverified_fault_is_recorded_and_recovered(tmp_path: Path, prometheus: 
 
 
 def test_scenario_promql_gets_the_clusters_metric_names():
-    from harness.backends.k8s.collect import cluster_promql, column_queries
+    from chaosbench.backends.k8s.collect import cluster_promql, column_queries
 
     scenario = load_scenario(REPO / "scenarios" / "clean.yaml", {"deployment": {"backend": "k8s"}, "telemetry": {
         "extra_metrics": [{"name": "waiting", "component": "ingress", "query": "vllm:num_requests_waiting"}]}})

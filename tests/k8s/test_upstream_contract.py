@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.backends.k8s import collect
-from harness.backends.k8s.faults import plan_faults
-from harness.backends.k8s.render import dcgm_csv, render_all, serve_config
-from harness.backends.k8s.settings import from_scenario
-from harness.errors import InputInvalid
-from harness.scenario import load_scenario
+from chaosbench.backends.k8s import collect
+from chaosbench.backends.k8s.faults import plan_faults
+from chaosbench.backends.k8s.render import dcgm_csv, render_all, serve_config
+from chaosbench.backends.k8s.settings import from_scenario
+from chaosbench.errors import InputInvalid
+from chaosbench.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 UPSTREAM = Path(__file__).parent / "recorded" / "upstream"

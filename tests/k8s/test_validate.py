@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends.k8s.render import render_all
-from harness.backends.k8s.validate import check_rendered, validate_object
-from harness.errors import InputInvalid
-from harness.scenario import load_scenario
+from chaosbench.backends.k8s.render import render_all
+from chaosbench.backends.k8s.validate import check_rendered, validate_object
+from chaosbench.errors import InputInvalid
+from chaosbench.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from harness.load.driver import LoadConfig, start_load
-from harness.load.summary import meets_slo, summarize
+from chaosbench.load.driver import LoadConfig, start_load
+from chaosbench.load.summary import meets_slo, summarize
 
 
 def _config(url: str, **kw) -> LoadConfig:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from detectors.api import AnomalousEvent
-from harness.cli import main
-from harness.eval.synthetic import make_case
-from harness.evaluate import evaluate
-from harness.report import write_report
-from harness.report.chrome import ANOMALY_TID, annotate
+from chaosbench.cli import main
+from chaosbench.detectors.api import AnomalousEvent
+from chaosbench.eval.synthetic import make_case
+from chaosbench.evaluate import evaluate
+from chaosbench.report import write_report
+from chaosbench.report.chrome import ANOMALY_TID, annotate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # eval_fixtures
 KINETO = Path(__file__).resolve().parents[3] / "shared" / "data" / "traces" / "kineto-recsys-2rank"
@@ -79,7 +79,7 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
 
 
 def test_run_report_has_intervals_comparisons_unscored_cases_and_the_detectability_curve(tmp_path, capsys):
-    from harness.eval.synthetic import dataset_specs, make_run
+    from chaosbench.eval.synthetic import dataset_specs, make_run
 
     specs = dataset_specs(8, clean_every=4, seed=30)
     for i, spec in enumerate(specs):

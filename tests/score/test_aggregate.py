@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.score.aggregate import CaseOutcome, score_methods
+from chaosbench.score.aggregate import CaseOutcome, score_methods
 
 
 def _o(case: str, method: str, ranking: list[str], *, fault: str | None = "cpu-contention", answer: str | None = "node-1",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.score.detection import EventCase, case_detection, event_detection, event_matches, time_to_detection
+from chaosbench.score.detection import EventCase, case_detection, event_detection, event_matches, time_to_detection
 
 RANK_NODE = {"rank-0": "node-0", "rank-1": "node-0", "rank-2": "node-1"}
 

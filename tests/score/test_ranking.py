@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.score.ranking import (
+from chaosbench.score.ranking import (
     ac_at_k,
     avg_at_k,
     chance_ac_at_k,

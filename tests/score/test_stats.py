@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 from scipy.stats import bootstrap
 
-from harness.score.aggregate import CaseOutcome, compare, intensity_bin, rank_scores
-from harness.score.stats import N_RESAMPLES, SEED, detection_intervals, mean_interval, paired_bootstrap, rank_intervals
+from chaosbench.score.aggregate import CaseOutcome, compare, intensity_bin, rank_scores
+from chaosbench.score.stats import (
+    N_RESAMPLES,
+    SEED,
+    detection_intervals,
+    mean_interval,
+    paired_bootstrap,
+    rank_intervals,
+)
 
 HITS = np.array([1, 0, 1, 1, 0, 1, 0, 0, 1, 1, 1, 0], dtype=float)
 

@@ -13,13 +13,13 @@ __all__ = ["deploy_k8s", "dry_run"]
 
 
 def dry_run(scenario, out_dir: Path) -> Path:
-    """Render the k8s run of ``scenario`` (a harness.scenario.Scenario) into ``<out_dir>/k8s``; return that path.
+    """Render the k8s run of ``scenario`` (a chaosbench.scenario.Scenario) into ``<out_dir>/k8s``; return that path.
 
     The rendered manifests are validated offline (Kubernetes OpenAPI + CRD schemas)
-    before anything is written; a problem raises harness.errors.InputInvalid.
+    before anything is written; a problem raises chaosbench.errors.InputInvalid.
     """
-    from harness.backends.k8s.render import render_all, write_rendered
-    from harness.backends.k8s.validate import check_rendered
+    from chaosbench.backends.k8s.render import render_all, write_rendered
+    from chaosbench.backends.k8s.validate import check_rendered
 
     k8s_dir = (Path(out_dir) / "k8s").resolve()
     rendered = render_all(scenario, k8s_dir)
@@ -29,7 +29,7 @@ def dry_run(scenario, out_dir: Path) -> Path:
 
 
 def deploy_k8s(scenario, run_dir: Path, **kwargs):
-    """Deploy ``scenario`` on the cluster of its kubeconfig; see harness.backends.k8s.backend.deploy_k8s."""
-    from harness.backends.k8s.backend import deploy_k8s as deploy
+    """Deploy ``scenario`` on the cluster of its kubeconfig; see chaosbench.backends.k8s.backend.deploy_k8s."""
+    from chaosbench.backends.k8s.backend import deploy_k8s as deploy
 
     return deploy(scenario, run_dir, **kwargs)

@@ -3,7 +3,7 @@
 ``deploy_k8s(scenario, run_dir)`` renders ``<run_dir>/k8s`` (as ``--dry-run`` does),
 runs playbooks/k8s/deploy.yml (site.yml with ``install=True``: k3s/operators too)
 through ansible-runner, waits for the RayService with the Kubernetes client and
-returns a ``K8sTestbed``. It overrides the Testbed contract's defaults (harness.backends.base) with what a
+returns a ``K8sTestbed``. It overrides the Testbed contract's defaults (chaosbench.backends.base) with what a
 cluster needs, where nothing runs on this machine: ``injector(fault_id)`` (Chaos Mesh and the fault agent),
 ``start_load(config, load_dir)`` (the Locust Job), ``start_profile()``/``stop_profile()`` (vLLM's profiler
 through the Ray head), ``collect_case(...)`` and ``promql(query)`` (the scenario's PromQL with the cluster's
@@ -23,21 +23,21 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from harness.backends.base import DeviceControl, Left, NodeInfo, RankInfo, Testbed, layout_rank
-from harness.backends.k8s import collect
-from harness.backends.k8s.client import K8sClient
-from harness.backends.k8s.faults import FaultAction, locate_command, plan_faults
-from harness.backends.k8s.injectors import K8sInjector
-from harness.backends.k8s.placement import Placement, from_located
-from harness.backends.k8s.settings import MIN_RAY, MIN_VLLM, K8sSettings, image_ray_version, version_tuple
-from harness.case import atomic_write_json, atomic_write_text
-from harness.errors import PreflightFailed
+from chaosbench.backends.base import DeviceControl, Left, NodeInfo, RankInfo, Testbed, layout_rank
+from chaosbench.backends.k8s import collect
+from chaosbench.backends.k8s.client import K8sClient
+from chaosbench.backends.k8s.faults import FaultAction, locate_command, plan_faults
+from chaosbench.backends.k8s.injectors import K8sInjector
+from chaosbench.backends.k8s.placement import Placement, from_located
+from chaosbench.backends.k8s.settings import MIN_RAY, MIN_VLLM, K8sSettings, image_ray_version, version_tuple
+from chaosbench.case import atomic_write_json, atomic_write_text
+from chaosbench.errors import PreflightFailed
 
 if TYPE_CHECKING:
-    from harness.case import CaseWriter
-    from harness.load.driver import LoadConfig
-    from harness.load.summary import RequestRecord
-    from harness.scenario import Scenario
+    from chaosbench.case import CaseWriter
+    from chaosbench.load.driver import LoadConfig
+    from chaosbench.load.summary import RequestRecord
+    from chaosbench.scenario import Scenario
 
 DEFAULT_PROMETHEUS = "http://127.0.0.1:9090"  # kubectl -n monitoring port-forward svc/...-prometheus 9090
 LOAD_OUT = "/out"
@@ -47,15 +47,15 @@ PlaybookRunner = Callable[[str, dict[str, Any], Path, Path | None], None]
 
 
 def run_playbook(name: str, extravars: dict[str, Any], private_dir: Path, inventory: Path | None = None) -> None:
-    """Run ``playbooks/k8s/<name>`` through ansible-runner (harness.backends.local.ansible.play)."""
-    from harness.backends.local.ansible import PLAYBOOKS, play
+    """Run ``playbooks/k8s/<name>`` through ansible-runner (chaosbench.backends.local.ansible.play)."""
+    from chaosbench.backends.local.ansible import PLAYBOOKS, play
 
     play(PLAYBOOKS / "k8s" / name, extravars, private_dir, str(inventory) if inventory else None, rotate_artifacts=3)
 
 
 @dataclass
 class K8sLoadRun:
-    """The Locust Job, seen like harness.load.driver.LoadRun (wait_started, stop, finish)."""
+    """The Locust Job, seen like chaosbench.load.driver.LoadRun (wait_started, stop, finish)."""
 
     client: K8sClient
     job: str
@@ -88,7 +88,7 @@ class K8sLoadRun:
         self.client.exec(self._pod(), ["sh", "-c", f"kill -TERM $(cat {LOAD_OUT}/locust.pid) 2>/dev/null || true"])
 
     def finish(self, timeout_s: float | None = None) -> dict[str, Any]:
-        from harness.load.summary import read_requests, summarize
+        from chaosbench.load.summary import read_requests, summarize
 
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else 3600)
         while self._read("exit_code") is None:
@@ -149,7 +149,7 @@ class K8sTestbed(Testbed):
         return K8sInjector(fault_id, self.client, self.actions, self.settings.kubeconfig)
 
     def start_load(self, config: LoadConfig, load_dir: Path) -> K8sLoadRun:
-        """Drop-in for harness.load.driver.start_load: the rendered Locust Job (``config`` gives the SLOs;
+        """Drop-in for chaosbench.load.driver.start_load: the rendered Locust Job (``config`` gives the SLOs;
         the Job's own copy of the LoadConfig was rendered from the same scenario)."""
         self.playbook("deploy.yml", {**self._vars(), "cb_start_load": True}, self.run_dir / "ansible", self.inventory)
         return K8sLoadRun(self.client, f"{self.settings.name}-locust", Path(load_dir), dict(config.slo))
@@ -202,8 +202,8 @@ def deploy_k8s(scenario: Scenario, run_dir: Path, *, prometheus_url: str | None 
                install: bool = False, client: K8sClient | None = None,
                playbook: PlaybookRunner = run_playbook) -> K8sTestbed:
     """Render, deploy (site.yml with ``install``, else deploy.yml), wait until vLLM serves; a K8sTestbed."""
-    from harness.backends.k8s import dry_run
-    from harness.backends.k8s.settings import from_scenario
+    from chaosbench.backends.k8s import dry_run
+    from chaosbench.backends.k8s.settings import from_scenario
 
     run_dir = Path(run_dir)
     k8s_dir = dry_run(scenario, run_dir)

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from harness.backends.k8s.settings import NODE_LABEL
-from harness.errors import FaultNotVerified, PreflightFailed
+from chaosbench.backends.k8s.settings import NODE_LABEL
+from chaosbench.errors import FaultNotVerified, PreflightFailed
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -151,7 +151,6 @@ class K8sClient:
              timeout_s: float = 120) -> ExecResult:
         """Run ``argv`` in ``pod`` through the exec API; stdout, stderr and the exit code."""
         from kubernetes.client.exceptions import ApiException
-
         from kubernetes.stream import stream as k8s_stream
 
         stream = self._exec_stream or k8s_stream

@@ -11,7 +11,7 @@ Placeholders filled in at run time from what the cluster reports (``ClusterView`
 ``{k8s_node}`` the Kubernetes node of the component (node labels), ``{worker_pods}`` the
 node's Ray worker pod names (found by pod labels), ``{gpu_uuid}`` the rank's GPU (the fault
 agents' ``locate``, see placement.py). Querying, gap filling and the client-side SLIs reuse
-harness.collect.prometheus.
+chaosbench.collect.prometheus.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.backends.k8s.placement import Placement, expected
-from harness.backends.k8s.settings import PROFILER_DIR, K8sSettings
-from harness.errors import PreflightFailed
+from chaosbench.backends.k8s.placement import Placement, expected
+from chaosbench.backends.k8s.settings import PROFILER_DIR, K8sSettings
+from chaosbench.errors import PreflightFailed
 
 if TYPE_CHECKING:
-    from harness.backends.k8s.client import K8sClient
-    from harness.load.summary import RequestRecord
-    from harness.scenario import Scenario
+    from chaosbench.backends.k8s.client import K8sClient
+    from chaosbench.load.summary import RequestRecord
+    from chaosbench.scenario import Scenario
 
 VLLM_HISTOGRAMS = ("time_to_first_token_seconds", "inter_token_latency_seconds", "e2e_request_latency_seconds",
                    "request_queue_time_seconds")
@@ -210,7 +210,7 @@ def export_data_csv(prometheus_url: str, s: K8sSettings, queries: list[ColumnQue
     """Range-query every column into ``out`` (data.csv) as the local collector does; returns the column count."""
     import pandas as pd
 
-    from harness.collect.prometheus import Column, fill_gaps, query_frame, sli_frame
+    from chaosbench.collect.prometheus import Column, fill_gaps, query_frame, sli_frame
 
     metric_of = {q.column: q.column.split("_", 1)[1] for q in queries}
     columns = [Column(metric_of[q.column], q.resolve(view, s), q.kind, component=q.component) for q in queries]
@@ -264,12 +264,12 @@ def collect_traces(client: K8sClient, s: K8sSettings, dest: Path) -> list[Path]:
 def log_lines(text: str, component: str, start: float, end: float) -> list[tuple[float, str, str, str]]:
     """Pod log text (fetched with timestamps=True) as logs.csv rows, WARNING and up as locally.
 
-    The Kubernetes timestamp gives the time; Ray's own line format (harness.collect.logs)
+    The Kubernetes timestamp gives the time; Ray's own line format (chaosbench.collect.logs)
     gives the level; a traceback line inherits ERROR as the local parser does.
     """
     from datetime import datetime
 
-    from harness.collect.logs import CPP_LEVEL, CPP_LINE, KEEP, PY_LINE
+    from chaosbench.collect.logs import CPP_LEVEL, CPP_LINE, KEEP, PY_LINE
 
     rows = []
     for line in text.splitlines():

@@ -21,15 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from harness.backends.k8s.collect import CADVISOR_INTERVAL_S, rate_window, ray_metric_name
-from harness.backends.k8s.placement import Placement, expected
-from harness.backends.k8s.settings import NODE_LABEL, K8sSettings
-from harness.errors import InputInvalid
-from harness.faults.catalog import fault_module
-from harness.faults.targets import rank_steps
+from chaosbench.backends.k8s.collect import CADVISOR_INTERVAL_S, rate_window, ray_metric_name
+from chaosbench.backends.k8s.placement import Placement, expected
+from chaosbench.backends.k8s.settings import NODE_LABEL, K8sSettings
+from chaosbench.errors import InputInvalid
+from chaosbench.faults.catalog import fault_module
+from chaosbench.faults.targets import rank_steps
 
 if TYPE_CHECKING:
-    from harness.scenario import Scenario
+    from chaosbench.scenario import Scenario
 
 AGENT = ("python3", "/opt/agent/fault_agent.py")
 CHAOS_API = "chaos-mesh.org/v1alpha1"

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from harness.backends.k8s.faults import AgentCommand, FaultAction
-from harness.errors import PreflightFailed
-from harness.faults.base import Evidence, Handle
-from harness.faults.catalog import get_fault
+from chaosbench.backends.k8s.faults import AgentCommand, FaultAction
+from chaosbench.errors import PreflightFailed
+from chaosbench.faults.base import Evidence, Handle
+from chaosbench.faults.catalog import get_fault
 
 if TYPE_CHECKING:
-    from harness.backends.base import Testbed
-    from harness.backends.k8s.client import K8sClient
-    from harness.scenario import FaultStep
+    from chaosbench.backends.base import Testbed
+    from chaosbench.backends.k8s.client import K8sClient
+    from chaosbench.scenario import FaultStep
 
 
 class K8sHandle(Handle):
@@ -35,7 +35,7 @@ def _commands(items: list[dict[str, Any]]) -> list[AgentCommand]:
 
 
 class K8sInjector:
-    """One fault id's injector for the k8s backend (duck-types harness.faults.base.Injector)."""
+    """One fault id's injector for the k8s backend (duck-types chaosbench.faults.base.Injector)."""
 
     def __init__(self, fault_id: str, client: K8sClient, actions: list[FaultAction], kubeconfig: str | None = None):
         self.SPEC = get_fault(fault_id)
@@ -113,7 +113,7 @@ class K8sInjector:
 def recover_from_handle(handle: K8sHandle, client: K8sClient | None = None) -> None:
     """Recovery after a crash, from the journalled handle alone (``chaosbench cleanup``)."""
     if client is None:
-        from harness.backends.k8s.client import K8sClient
+        from chaosbench.backends.k8s.client import K8sClient
 
         client = K8sClient(handle["namespace"], kubeconfig=handle.get("kubeconfig"))
     K8sInjector(handle["fault_id"], client, []).recover(handle)

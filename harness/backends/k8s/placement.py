@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.backends.k8s.settings import K8sSettings
-from harness.errors import InputInvalid, PreflightFailed
+from chaosbench.backends.k8s.settings import K8sSettings
+from chaosbench.errors import InputInvalid, PreflightFailed
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from harness.backends.k8s import collect
-from harness.backends.k8s.faults import plan_faults
-from harness.backends.k8s.placement import check_replicas_fit
-from harness.backends.k8s.settings import (
+from chaosbench.backends.k8s import collect
+from chaosbench.backends.k8s.faults import plan_faults
+from chaosbench.backends.k8s.placement import check_replicas_fit
+from chaosbench.backends.k8s.settings import (
     APP_LABEL,
     DEFAULT_MODEL,
     METRICS_PORT,
@@ -41,18 +41,17 @@ from harness.backends.k8s.settings import (
     from_scenario,
     image_ray_version,
 )
-from harness.case import atomic_write_text
-from harness.errors import PreflightFailed
+from chaosbench.case import atomic_write_text
+from chaosbench.errors import PreflightFailed
 
 if TYPE_CHECKING:
-    from harness.scenario import Scenario
+    from chaosbench.scenario import Scenario
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 AGENT_FILE = HERE / "agent" / "fault_agent.py"
 PROFILER_FILE = HERE / "agent" / "profile_window.py"
-REPO_ROOT = HERE.parents[2]
-LOCUSTFILE = REPO_ROOT / "harness" / "load" / "locustfile.py"
+LOCUSTFILE = HERE.parents[1] / "load" / "locustfile.py"
 GPU_OPERATOR_NAMESPACE = "gpu-operator"
 K3S_CONTAINERD_SOCKET = "/run/k3s/containerd/containerd.sock"
 SERVE_APP = "llm"
@@ -178,7 +177,7 @@ def locust_files(s: K8sSettings, scenario: Scenario) -> dict[str, str]:
     """The harness's own locustfile and its config (the local driver's LoadConfig, paths inside the Job)."""
     from dataclasses import asdict
 
-    from harness.load.driver import LoadConfig
+    from chaosbench.load.driver import LoadConfig
 
     if not LOCUSTFILE.is_file():
         raise PreflightFailed(f"{LOCUSTFILE}: missing; the k8s Locust Job runs the harness's own locustfile")

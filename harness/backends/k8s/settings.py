@@ -12,11 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from harness.errors import InputInvalid
-from harness.faults.catalog import get_fault
+from chaosbench.errors import InputInvalid
+from chaosbench.faults.catalog import get_fault
 
 if TYPE_CHECKING:
-    from harness.scenario import Scenario, TopologySpec
+    from chaosbench.scenario import Scenario, TopologySpec
 
 # Chart versions pinned for reproducibility; playbook variables can override them.
 CHARTS: dict[str, dict[str, str]] = {
@@ -79,8 +79,8 @@ class K8sSettings:
         return self.tensor_parallel * self.pipeline_parallel
 
     def topology(self) -> TopologySpec:
-        """The scenario's layout (replica, stage and tp index of every rank: harness.scenario.TopologySpec)."""
-        from harness.scenario import TopologySpec
+        """The scenario's layout (replica, stage and tp index of every rank: chaosbench.scenario.TopologySpec)."""
+        from chaosbench.scenario import TopologySpec
 
         return TopologySpec(nodes=self.nodes, tensor_parallel=self.tensor_parallel,
                             pipeline_parallel=self.pipeline_parallel, data_parallel=self.data_parallel)
@@ -111,7 +111,7 @@ def _dns_name(text: str, prefix: str = "cb-") -> str:
 
 
 def from_scenario(scenario: Scenario) -> K8sSettings:
-    """K8sSettings for ``scenario`` (a harness.scenario.Scenario), whatever its backend field says."""
+    """K8sSettings for ``scenario`` (a chaosbench.scenario.Scenario), whatever its backend field says."""
     spec = scenario.spec
     topo, model, k8s = spec.deployment.topology, spec.deployment.model, spec.deployment.k8s
     world = topo.world_size

@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from harness.errors import InputInvalid, PreflightFailed
+from chaosbench.errors import InputInvalid, PreflightFailed
 
 K8S_VERSION = "1.33.0"
 SCHEMAS = Path(__file__).parent / "schemas"

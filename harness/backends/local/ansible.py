@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import PreflightFailed
-from harness.signals import handlers_kept
+from chaosbench.errors import PreflightFailed
+from chaosbench.signals import handlers_kept
 
 if TYPE_CHECKING:
     from ansible_runner import Runner

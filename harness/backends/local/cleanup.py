@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.backends.local.plan import TestbedPlan
+from chaosbench.backends.local.plan import TestbedPlan
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ node-level columns differ per node. Metrics (label ``component="node-<i>"``):
     chaosbench_node_network_{receive,transmit}_{bytes,packets,drop}_total   the node's veth, node's view
     chaosbench_node_processes                       processes in the node's cgroup
 
-Usage: ``python -m harness.backends.local.exporter --state RUN/testbed.json --listen 127.0.0.1:PORT``.
+Usage: ``python -m chaosbench.backends.local.exporter --state RUN/testbed.json --listen 127.0.0.1:PORT``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from harness.backends.local.plan import NodePlan, TestbedPlan, read_plan
+from chaosbench.backends.local.plan import NodePlan, TestbedPlan, read_plan
 
 Sample = tuple[str, str, float]  # metric, type, value
 

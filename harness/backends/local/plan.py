@@ -20,8 +20,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.case import atomic_write_json
-from harness.errors import InputInvalid
+from chaosbench.case import atomic_write_json
+from chaosbench.errors import InputInvalid
 
 STATE_FILE = "testbed.json"
 SUBNET_PREFIX = "10.232"  # 10.232.<k>.0/24, one free <k> per testbed

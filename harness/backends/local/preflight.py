@@ -6,9 +6,9 @@ import os
 import shutil
 import socket
 
-from harness.backends.local.plan import Ports
-from harness.errors import PreflightFailed
-from harness.faults.catalog import fault_specs, get_fault
+from chaosbench.backends.local.plan import Ports
+from chaosbench.errors import PreflightFailed
+from chaosbench.faults.catalog import fault_specs, get_fault
 
 PROMETHEUS_BIN = os.environ.get("CHAOSBENCH_PROMETHEUS", "/usr/bin/prometheus")
 NODE_EXPORTER_BIN = os.environ.get("CHAOSBENCH_NODE_EXPORTER", "/usr/bin/prometheus-node-exporter")

@@ -3,7 +3,7 @@
 Every fault of the local backend leaves a trace of its own kind while it is active: a marked process
 (stressors, hogs, the NFQUEUE delayer), an iptables rule tagged ``chaosbench:<key>``, a root qdisc on a node
 link, a CPU quota or memory limit on a node's cgroup, a stopped process, a non-default device control file.
-``fault_residue`` looks for each of them (keys start with the case id, see harness.faults.lifecycle.make_key)
+``fault_residue`` looks for each of them (keys start with the case id, see chaosbench.faults.lifecycle.make_key)
 and names what it found; an empty list means the rollback held.
 """
 
@@ -13,10 +13,10 @@ import json
 import os
 from pathlib import Path
 
-from harness.backends.local.cleanup import testbed_pids
-from harness.backends.local.plan import TestbedPlan
-from harness.faults.mech import cgroups, procs, tc
-from harness.faults.mech.netns import run as run_in
+from chaosbench.backends.local.cleanup import testbed_pids
+from chaosbench.backends.local.plan import TestbedPlan
+from chaosbench.faults.mech import cgroups, procs, tc
+from chaosbench.faults.mech.netns import run as run_in
 
 SHAPING_QDISCS = ("tbf", "htb", "netem", "hfsc", "prio")
 

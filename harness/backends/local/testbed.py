@@ -20,19 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from harness.backends.base import DeviceControl, NodeInfo, RankInfo, Testbed, layout_rank
-from harness.backends.local import preflight
-from harness.backends.local.ansible import run_playbook
-from harness.backends.local.cleanup import Leftovers, cleanup, testbed_pids
-from harness.backends.local.plan import NodePlan, TestbedPlan, make_plan
-from harness.case import atomic_write_json
-from harness.errors import ChaosbenchError, PreflightFailed
-from harness.signals import handlers_kept
+from chaosbench.backends.base import DeviceControl, NodeInfo, RankInfo, Testbed, layout_rank
+from chaosbench.backends.local import preflight
+from chaosbench.backends.local.ansible import run_playbook
+from chaosbench.backends.local.cleanup import Leftovers, cleanup, testbed_pids
+from chaosbench.backends.local.plan import NodePlan, TestbedPlan, make_plan
+from chaosbench.case import atomic_write_json
+from chaosbench.errors import ChaosbenchError, PreflightFailed
+from chaosbench.signals import handlers_kept
 
 if TYPE_CHECKING:
-    from harness.case import CaseWriter
-    from harness.load.summary import RequestRecord
-    from harness.scenario import Scenario
+    from chaosbench.case import CaseWriter
+    from chaosbench.load.summary import RequestRecord
+    from chaosbench.scenario import Scenario
 
 RAY_NUM_CPUS = 8  # logical slots per Ray node: ranks + Serve replicas, not real cores
 RAY_OBJECT_STORE_BYTES = 100 * 1024 * 1024
@@ -52,7 +52,7 @@ EngineDeploy = Callable[..., EngineHandle]
 
 
 def ray_env(plan: TestbedPlan) -> dict[str, str]:
-    from harness.backends.local.ansible import REPO
+    from chaosbench.backends.local.ansible import REPO
 
     env = {
         "RAY_AUTH_MODE": "disabled",
@@ -63,7 +63,7 @@ def ray_env(plan: TestbedPlan) -> dict[str, str]:
         "RAY_health_check_timeout_ms": "2000",
         "RAY_health_check_failure_threshold": "15",
         "GLOO_SOCKET_IFNAME": "eth0" if plan.isolated else "lo",
-        "PYTHONPATH": str(REPO),  # Ray workers import the engine from this checkout
+        "PYTHONPATH": str(REPO),  # modules of the checkout outside the package (plugins under tests/)
         "CHAOSBENCH_RUN_ID": plan.run_id,
     }
     return env
@@ -149,7 +149,7 @@ class LocalTestbed(Testbed):
         return DeviceControl(self.control_dir, rank)
 
     def node_pids(self, node: str) -> list[int]:
-        from harness.backends.local.cleanup import cgroup_pids, netns_pids
+        from chaosbench.backends.local.cleanup import cgroup_pids, netns_pids
 
         plan_node = next((n for n in self.plan.nodes if n.name == node), None)
         if plan_node is None:
@@ -175,7 +175,7 @@ class LocalTestbed(Testbed):
     # --------------------------------------------------------------- between cases
     def fault_residue(self, case_id: str) -> list[str]:
         """What the faults of case ``case_id`` left behind (empty: every rollback held)."""
-        from harness.backends.local.residue import fault_residue
+        from chaosbench.backends.local.residue import fault_residue
 
         return fault_residue(self.plan, self.control_dir, case_id)
 
@@ -188,8 +188,8 @@ class LocalTestbed(Testbed):
     def collect_case(self, writer: CaseWriter, scenario: Scenario, t0: float, t_end: float,
                      requests: list[RequestRecord], case_start: float) -> None:
         """data.csv from this testbed's Prometheus, logs.csv from the engine's and Ray's logs, the ranks' traces."""
-        from harness.collect.logs import export_logs_csv
-        from harness.collect.prometheus import Column, export_data_csv
+        from chaosbench.collect.logs import export_logs_csv
+        from chaosbench.collect.prometheus import Column, export_data_csv
 
         extra = [Column(m.name, f"sum({m.query})", "gauge", component=m.component)
                  for m in scenario.spec.telemetry.extra_metrics]
@@ -251,7 +251,7 @@ class LocalTestbed(Testbed):
 
 
 def _resolve_engine(name: str) -> EngineDeploy:
-    from harness.engines import ENGINES
+    from chaosbench.engines import ENGINES
 
     return ENGINES.get(name)  # type: ignore[no-any-return]
 
@@ -310,7 +310,7 @@ def disconnect_ray() -> None:
 
 def deploy_local(scenario: Scenario, run_dir: Path, *, engine_deploy: EngineDeploy | None = None,
                  isolated: bool | None = None, run_id: str | None = None) -> LocalTestbed:
-    """Deploy the whole testbed for ``scenario`` (harness.scenario.Scenario) under ``run_dir``."""
+    """Deploy the whole testbed for ``scenario`` (chaosbench.scenario.Scenario) under ``run_dir``."""
     dep = scenario.spec.deployment
     fault_ids = [f.id for f in scenario.spec.faults]
     plan = start_infra(Path(run_dir), dep.topology.nodes, isolated=isolated, fault_ids=fault_ids, run_id=run_id)

@@ -9,7 +9,7 @@ its place (profiling.py) whenever data_parallel or pipeline_parallel exceeds 1.
 ``deploy(...)`` starts it on a running Ray cluster whose nodes carry the custom resources
 ``node-0``, ``node-1``, ... (``ray start --resources '{"node-0": 1000}'``); rank r goes to
 ``topology.rank_node(r)``, the Serve ingress and the engine core to node-0. Ray workers must be
-able to import ``harness`` (start Ray with the repository on PYTHONPATH, or install the package).
+able to import ``chaosbench`` (start Ray with the Python that has it installed).
 The HTTP proxy binds ``http_host:http_port``: the head node's IP (HeadOnly proxy) or 0.0.0.0.
 
 What it gives the rest of the testbed:
@@ -20,7 +20,7 @@ What it gives the rest of the testbed:
   ``chaosbench_rank_{step,allreduce}_seconds`` histograms and ``chaosbench_rank_restarts_total``.
   Exporters bind the node's IP from ``node_ips`` (0.0.0.0 when absent); ports are ephemeral unless
   ``metrics_port=N`` (ingress N, rank i N+1+i), and a restarted rank keeps its port.
-- Device control: ``<control_dir>/rank-N.json`` (harness.backends.base.DeviceControl), polled each step.
+- Device control: ``<control_dir>/rank-N.json`` (chaosbench.backends.base.DeviceControl), polled each step.
 - Logs: ``<run_dir>/logs/engine.jsonl`` (time, component, level, message), e.g. the emulated
   ``NVRM: Xid (PCI:0000:0N:00): 79, ...`` line of a failed rank and its restart.
 - Traces: each /start_profile../stop_profile window is merged into ``<trace_dir>/rank-<i>.json.gz``
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import PreflightFailed
+from chaosbench.errors import PreflightFailed
 
 APP_NAME = "mini"
 __all__ = ["EngineHandle", "deploy"]
@@ -86,9 +86,9 @@ def deploy(ray_address: str, scenario: Any, run_dir: Path, *, trace_dir: Path, c
     import ray
     from ray import serve
 
-    from harness.engines.mini.config import engine_config
-    from harness.engines.mini.core import replicas_dir
-    from harness.engines.mini.server import MiniServer
+    from chaosbench.engines.mini.config import engine_config
+    from chaosbench.engines.mini.core import replicas_dir
+    from chaosbench.engines.mini.server import MiniServer
 
     overrides: dict[str, Any] = {"metrics_port": metrics_port, "trace_ops": trace_ops}
     if kv_blocks is not None:

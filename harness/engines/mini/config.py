@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import InputInvalid
-from harness.layout import Layout
+from chaosbench.errors import InputInvalid
+from chaosbench.layout import Layout
 
 MAX_LOCAL_RANKS = 8  # what the local testbed's emulated nodes can hold
 

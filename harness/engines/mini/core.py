@@ -32,14 +32,14 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from harness.engines.mini.config import EngineConfig
-from harness.engines.mini.device import DeviceError, kmsg_line
-from harness.engines.mini.kv_pool import BlockPool
-from harness.engines.mini.metrics import EngineMetrics
-from harness.engines.mini.scheduler import Scheduler, Sequence
-from harness.engines.mini.tokenizer import ByteTokenizer
-from harness.engines.mini.worker import RankState, RankWorker, StepResult
-from harness.layout import replica_name
+from chaosbench.engines.mini.config import EngineConfig
+from chaosbench.engines.mini.device import DeviceError, kmsg_line
+from chaosbench.engines.mini.kv_pool import BlockPool
+from chaosbench.engines.mini.metrics import EngineMetrics
+from chaosbench.engines.mini.scheduler import Scheduler, Sequence
+from chaosbench.engines.mini.tokenizer import ByteTokenizer
+from chaosbench.engines.mini.worker import RankState, RankWorker, StepResult
+from chaosbench.layout import replica_name
 
 log = logging.getLogger("chaosbench.engine.mini")
 RANK_START_TIMEOUT_S = 120.0

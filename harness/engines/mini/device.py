@@ -13,7 +13,7 @@ resident) and the share spent computing (``work``: time in the model's compute r
 - Temperature: first-order lag (``THERMAL_TAU_S``) towards inlet + thermal resistance x draw; integer C.
 - Memory clock: HBM3 runs at its fixed clock in P0 (it does not follow load on this board).
 
-The faults engineer writes ``<control_dir>/rank-N.json`` (see harness.backends.base.DeviceControl); the
+The faults engineer writes ``<control_dir>/rank-N.json`` (see chaosbench.backends.base.DeviceControl); the
 rank polls it by mtime once per step. Effects are EMULATED and labelled so:
 - ``power_limit_w``: the enforced limit (clamped to the board's 200..700 W range); kernels run
   max_clock/power-limited clock times longer.

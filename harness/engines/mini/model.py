@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 
-from harness.engines.mini.config import ModelConfig
+from chaosbench.engines.mini.config import ModelConfig
 
 AllReduce = Callable[[torch.Tensor], None]
 Throttle = Callable[[float], None]  # called with the seconds a compute region took

@@ -22,7 +22,7 @@ from typing import Protocol
 import torch
 from torch.profiler import record_function
 
-from harness.engines.mini.model import AllReduce, ModelShard, StepBatch, Throttle, sample, split_batch
+from chaosbench.engines.mini.model import AllReduce, ModelShard, StepBatch, Throttle, sample, split_batch
 
 
 class Work(Protocol):

@@ -218,7 +218,7 @@ def anchor_event() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m harness.engines.mini.profiling RAW.json ...``: finalize raw windows (run off the engine's path)."""
+    """``python -m chaosbench.engines.mini.profiling RAW.json ...``: finalize raw windows (run off the engine's path)."""
     import sys
 
     for arg in argv if argv is not None else sys.argv[1:]:

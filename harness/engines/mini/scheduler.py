@@ -12,8 +12,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from harness.engines.mini.kv_pool import BlockPool
-from harness.engines.mini.model import SeqSlice, StepBatch
+from chaosbench.engines.mini.kv_pool import BlockPool
+from chaosbench.engines.mini.model import SeqSlice, StepBatch
 
 
 @dataclass

@@ -13,11 +13,9 @@ N + world_size + d). /ranks and ``metrics_targets`` list every replica's (what t
 
 import asyncio
 import json
-import os
 import random
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import ray
 from fastapi import FastAPI, Request
@@ -26,9 +24,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_s
 from pydantic import ValidationError
 from ray import serve
 
-from harness.engines.mini.config import EngineConfig
-from harness.engines.mini.core import EngineCore, TokenEvent, published_replicas
-from harness.engines.mini.protocol import (
+from chaosbench.engines.mini.config import EngineConfig
+from chaosbench.engines.mini.core import EngineCore, TokenEvent, published_replicas
+from chaosbench.engines.mini.protocol import (
     ChatRequest,
     CompletionRequest,
     completion_chunk,
@@ -37,10 +35,9 @@ from harness.engines.mini.protocol import (
     new_id,
     usage,
 )
-from harness.engines.mini.scheduler import Sequence
+from chaosbench.engines.mini.scheduler import Sequence
 
 app = FastAPI(title="chaosbench mini engine")
-_PKG_ROOT = str(Path(__file__).resolve().parents[3])  # the directory holding the harness package
 
 
 def _data(obj: dict) -> str:
@@ -56,10 +53,8 @@ def _one_line(exc: Exception) -> str:
 
 
 async def _finalize(raw: str) -> tuple[bool, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PKG_ROOT, os.environ.get("PYTHONPATH")]))}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "harness.engines.mini.profiling", raw,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                                                env=env)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "chaosbench.engines.mini.profiling", raw,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     if proc.returncode:
         return False, err.decode(errors="replace").strip().splitlines()[-1:][0] if err.strip() else "no output"

@@ -28,11 +28,11 @@ import torch.distributed as dist
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, start_http_server
 from torch.profiler import record_function
 
-from harness.engines.mini import profiling
-from harness.engines.mini.config import EngineConfig
-from harness.engines.mini.device import DeviceError, DeviceLayer
-from harness.engines.mini.model import ModelShard, StepBatch, sample
-from harness.engines.mini.pipeline import StageLinks, run_stage
+from chaosbench.engines.mini import profiling
+from chaosbench.engines.mini.config import EngineConfig
+from chaosbench.engines.mini.device import DeviceError, DeviceLayer
+from chaosbench.engines.mini.model import ModelShard, StepBatch, sample
+from chaosbench.engines.mini.pipeline import StageLinks, run_stage
 
 HANG_POLL_S = 0.05
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24)

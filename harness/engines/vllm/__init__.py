@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.engines.vllm.server import (ServerConfig, start_server, stop_server, vllm_python,
-                                         worker_pids)
-from harness.engines.vllm.rank_exporter import RankExporter
-from harness.engines.vllm.traces import TraceSweeper
-from harness.errors import PreflightFailed
+from chaosbench.engines.vllm.rank_exporter import RankExporter
+from chaosbench.engines.vllm.server import ServerConfig, start_server, stop_server, vllm_python, worker_pids
+from chaosbench.engines.vllm.traces import TraceSweeper
+from chaosbench.errors import PreflightFailed
 
 __all__ = ["EngineHandle", "deploy", "metrics_targets_for", "unsupported_faults"]
 
@@ -42,11 +41,11 @@ _LACKS = {"device-layer": f"emulated GPU fault; {_DEVICE_LAYER}", "inter-node-li
 
 def unsupported_faults(engine: str, backend: str = "local") -> dict[str, str]:
     """fault id -> one-line reason, for the faults this engine cannot take on this backend."""
-    from harness.backends import backend as backend_named
+    from chaosbench.backends import backend as backend_named
 
     if engine != "vllm" or backend_named(backend).fault_site != "local":
         return {}
-    from harness.faults.catalog import fault_specs
+    from chaosbench.faults.catalog import fault_specs
 
     reasons = {}
     for spec in fault_specs():
@@ -105,7 +104,7 @@ def check_scenario(scenario: Any) -> None:
 
 def model_dir(scenario: Any, run_dir: Path) -> Path:
     """The scenario's model directory, or a freshly generated one in ``<run_dir>/model``."""
-    from harness.engines.vllm.model import TinyLlamaSpec, is_model_dir, make_model
+    from chaosbench.engines.vllm.model import TinyLlamaSpec, is_model_dir, make_model
 
     model = scenario.spec.deployment.model
     if model.path:
@@ -120,7 +119,7 @@ def model_dir(scenario: Any, run_dir: Path) -> Path:
 
 def node0_placement(run_dir: Path) -> tuple[str | None, list[str]]:
     """(netns, cgroup dirs) of node-0 from the testbed state file in ``run_dir``; (None, []) without one."""
-    from harness.backends.local.plan import STATE_FILE, read_plan
+    from chaosbench.backends.local.plan import STATE_FILE, read_plan
 
     if not (Path(run_dir) / STATE_FILE).is_file():
         return None, []

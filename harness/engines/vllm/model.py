@@ -17,7 +17,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.errors import InputInvalid, PreflightFailed
+from chaosbench.errors import InputInvalid, PreflightFailed
 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")  # ids 0, 1, 2
 BOS_ID, EOS_ID = 1, 2
@@ -153,7 +153,7 @@ def make_model(out_dir: Path, spec: TinyLlamaSpec = TinyLlamaSpec(), name: str =
     _write_json(out_dir / "generation_config.json", {"bos_token_id": BOS_ID, "eos_token_id": EOS_ID,
                                                      "do_sample": False})
     save_file(random_weights(spec), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    _write_json(out_dir / "chaosbench-model.json", {"name": name, "generator": "harness.engines.vllm.model",
+    _write_json(out_dir / "chaosbench-model.json", {"name": name, "generator": "chaosbench.engines.vllm.model",
                                                     "tokenizer_vocab": tok.get_vocab_size(), **asdict(spec)})
     return out_dir
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import PreflightFailed
+from chaosbench.errors import PreflightFailed
 
 UNLIMITED_V1 = 9223372036854771712  # v1 memory.limit_in_bytes "no limit" on 64-bit page-aligned kernels
 

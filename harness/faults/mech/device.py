@@ -1,6 +1,6 @@
 """The mini engine's emulated device layer: its control file (write, restore) and its DCGM_* metrics.
 
-Writes go through ``harness.backends.base.DeviceControl`` (the engine polls the file once per step). The
+Writes go through ``chaosbench.backends.base.DeviceControl`` (the engine polls the file once per step). The
 metric read-back goes to the testbed's Prometheus, which scrapes the rank's dcgm-style exporter.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import DeviceControl, Testbed
-from harness.case import atomic_write_json
+from chaosbench.backends.base import DeviceControl, Testbed
+from chaosbench.case import atomic_write_json
 
 RANK_LABEL = "rank"  # the label the engine's device exporter puts on DCGM_* series (rank-<i>)
 
@@ -84,7 +84,7 @@ def control_path(testbed: Testbed, rank: str) -> str:
 
 
 def check_control_dir(fault_id: str, testbed: Testbed, rank: str) -> None:
-    from harness.errors import PreflightFailed
+    from chaosbench.errors import PreflightFailed
 
     path = testbed.device(rank).path
     if not path.parent.is_dir():

@@ -1,7 +1,7 @@
 """Grow one field of a device control file from ``--start`` to ``--end`` over ``--duration`` seconds.
 
 Used by gpu-memory-pressure in ``growing`` mode (a helper that allocates more and more device memory).
-Run: ``python -m harness.faults.mech.device_ramp --control rank-2.json --field mem_pool_fraction --start 0.2
+Run: ``python -m chaosbench.faults.mech.device_ramp --control rank-2.json --field mem_pool_fraction --start 0.2
 --end 0.8 --duration 30``; it keeps the end value once reached and exits.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from harness.faults.mech.device import apply
+from chaosbench.faults.mech.device import apply
 
 STEP_S = 1.0
 

@@ -1,6 +1,6 @@
 """A GEMM loop that keeps one core busy: the local stand-in for another workload on the rank's GPU.
 
-Run: ``python -m harness.faults.mech.gemm_hog --size 256`` (one BLAS thread; pinning and cgroup come from
+Run: ``python -m chaosbench.faults.mech.gemm_hog --size 256`` (one BLAS thread; pinning and cgroup come from
 the parent that starts it). numpy, not torch: it starts in a fraction of the time.
 """
 

@@ -11,8 +11,8 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from harness.errors import CommandFailed
-from harness.faults.mech.netns import run as _run
+from chaosbench.errors import CommandFailed
+from chaosbench.faults.mech.netns import run as _run
 
 COMMENT_PREFIX = "chaosbench:"
 

@@ -7,7 +7,7 @@ import shlex
 import subprocess
 from collections.abc import Sequence
 
-from harness.errors import CommandFailed
+from chaosbench.errors import CommandFailed
 
 TIMEOUT_S = 15.0
 

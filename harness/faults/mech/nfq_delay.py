@@ -5,7 +5,7 @@ This kernel has no netem, so network-delay sends the node's egress packets to an
 started inside the node's namespace, releases them late. Jitter is correlated like netem's:
 ``d = corr * d_prev + (1 - corr) * sample``. Every second it writes counters to ``--status`` (JSON).
 
-Run: ``python -m harness.faults.mech.nfq_delay --queue 4242 --delay-ms 200 --jitter-ms 20 --status f.json``
+Run: ``python -m chaosbench.faults.mech.nfq_delay --queue 4242 --delay-ms 200 --jitter-ms 20 --status f.json``
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.errors import CommandFailed
-from harness.faults.mech.netns import command
+from chaosbench.errors import CommandFailed
+from chaosbench.faults.mech.netns import command
 
 MARKER_ENV = "CHAOSBENCH_FAULT"
 
@@ -49,12 +49,6 @@ def cpu_seconds(pid: int) -> float:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def package_env() -> dict[str, str]:
-    """PYTHONPATH that lets a helper ``python -m harness...`` import this checkout (installed or not)."""
-    root = Path(__file__).resolve().parents[3]
-    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
 
 
 def _join_cgroups(dirs: Sequence[str]) -> None:

@@ -6,8 +6,8 @@ import re
 import subprocess
 from dataclasses import dataclass
 
-from harness.errors import PreflightFailed
-from harness.faults.mech import netns as ns
+from chaosbench.errors import PreflightFailed
+from chaosbench.faults.mech import netns as ns
 
 
 def _tc(args: list[str], netns: str | None, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detectors.api import AnomalousEvent, RankedComponent, Result
-from harness.case import CaseWriter, Topology
+from chaosbench.case import CaseWriter, Topology
+from chaosbench.detectors.api import AnomalousEvent, RankedComponent, Result
 
 T0 = 1_800_000_000.0
 RANKS = ("rank-0", "rank-1", "rank-2", "rank-3")

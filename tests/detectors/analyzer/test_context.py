@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detectors.analyzer.context import (
+from chaosbench.case import CaseView
+from chaosbench.detectors.analyzer.context import (
     Span,
     Windows,
     build_context,
@@ -18,8 +19,7 @@ from detectors.analyzer.context import (
     series_kind,
     split_column,
 )
-from detectors.analyzer.prompt import PROMPT_VERSION, Budget, bounded, build_prompt
-from harness.case import CaseView
+from chaosbench.detectors.analyzer.prompt import PROMPT_VERSION, Budget, bounded, build_prompt
 
 from .conftest import RANKS, T0, _ev, fault_frame, write_case
 
@@ -132,7 +132,7 @@ def test_prompt_is_bounded_and_complete(tmp_path: Path):
 def test_prompt_says_when_outpost_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "detectors.outpost", None)
+    monkeypatch.setitem(sys.modules, "chaosbench.detectors.outpost", None)
     ctx = build_context(CaseView(write_case(tmp_path / "c", "cpu-throttle", outpost="none")))
     assert ctx.outpost == "unavailable" and ctx.events == ()
     prompt = build_prompt(ctx)
@@ -181,7 +181,7 @@ def test_trace_flush_after_the_fault_is_not_read_as_a_fault(tmp_path: Path):
 
 
 def test_long_paths_are_cut_before_the_durations(tmp_path: Path):
-    from detectors.api import AnomalousEvent
+    from chaosbench.detectors.api import AnomalousEvent
 
     ev = AnomalousEvent("rank-1", "42", "main", "aten::mm", (T0 + 1) * 1e6, 4000.0, 1000.0, 9.0,
                         " > ".join(["layer"] * 200))

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from detectors.analyzer import detect
-from detectors.analyzer.context import AnalysisContext, MetricDeviation, Windows
-from detectors.analyzer.findings import egress_queue_findings, family_of, segment_findings
-from detectors.analyzer.knowledge import default_kb
-from detectors.analyzer.output import parse
-from harness.case import CaseView, Topology
+from chaosbench.case import CaseView, Topology
+from chaosbench.detectors.analyzer import detect
+from chaosbench.detectors.analyzer.context import AnalysisContext, MetricDeviation, Windows
+from chaosbench.detectors.analyzer.findings import egress_queue_findings, family_of, segment_findings
+from chaosbench.detectors.analyzer.knowledge import default_kb
+from chaosbench.detectors.analyzer.output import parse
 
 from .conftest import AR, DCGM, NODE, NODES, RANK_NODE, RANKS, T0, _ev, clean_frame, write_case
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from chaosbench.cli import main
 
 
 def test_explain_prints_the_block(make_case, capsys: pytest.CaptureFixture[str]):

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detectors.analyzer.findings import family_of
-from detectors.analyzer.knowledge import KB_PATH, default_kb, load_kb
-from harness.errors import PluginInvalid
-from harness.faults.catalog import FAULT_IDS, FAULTS
+from chaosbench.detectors.analyzer.findings import family_of
+from chaosbench.detectors.analyzer.knowledge import KB_PATH, default_kb, load_kb
+from chaosbench.errors import PluginInvalid
+from chaosbench.faults.catalog import FAULT_IDS, FAULTS
 
 
 def test_every_catalog_fault_has_a_signature_of_the_right_target():

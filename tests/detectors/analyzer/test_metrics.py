@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from detectors.analyzer import detect
-from detectors.analyzer.metrics import (
+from chaosbench.case import CaseView, read_ground_truth
+from chaosbench.detectors.analyzer import detect
+from chaosbench.detectors.analyzer.metrics import (
     normalize_chain,
     references,
     rouge_l,
@@ -17,10 +18,9 @@ from detectors.analyzer.metrics import (
     valid_format,
     valid_format_rate,
 )
-from detectors.analyzer.output import no_anomaly, render
-from detectors.api import Result
-from harness.case import CaseView, read_ground_truth
-from harness.faults.catalog import FAULT_IDS, FAULTS
+from chaosbench.detectors.analyzer.output import no_anomaly, render
+from chaosbench.detectors.api import Result
+from chaosbench.faults.catalog import FAULT_IDS, FAULTS
 
 
 def test_a_reference_chain_for_every_fault():
@@ -70,7 +70,7 @@ def test_score_and_summarize(make_case):
 
 
 def test_attempt_rate_counts_every_llm_answer():
-    from detectors.analyzer.output import no_anomaly
+    from chaosbench.detectors.analyzer.output import no_anomaly
 
     ok = Result("kat-analyzer", explanation=render(no_anomaly("x")),
                 extra={"format_attempts": 3, "format_valid_attempts": 1})

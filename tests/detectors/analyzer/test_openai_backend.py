@@ -13,11 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from detectors.analyzer import explain
-from detectors.analyzer.openai_backend import LLMConfig, LLMUnavailable
-from detectors.analyzer.output import FORMAT_ID
-from harness.case import CaseView
-from harness.errors import InputInvalid
+from chaosbench.case import CaseView
+from chaosbench.detectors.analyzer import explain
+from chaosbench.detectors.analyzer.openai_backend import LLMConfig, LLMUnavailable
+from chaosbench.detectors.analyzer.output import FORMAT_ID
+from chaosbench.errors import InputInvalid
 
 VALID = f"""I looked at the SM clock first.
 <analysis>

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from detectors.analyzer.output import (
+from chaosbench.detectors.analyzer.output import (
     FORMAT_ID,
     Analysis,
     AnalysisFormatError,

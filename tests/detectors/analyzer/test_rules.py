@@ -10,11 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from detectors.analyzer import detect, explain
-from detectors.analyzer.output import parse
-from harness.case import CaseView
-from harness.faults.catalog import FAULT_IDS, FAULTS
-from harness.layout import Layout
+from chaosbench.case import CaseView
+from chaosbench.detectors.analyzer import detect, explain
+from chaosbench.detectors.analyzer.output import parse
+from chaosbench.faults.catalog import FAULT_IDS, FAULTS
+from chaosbench.layout import Layout
 
 from .conftest import FAULT_TARGET, RANKS, T0, _ev, write_case
 
@@ -32,7 +32,7 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def no_outpost_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "detectors.outpost", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "chaosbench.detectors.outpost", None)  # import fails as if not installed
 
 
 def test_synthetic_cases_cover_the_catalog():
@@ -100,7 +100,7 @@ def test_unreadable_outpost_answer_falls_back_to_metrics(tmp_path: Path):
 
 
 def test_failed_outpost_answer_is_not_taken_for_silence(tmp_path: Path):
-    from detectors.api import Result
+    from chaosbench.detectors.api import Result
 
     case = write_case(tmp_path / "c", "cpu-throttle")
     (case / "detectors" / "outpost.json").write_text(json.dumps(Result.failure("outpost", "no traces").to_json()))
@@ -157,15 +157,15 @@ def test_ground_truth_is_never_read(cases: dict[str, Path], tmp_path: Path):
 
 
 def test_unknown_backend_is_one_clear_error(cases: dict[str, Path]):
-    from harness.errors import InputInvalid
+    from chaosbench.errors import InputInvalid
 
     with pytest.raises(InputInvalid, match="did you mean 'rules'"):
         explain(CaseView(cases["clean"]), "rule")
 
 
 def test_with_the_real_outpost_on_generated_traces(tmp_path: Path):
-    """Outpost (detectors.outpost) scores generated per-rank traces; the case has no data.csv."""
-    synth = pytest.importorskip("detectors.outpost.synth")
+    """Outpost (chaosbench.detectors.outpost) scores generated per-rank traces; the case has no data.csv."""
+    synth = pytest.importorskip("chaosbench.detectors.outpost.synth")
     synth.write_case(synth.SynthSpec(slowdowns=(synth.Slowdown((2,), 3.0, 20, 39),), seed=0), tmp_path / "slow")
     synth.write_case(synth.SynthSpec(seed=1), tmp_path / "clean")
     slow = detect(CaseView(tmp_path / "slow"))
@@ -176,7 +176,7 @@ def test_with_the_real_outpost_on_generated_traces(tmp_path: Path):
 
 
 def test_rules_output_is_checked_by_the_parser(cases: dict[str, Path], monkeypatch: pytest.MonkeyPatch):
-    import detectors.analyzer.output as output
+    import chaosbench.detectors.analyzer.output as output
 
     monkeypatch.setattr(output, "render", lambda analysis: "<analysis>\nformat: v0\n</analysis>")
     result = explain(CaseView(cases["cpu-throttle"]))
@@ -273,7 +273,7 @@ def test_several_stalled_ranks_are_waiting_not_hung(tmp_path: Path):
 
 
 def _group(layout: Layout, scores: dict[str, float]):
-    from detectors.analyzer.rules import Hypothesis, _group_of
+    from chaosbench.detectors.analyzer.rules import Hypothesis, _group_of
 
     record = layout.record()
     comps = (*record["ranks"], *layout.replica_names(), *layout.stage_names())
@@ -294,8 +294,8 @@ def test_a_fault_on_every_rank_of_a_stage_or_replica_is_named_for_that_group():
 
 
 def test_an_analysis_on_a_stage_renders_and_parses():
-    from detectors.analyzer.output import Analysis, ChainStep, render
-    from detectors.analyzer.rules import _on_group
+    from chaosbench.detectors.analyzer.output import Analysis, ChainStep, render
+    from chaosbench.detectors.analyzer.rules import _on_group
 
     chain = (ChainStep("symptom", ("ingress",), "requests slow down"), ChainStep("cause", ("rank-2",), "power cap"))
     analysis = Analysis(chain, "rank-2", "gpu-power-cap", "GPU", 0.8)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from detectors.analyzer.findings import _stalls
-from detectors.api import AnomalousEvent
+from chaosbench.detectors.analyzer.findings import _stalls
+from chaosbench.detectors.api import AnomalousEvent
 
 RX = re.compile(r"all_?reduce|gloo", re.I)
 RANKS = ["rank-0", "rank-1", "rank-2", "rank-3"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from detectors.outpost.synth import SynthSpec, write_case
+from chaosbench.detectors.outpost.synth import SynthSpec, write_case
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "fixtures" / "traces"

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from detectors.outpost.synth import Slowdown, SynthSpec
-from harness.cli import main
+from chaosbench.cli import main
+from chaosbench.detectors.outpost.synth import Slowdown, SynthSpec
 
 from .conftest import FIXTURES
 

@@ -10,8 +10,16 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from detectors.outpost import OutpostEvent, OutpostRank, OutpostReport, analyze, blamed_events, outpost, with_nodes
-from detectors.outpost.synth import Slowdown, SynthSpec, generate, step_windows, truth_for
+from chaosbench.detectors.outpost import (
+    OutpostEvent,
+    OutpostRank,
+    OutpostReport,
+    analyze,
+    blamed_events,
+    outpost,
+    with_nodes,
+)
+from chaosbench.detectors.outpost.synth import Slowdown, SynthSpec, generate, step_windows, truth_for
 
 
 def _with_sampler(tmp_path: Path, spec: SynthSpec) -> tuple[Path, dict]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detectors.outpost import heap
+from chaosbench.detectors.outpost import heap
 
 
 def test_results_and_errors_pass_through(monkeypatch) -> None:

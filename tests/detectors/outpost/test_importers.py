@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detectors.outpost.importers import read_traces
-from harness.errors import TraceInvalid
+from chaosbench.detectors.outpost.importers import read_traces
+from chaosbench.errors import TraceInvalid
 
 from .conftest import FIXTURES
 
@@ -91,8 +91,8 @@ def test_missing_path_and_empty_directory(tmp_path: Path) -> None:
 
 
 def test_parallel_read_equals_serial(make_case, monkeypatch) -> None:
-    from detectors.outpost import importers
-    from detectors.outpost.synth import SynthSpec
+    from chaosbench.detectors.outpost import importers
+    from chaosbench.detectors.outpost.synth import SynthSpec
 
     case, _ = make_case("par", SynthSpec(ranks=3, steps=4))
     serial = read_traces(case / "traces", jobs=1)

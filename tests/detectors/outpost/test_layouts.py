@@ -1,5 +1,5 @@
 """Waits are victims, nodes are named, every parallel layout: generated GPU-style traces with known answers
-(detectors.outpost.layouts: DP x PP x TP, Kineto-like, a different pid and stream ids on every rank).
+(chaosbench.detectors.outpost.layouts: DP x PP x TP, Kineto-like, a different pid and stream ids on every rank).
 
 The slowdowns are mild (10 %): below any single kernel's threshold (~22 % at lambda 4 on a 5 % floor),
 so what finds the slow stream is its busy time per step (waits.with_busy), while every wait of its peers
@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detectors.api import run_detector
-from detectors.outpost import detect, outpost
-from detectors.outpost.importers import read_traces
-from detectors.outpost.layouts import Layout, Slow, write_case
-from detectors.outpost.ttc import build
-from detectors.outpost.waits import BUSY_PREFIX, waits, with_busy
-from harness.case import CaseView
-from harness.cli import main
+from chaosbench.case import CaseView
+from chaosbench.cli import main
+from chaosbench.detectors.api import run_detector
+from chaosbench.detectors.outpost import detect, outpost
+from chaosbench.detectors.outpost.importers import read_traces
+from chaosbench.detectors.outpost.layouts import Layout, Slow, write_case
+from chaosbench.detectors.outpost.ttc import build
+from chaosbench.detectors.outpost.waits import BUSY_PREFIX, waits, with_busy
 
 DPXPP = Layout(dp=4, pp=4, seed=1, slow=(Slow((6,), 1.1, 12),))  # replica 1, stage 2
 TP = Layout(dp=1, pp=1, tp=4, seed=2, slow=(Slow((2,), 1.1, 12),))
@@ -112,7 +112,7 @@ def test_waits_by_name_and_by_stream(tmp_path: Path) -> None:
     for name in ("aten::linear", "cudaLaunchKernel", "ProfilerStep"):
         assert not w[names == name].any(), name
     assert not w[threads == "stream 7"].any()  # the compute stream: no wait there
-    from detectors.outpost.waits import WAIT
+    from chaosbench.detectors.outpost.waits import WAIT
 
     for name in ("nccl:recv", "nccl:send", "recv_forward", "send_backward_recv_forward", "PipelineRecv",
                  "ncclDevKernel_SendRecv", "gloo:all_reduce", "barrier", "aten::_all_gather_base"):

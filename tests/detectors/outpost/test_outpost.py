@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from detectors.api import Result, run_detector
-from detectors.outpost import detect, outpost
-from detectors.outpost.waits import BUSY_PREFIX
-from detectors.outpost.synth import Slowdown, SynthSpec
-from harness.case import CaseView
+from chaosbench.case import CaseView
+from chaosbench.detectors.api import Result, run_detector
+from chaosbench.detectors.outpost import detect, outpost
+from chaosbench.detectors.outpost.synth import Slowdown, SynthSpec
+from chaosbench.detectors.outpost.waits import BUSY_PREFIX
 
 
 @pytest.mark.parametrize("factor", [1.3, 2.0, 5.0])

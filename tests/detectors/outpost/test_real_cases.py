@@ -17,10 +17,10 @@ import json
 
 import pytest
 
-from detectors.outpost import outpost
-from detectors.outpost.localize import LocalizeConfig, bh_reject, fisher_greater
-from harness.cli import main
-from harness.score.ranking import to_node_level
+from chaosbench.cli import main
+from chaosbench.detectors.outpost import outpost
+from chaosbench.detectors.outpost.localize import LocalizeConfig, bh_reject, fisher_greater
+from chaosbench.score.ranking import to_node_level
 
 from .conftest import FIXTURES
 
@@ -112,9 +112,9 @@ def test_real_fixtures_stay_small(name: str) -> None:
 def test_real_sigstop_inside_the_transport_is_not_blamed_on_a_gap() -> None:
     """SIGSTOP of rank-1 while every rank sat in gloo:all_reduce: all four wait in the transport, so the traces
     cannot tell the stopped rank, and no rule may read its silenced exporter (a live hang has none)."""
-    from detectors.api import run_detector
-    from detectors.outpost import detect
-    from harness.case import CaseView
+    from chaosbench.case import CaseView
+    from chaosbench.detectors.api import run_detector
+    from chaosbench.detectors.outpost import detect
 
     result = run_detector("outpost", detect, CaseView(REAL / "nccl-hang"))
     assert result.status == "ok", result.error
@@ -127,7 +127,7 @@ def test_real_sigstop_inside_the_transport_is_not_blamed_on_a_gap() -> None:
 
 def _hang_report(t0: float, waits: dict[str, str]):
     """Report of a 25 s hang: one event per rank (name per rank), as the localizer reports them."""
-    from detectors.outpost import OutpostEvent, OutpostRank, OutpostReport
+    from chaosbench.detectors.outpost import OutpostEvent, OutpostRank, OutpostReport
 
     events = tuple(OutpostEvent(r, r, r, "gloo" if n.startswith("gloo") else "main", n, n, 1, (t0 + 0.1) * 1e6,
                                 24.5e6, 5e3, 10.0) for r, n in waits.items())
@@ -143,7 +143,7 @@ class _Case:
 def test_hung_rank_is_the_one_stalled_above_the_transport() -> None:
     """A live hang: rank-2 blocks in its all-reduce before handing its part over; its peers wait inside
     gloo:all_reduce. Every rank is stalled, only rank-2 holds no transport wait: it goes first."""
-    from detectors.outpost import stopped_first
+    from chaosbench.detectors.outpost import stopped_first
 
     waits = {"rank-0": "gloo:all_reduce", "rank-1": "gloo:all_reduce", "rank-3": "gloo:all_reduce"}
     rep = _hang_report(1000.0, {**waits, "rank-2": "allreduce"})
@@ -159,7 +159,7 @@ def test_stopped_rank_without_events_is_put_first() -> None:
     """core nccl-hang-r0: the SIGSTOPped rank-1 stopped between two collectives, so only its peers'
     ~25 s waits in the transport are in the traces and rank-1 is not ranked at all: it never joined the
     collective, which the traces show without any telemetry."""
-    from detectors.outpost import stopped_first
+    from chaosbench.detectors.outpost import stopped_first
 
     rep = _hang_report(1000.0, {"rank-0": "gloo:all_reduce", "rank-2": "gloo:all_reduce",
                                 "rank-3": "gloo:all_reduce"})

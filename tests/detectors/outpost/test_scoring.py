@@ -3,7 +3,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from detectors.outpost.scoring import case_level, event_level
+from chaosbench.detectors.outpost.scoring import case_level, event_level
 
 
 def _units() -> pd.DataFrame:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from detectors.outpost import outpost
+from chaosbench.detectors.outpost import outpost
 
 
 @pytest.mark.slow
 def test_slowed_gloo_rank_in_real_profiler_traces(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from detectors.outpost.torchgen import generate
+    from chaosbench.detectors.outpost.torchgen import generate
 
     meta = generate(tmp_path, ranks=2, steps=30, layers=4, slow_rank=1, factor=4, fault_step=15)
     assert json.loads((tmp_path / "meta.txt").read_text())["split_us"] == meta["split_us"]

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from detectors.outpost.importers import read_traces
-from detectors.outpost.ttad import TTADConfig, _loo_median, anomalous, score
-from detectors.outpost.ttc import build
+from chaosbench.detectors.outpost.importers import read_traces
+from chaosbench.detectors.outpost.ttad import TTADConfig, _loo_median, anomalous, score
+from chaosbench.detectors.outpost.ttc import build
 
 
 def test_leave_one_out_median_matches_brute_force() -> None:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detectors.outpost.importers import read_traces
-from detectors.outpost.ttc import INNER, LEAF, ROOT, build, sort_order
+from chaosbench.detectors.outpost.importers import read_traces
+from chaosbench.detectors.outpost.ttc import INNER, LEAF, ROOT, build, sort_order
 
 
 def _stack_parents(forest) -> np.ndarray:
