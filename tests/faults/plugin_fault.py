@@ -3,7 +3,8 @@
 Local (real): every thread of the rank's process runs at CPU nice ``params.nice``, so under CPU contention the
 rank gets fewer cycles than its peers. Verify: the threads' nice values. Recover: the nice values they had.
 Cluster: a Chaos Mesh CPU stressor on the rank's node (no per-process renice there).
-Installed by an entry point of group ``chaosbench.faults``: ``rank-nice = tests.faults.plugin_fault``.
+Installed by an entry point of group ``chaosbench.faults``: ``rank-nice = tests.faults.plugin_fault``; it imports
+from ``chaosbench`` only (the public face).
 """
 
 from __future__ import annotations
@@ -12,15 +13,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.backends.base import Testbed
-from harness.faults import targets
-from harness.faults.base import Evidence, Handle, base_handle
-from harness.faults.spec import FaultSpec, ParamRange, Params, Sampling
-from harness.types import between
+from chaosbench import Evidence, FaultSpec, Handle, ParamRange, Params, Sampling, Testbed, base_handle, between, targets
 
 if TYPE_CHECKING:
-    from harness.backends.k8s.faults import ClusterKit, ClusterParts
-    from harness.scenario import FaultStep
+    from chaosbench import ClusterKit, ClusterParts, FaultStep
 
 
 class RankNiceParams(Params):
