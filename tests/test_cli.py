@@ -74,3 +74,16 @@ def test_missing_paths_exit_2(args):
 def test_usage_error_is_not_a_traceback():
     r = cli("validate")
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+
+def test_root_need_is_read_from_the_documents_own_backends():
+    from chaosbench.campaign import load_campaign
+    from chaosbench.cli.run import _needs_root
+    from chaosbench.scenario import load_scenario
+
+    campaign = REPO / "scenarios" / "campaigns" / "layouts.yaml"
+    assert _needs_root(load_campaign(campaign), campaign)  # its base runs on the local backend
+    clean = REPO / "scenarios" / "layouts" / "dp2-tp4" / "clean.yaml"
+    assert _needs_root(load_scenario(clean), clean)
+    assert not _needs_root(load_scenario(clean, {"deployment": {"backend": "k8s"}}), clean)

@@ -107,14 +107,17 @@ def _with_overrides(doc: Document, path: Path, backend: str | None, repetitions:
     return load_scenario(path, {"deployment": {"backend": backend}}) if backend else doc
 
 
-def _scenarios_of(doc: Document, path: Path) -> list[Scenario]:
-    """The scenarios a document runs (a campaign: its first case; every case shares the base's deployment)."""
+def _scenarios_of(doc: Document, path: Path, *, first_repetition: bool = False) -> list[Scenario]:
+    """The scenarios a document runs (a campaign: its first case, whose deployment every case shares; a suite: each
+    repetition, or with ``first_repetition`` each scenario once)."""
     from chaosbench.campaign import Campaign, plan, to_scenario
     from chaosbench.scenario import Suite, expand_suite
 
     if isinstance(doc, Campaign):
         return [to_scenario(doc, plan(doc)[0], path)]
-    return [s for s, _, _ in expand_suite(doc, path)] if isinstance(doc, Suite) else [doc]
+    if isinstance(doc, Suite):
+        return [s for s, rep, _ in expand_suite(doc, path) if not (first_repetition and rep)]
+    return [doc]
 
 
 def _needs_root(doc: Document, path: Path) -> bool:
@@ -127,13 +130,12 @@ def _dry_run(doc: Document, path: Path, out: Path) -> None:
     from chaosbench.backends import backend as backend_named
     from chaosbench.backends import backends
     from chaosbench.registry import import_ref
-    from chaosbench.scenario import Scenario, Suite, expand_suite
+    from chaosbench.scenario import Scenario, Suite
 
     if not isinstance(doc, Scenario | Suite):
         raise InputInvalid("--dry-run renders a scenario or a suite, not a campaign")
-    scenarios = [s for s, rep, _ in expand_suite(doc, path) if rep == 0] if isinstance(doc, Suite) else [doc]
     root = out / f"{time.strftime('%Y%m%d-%H%M%S')}-{doc.metadata.name}-dry-run"
-    for scenario in scenarios:
+    for scenario in _scenarios_of(doc, path, first_repetition=True):
         chosen = backend_named(scenario.spec.deployment.backend)
         if chosen.dry_run is None:
             able = [b.name for b in backends().values() if b.dry_run]
