@@ -210,16 +210,31 @@ def _steps_by_time(table: EventTable, step: np.ndarray, parent: np.ndarray) -> N
         step[q[inside]] = step[r[pos[inside]]]
 
 
-def _occurrence(worker: np.ndarray, step: np.ndarray, path: np.ndarray) -> np.ndarray:
-    key = _mix(_mix(path, worker.astype(np.uint64)), (step + 1).astype(np.uint64))
-    # a stable sort of the keys themselves (no factorize: its hash table cost as much again on 5M rows);
-    # rows are already in (thread, ts) order, so equal keys stay in time order
-    order = np.argsort(key, kind="stable")
-    sk = key[order]
-    starts = np.r_[0, np.flatnonzero(sk[1:] != sk[:-1]) + 1]
-    first = np.repeat(starts, np.diff(np.r_[starts, sk.shape[0]]))
-    occ = np.empty(key.shape[0], dtype=np.int32)
-    occ[order] = np.arange(sk.shape[0]) - first
+def _occurrence(thread: np.ndarray, step: np.ndarray, path: np.ndarray) -> np.ndarray:
+    """Occurrence index of each row among the earlier rows of the same (thread, step, path).
+
+    Rows are in (thread, ts) order, so the rank of a row in its group is its rank by row index. The
+    group and the row index are packed into one 64-bit integer and sorted by value (a plain sort is
+    several times faster than an argsort on millions of rows), then split again."""
+    n = path.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int32)
+    path_code, paths = pd.factorize(path)
+    s1 = (step + 1).astype(np.uint64)
+    n_steps, n_threads = int(s1.max()) + 1, int(thread.max()) + 1
+    row_bits = max(int(n - 1).bit_length(), 1)
+    if (n_threads * n_steps * len(paths) - 1).bit_length() + row_bits <= 64:
+        group = (thread.astype(np.uint64) * np.uint64(n_steps) + s1) * np.uint64(len(paths))
+        group += path_code.astype(np.uint64)
+    else:  # too many groups to pack: number them densely
+        group = pd.factorize(pd.MultiIndex.from_arrays([thread, s1, path_code]))[0].astype(np.uint64)
+    packed = np.sort((group << np.uint64(row_bits)) | np.arange(n, dtype=np.uint64))
+    order = (packed & np.uint64((1 << row_bits) - 1)).astype(np.int64)
+    g = packed >> np.uint64(row_bits)
+    starts = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
+    first = np.repeat(starts, np.diff(np.r_[starts, n]))
+    occ = np.empty(n, dtype=np.int32)
+    occ[order] = np.arange(n) - first
     return occ
 
 

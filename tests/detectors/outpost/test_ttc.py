@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from chaosbench.detectors.outpost.importers import read_traces
-from chaosbench.detectors.outpost.ttc import INNER, LEAF, ROOT, build, sort_order
+from chaosbench.detectors.outpost.ttc import INNER, LEAF, ROOT, _occurrence, build, sort_order
 
 
 def _stack_parents(forest) -> np.ndarray:
@@ -88,3 +88,19 @@ def test_sort_order_matches_lexsort() -> None:
         dur = rng.integers(0, 9, n).astype(float)
         o, ref = sort_order(th, ts, dur), np.lexsort((-dur, ts, th))
         assert np.array_equal(th[o], th[ref]) and np.array_equal(ts[o], ts[ref]) and np.array_equal(dur[o], dur[ref])
+
+
+def test_occurrence_counts_earlier_rows_of_the_same_group() -> None:
+    rng = np.random.default_rng(5)
+    for huge_threads in (False, True):  # True: too many groups to pack with the row index
+        for _ in range(20):
+            n = int(rng.integers(1, 300))
+            th = rng.integers(0, 4, n) * (2**50 if huge_threads else 1)
+            step = rng.integers(-1, 5, n)
+            path = rng.integers(0, 2**64 - 1, 3, dtype=np.uint64)[rng.integers(0, 3, n)]
+            seen: dict[tuple, int] = {}
+            ref = np.empty(n, dtype=np.int32)
+            for i, key in enumerate(zip(th, step, path)):
+                ref[i] = seen.get(key, 0)
+                seen[key] = ref[i] + 1
+            assert np.array_equal(_occurrence(th, step, path), ref)
