@@ -22,7 +22,7 @@ import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import compress, repeat
-from operator import attrgetter
+from operator import attrgetter, not_
 from pathlib import Path
 from typing import Any
 
@@ -184,10 +184,11 @@ def _thread_ends(events: list[_Event]) -> dict[tuple, float]:
 def _steps(events: list[_Event]) -> np.ndarray:
     """args.step when it is a whole number, else -1."""
     args = _col(events, "args")
-    has = np.fromiter(map(bool, args), dtype=bool, count=len(args))
+    has_list = list(map(bool, args))
+    has = np.array(has_list, dtype=bool)
     step = np.full(len(events), -1, dtype=np.int64)
     if has.any():
-        vals = pd.to_numeric(pd.Series(list(map(attrgetter("step"), compress(args, has))), dtype=object),
+        vals = pd.to_numeric(pd.Series(list(map(attrgetter("step"), compress(args, has_list))), dtype=object),
                              errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         ok = np.isfinite(vals) & (vals == np.round(vals))
         sub = np.full(vals.shape[0], -1, dtype=np.int64)
@@ -259,11 +260,13 @@ def _split_phases(events: list[_Event], path: Path) -> tuple[list[_Event], list[
     phases = _col(events, "ph")
     if phases.count("X") == len(phases):
         return events, []
-    out = list(compress(events, np.fromiter(map("X".__eq__, phases), bool, count=len(phases))))
-    meta = list(compress(events, np.fromiter(map("M".__eq__, phases), bool, count=len(phases))))
-    be = np.fromiter(map({"B": True, "E": True}.get, phases, repeat(False)), bool, count=len(phases))
-    if be.any():
-        out = out + _begin_end(list(compress(events, be)), path, _thread_ends(out))
+    is_x = list(map("X".__eq__, phases))  # a list selector: compress on a numpy mask boxes every element
+    out = list(compress(events, is_x))
+    rest = list(compress(events, map(not_, is_x)))  # metadata, B/E, instants, flows: usually few
+    meta = [ev for ev in rest if ev.ph == "M"]
+    be = [ev for ev in rest if ev.ph in ("B", "E")]
+    if be:
+        out = out + _begin_end(be, path, _thread_ends(out))
     if not out:
         raise TraceInvalid(f"{path}: no duration events (ph X or B/E)")
     return out, meta

@@ -116,10 +116,14 @@ def _parents(depth: np.ndarray) -> np.ndarray:
 
 def sort_order(thread: np.ndarray, ts: np.ndarray, dur: np.ndarray) -> np.ndarray:
     """Order by (thread, ts, -dur): one fast float argsort, one stable integer pass, and a
-    lexsort restricted to runs of equal (thread, ts) (parents before children on equal starts)."""
-    o = np.argsort(ts)
-    small = thread.max(initial=0) < 65536
-    o = o[np.argsort((thread[o].astype(np.uint16) if small else thread[o]), kind="stable")]
+    lexsort restricted to runs of equal (thread, ts) (parents before children on equal starts).
+    Traces usually list each thread's events in time order: then the integer pass alone sorts."""
+    key = thread.astype(np.uint16) if thread.max(initial=0) < 65536 else thread
+    o = np.argsort(key, kind="stable")
+    t = ts[o]
+    if not ((t[1:] >= t[:-1]) | (thread[o][1:] != thread[o][:-1])).all():
+        o = np.argsort(ts)
+        o = o[np.argsort(key[o], kind="stable")]
     same = (thread[o][1:] == thread[o][:-1]) & (ts[o][1:] == ts[o][:-1])
     if same.any():
         tie = np.zeros(o.shape[0], dtype=bool)

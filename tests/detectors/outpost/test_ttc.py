@@ -86,8 +86,10 @@ def test_sort_order_matches_lexsort() -> None:
         th = rng.integers(0, 5, n).astype(np.int32)
         ts = rng.integers(0, 30, n).astype(float)
         dur = rng.integers(0, 9, n).astype(float)
-        o, ref = sort_order(th, ts, dur), np.lexsort((-dur, ts, th))
-        assert np.array_equal(th[o], th[ref]) and np.array_equal(ts[o], ts[ref]) and np.array_equal(dur[o], dur[ref])
+        for ts in (ts, np.sort(ts)):  # shuffled, and in time order per thread (the fast path)
+            o, ref = sort_order(th, ts, dur), np.lexsort((-dur, ts, th))
+            assert np.array_equal(th[o], th[ref]) and np.array_equal(ts[o], ts[ref])
+            assert np.array_equal(dur[o], dur[ref])
 
 
 def test_occurrence_counts_earlier_rows_of_the_same_group() -> None:
