@@ -272,6 +272,43 @@ def _split_phases(events: list[_Event], path: Path) -> tuple[list[_Event], list[
     return out, meta
 
 
+def name_ranks(names: list[str] | tuple[str, ...]) -> np.ndarray:
+    """Each name id's rank among the names in string order (the same in every file)."""
+    ranks = np.empty(len(names), dtype=np.int64)
+    ranks[np.argsort(np.array(names, dtype=object), kind="stable")] = np.arange(len(names))
+    return ranks
+
+
+def sort_order(thread: np.ndarray, ts: np.ndarray, dur: np.ndarray, name_rank: np.ndarray) -> np.ndarray:
+    """Order by (thread, ts, -dur, name): parents before children on equal starts, and events with the
+    same start and duration (a wrapper and the op it wraps, rounded to the same microseconds) nested the
+    same way on every worker and step; fully equal rows keep their order. One stable integer pass when
+    each thread's events are already in time order (the usual case), then a lexsort of the tied runs."""
+    key = thread.astype(np.uint16) if thread.max(initial=0) < 65536 else thread
+    o = np.argsort(key, kind="stable")
+    t = ts[o]
+    if not ((t[1:] >= t[:-1]) | (thread[o][1:] != thread[o][:-1])).all():
+        o = np.argsort(ts, kind="stable")
+        o = o[np.argsort(key[o], kind="stable")]
+    same = (thread[o][1:] == thread[o][:-1]) & (ts[o][1:] == ts[o][:-1])
+    if same.any():
+        tie = np.zeros(o.shape[0], dtype=bool)
+        tie[1:] |= same
+        tie[:-1] |= same
+        pos = np.flatnonzero(tie)
+        run = np.cumsum(np.r_[True, ~same][pos])  # run id of each tied position
+        o[pos] = o[pos][np.lexsort((name_rank[o[pos]], -dur[o[pos]], run))]
+    return o
+
+
+def in_order(thread: np.ndarray, ts: np.ndarray, dur: np.ndarray, name_rank: np.ndarray) -> bool:
+    """Whether rows are already in ``sort_order``."""
+    d_thread, d_ts, d_dur = np.diff(thread), np.diff(ts), np.diff(dur)
+    tied = (d_thread == 0) & (d_ts == 0)
+    ok = (d_thread > 0) | ((d_thread == 0) & (d_ts > 0)) | (tied & (d_dur < 0))
+    return bool((ok | (tied & (d_dur == 0) & (np.diff(name_rank) >= 0))).all())
+
+
 def read_file(path: Path, worker_key: str = "pid") -> _FileColumns:
     """Decode one trace file into columns (codes local to the file)."""
     events = decode_events(path, read_bytes(path), with_cat=worker_key == "cat")
@@ -293,9 +330,13 @@ def read_file(path: Path, worker_key: str = "pid") -> _FileColumns:
     first = np.empty(len(key_values), dtype=np.int64)
     first[key[::-1]] = np.arange(len(key) - 1, -1, -1)  # the last write per code is its first index
     name, name_values = _codes(_col(events, "name"))
-    return _FileColumns(path, key, [str(v) for v in key_values], tid.astype(np.int32), tid_values,
-                        [str(pid_values[pid_codes[i]]) for i in first], name, [str(v) for v in name_values],
-                        ts, dur, _steps(events), procs, thread_names)
+    # rows in (thread, ts, -dur) order, threads numbered as _assemble numbers them: the tree builder then
+    # finds the table sorted, and the sort runs here in the reader processes
+    thread = pd.factorize(key.astype(np.int64) * len(tid_values) + tid)[0]
+    order = sort_order(thread, ts, dur, name_ranks(name_values)[name])
+    return _FileColumns(path, key[order], [str(v) for v in key_values], tid.astype(np.int32)[order], tid_values,
+                        [str(pid_values[pid_codes[i]]) for i in first], name[order], [str(v) for v in name_values],
+                        ts[order], dur[order], _steps(events)[order], procs, thread_names)
 
 
 class _Interner:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from chaosbench.detectors.outpost.importers import EventTable
+from chaosbench.detectors.outpost.importers import EventTable, in_order, name_ranks, sort_order
 
 ROOT, INNER, LEAF = 0, 1, 2
 ROLES = ("root", "inner", "leaf")
@@ -114,29 +114,11 @@ def _parents(depth: np.ndarray) -> np.ndarray:
     return parent
 
 
-def sort_order(thread: np.ndarray, ts: np.ndarray, dur: np.ndarray) -> np.ndarray:
-    """Order by (thread, ts, -dur): one fast float argsort, one stable integer pass, and a
-    lexsort restricted to runs of equal (thread, ts) (parents before children on equal starts).
-    Traces usually list each thread's events in time order: then the integer pass alone sorts."""
-    key = thread.astype(np.uint16) if thread.max(initial=0) < 65536 else thread
-    o = np.argsort(key, kind="stable")
-    t = ts[o]
-    if not ((t[1:] >= t[:-1]) | (thread[o][1:] != thread[o][:-1])).all():
-        o = np.argsort(ts)
-        o = o[np.argsort(key[o], kind="stable")]
-    same = (thread[o][1:] == thread[o][:-1]) & (ts[o][1:] == ts[o][:-1])
-    if same.any():
-        tie = np.zeros(o.shape[0], dtype=bool)
-        tie[1:] |= same
-        tie[:-1] |= same
-        pos = np.flatnonzero(tie)
-        run = np.cumsum(np.r_[True, ~same][pos])  # run id of each tied position
-        o[pos] = o[pos][np.lexsort((-dur[o[pos]], run))]
-    return o
-
-
 def _sorted(table: EventTable) -> EventTable:
-    order = sort_order(table.thread, table.ts, table.dur)
+    rank = name_ranks(table.names)[table.name]
+    if in_order(table.thread, table.ts, table.dur, rank):  # as read_traces returns them
+        return table
+    order = sort_order(table.thread, table.ts, table.dur, rank)
     cols = {k: getattr(table, k)[order] for k in ("worker", "thread", "name", "ts", "dur", "step")}
     return EventTable(**cols, names=table.names, workers=table.workers, threads=table.threads)
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from chaosbench.detectors.outpost.importers import read_traces
-from chaosbench.detectors.outpost.ttc import INNER, LEAF, ROOT, _occurrence, build, sort_order
+from chaosbench.detectors.outpost.importers import in_order, read_traces, sort_order
+from chaosbench.detectors.outpost.ttc import INNER, LEAF, ROOT, _occurrence, build
 
 
 def _stack_parents(forest) -> np.ndarray:
@@ -86,10 +86,21 @@ def test_sort_order_matches_lexsort() -> None:
         th = rng.integers(0, 5, n).astype(np.int32)
         ts = rng.integers(0, 30, n).astype(float)
         dur = rng.integers(0, 9, n).astype(float)
+        name = rng.integers(0, 3, n)
         for ts in (ts, np.sort(ts)):  # shuffled, and in time order per thread (the fast path)
-            o, ref = sort_order(th, ts, dur), np.lexsort((-dur, ts, th))
-            assert np.array_equal(th[o], th[ref]) and np.array_equal(ts[o], ts[ref])
-            assert np.array_equal(dur[o], dur[ref])
+            o, ref = sort_order(th, ts, dur, name), np.lexsort((name, -dur, ts, th))
+            assert np.array_equal(o, ref)
+            assert in_order(th[o], ts[o], dur[o], name[o])
+            assert in_order(th, ts, dur, name) == np.array_equal(ref, np.arange(n))
+
+
+def test_equal_start_and_duration_nest_the_same_way_whatever_the_file_order(tmp_path: Path) -> None:
+    # a wrapper and its op rounded to the same microseconds, listed in either order
+    events = [_x("step#1", 0, 100), _x("mul_out", 10, 20), _x("aten::mul", 10, 20),
+              _x("step#2", 100, 100), _x("aten::mul", 110, 20), _x("mul_out", 110, 20)]
+    f = build(read_traces(_write(tmp_path, events)))
+    paths = {f.path_text(i) for i in range(len(f.table)) if f.table.names[f.table.name[i]] == "aten::mul"}
+    assert len(paths) == 1
 
 
 def test_occurrence_counts_earlier_rows_of_the_same_group() -> None:
