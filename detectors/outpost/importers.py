@@ -332,10 +332,11 @@ def read_file(path: Path, worker_key: str = "pid") -> _FileColumns:
     name, name_values = _codes(_col(events, "name"))
     # rows in (thread, ts, -dur) order, threads numbered as _assemble numbers them: the tree builder then
     # finds the table sorted, and the sort runs here in the reader processes
+    names = [str(v) for v in name_values]
     thread = pd.factorize(key.astype(np.int64) * len(tid_values) + tid)[0]
-    order = sort_order(thread, ts, dur, name_ranks(name_values)[name])
+    order = sort_order(thread, ts, dur, name_ranks(names)[name])
     return _FileColumns(path, key[order], [str(v) for v in key_values], tid.astype(np.int32)[order], tid_values,
-                        [str(pid_values[pid_codes[i]]) for i in first], name[order], [str(v) for v in name_values],
+                        [str(pid_values[pid_codes[i]]) for i in first], name[order], names,
                         ts[order], dur[order], _steps(events)[order], procs, thread_names)
 
 

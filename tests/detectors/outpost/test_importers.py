@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chaosbench.detectors.outpost.importers import read_traces
+from chaosbench.detectors.outpost.importers import in_order, name_ranks, read_traces
 from chaosbench.errors import TraceInvalid
 
 from .conftest import FIXTURES
@@ -51,6 +51,17 @@ def test_plain_and_gzip_give_the_same_table(tmp_path: Path) -> None:
     (tmp_path / "b.json.gz").write_bytes(gzip.compress(json.dumps(events).encode()))
     a, b = read_traces(tmp_path / "a.json"), read_traces(tmp_path / "b.json.gz")
     assert np.array_equal(a.ts, b.ts) and np.array_equal(a.dur, b.dur) and a.names == b.names
+
+
+def test_rows_come_back_in_thread_time_order_whatever_the_names(tmp_path: Path) -> None:
+    # out of time order, two threads interleaved, names that are not all strings, a tie broken by name
+    events = [{"ph": "X", "name": n, "pid": 1, "tid": t, "ts": ts, "dur": d}
+              for n, t, ts, d in [("b", 2, 30.0, 1.0), (7, 1, 20.0, 2.0), (None, 2, 10.0, 5.0), ("a", 1, 20.0, 2.0),
+                                  ("z", 1, 5.0, 30.0)]]
+    (tmp_path / "t.json").write_text(json.dumps(events))
+    table = read_traces(tmp_path / "t.json")
+    assert in_order(table.thread, table.ts, table.dur, name_ranks(table.names)[table.name])
+    assert [table.names[i] for i in table.name] == ["None", "b", "z", "7", "a"]  # threads in first-seen order
 
 
 def test_worker_key_chooses_the_field(tmp_path: Path) -> None:
