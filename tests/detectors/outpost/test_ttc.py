@@ -84,10 +84,10 @@ def test_sort_order_matches_lexsort() -> None:
     for _ in range(20):
         n = int(rng.integers(1, 400))
         th = rng.integers(0, 5, n).astype(np.int32)
-        ts = rng.integers(0, 30, n).astype(float)
+        shuffled = rng.integers(0, 30, n).astype(float)
         dur = rng.integers(0, 9, n).astype(float)
         name = rng.integers(0, 3, n)
-        for ts in (ts, np.sort(ts)):  # shuffled, and in time order per thread (the fast path)
+        for ts in (shuffled, np.sort(shuffled)):  # shuffled, and in time order per thread (the fast path)
             o, ref = sort_order(th, ts, dur, name), np.lexsort((name, -dur, ts, th))
             assert np.array_equal(o, ref)
             assert in_order(th[o], ts[o], dur[o], name[o])
