@@ -217,8 +217,8 @@ class _FileColumns:
     path: Path
     key: np.ndarray  # worker-key codes into key_values
     key_values: list[str]
-    tid: np.ndarray  # codes into tid_values
-    tid_values: list[tuple[str, str]]  # (pid, tid)
+    thread: np.ndarray  # codes into threads
+    threads: list[tuple[int, str, str]]  # (worker-key code, pid, tid)
     pid_of_key: list[str]  # a pid for each key value (for process_name lookup)
     name: np.ndarray
     name_values: list[str]
@@ -286,11 +286,12 @@ def sort_order(thread: np.ndarray, ts: np.ndarray, dur: np.ndarray, name_rank: n
     each thread's events are already in time order (the usual case), then a lexsort of the tied runs."""
     key = thread.astype(np.uint16) if thread.max(initial=0) < 65536 else thread
     o = np.argsort(key, kind="stable")
-    t = ts[o]
-    if not ((t[1:] >= t[:-1]) | (thread[o][1:] != thread[o][:-1])).all():
+    th, t = thread[o], ts[o]
+    if not ((t[1:] >= t[:-1]) | (th[1:] != th[:-1])).all():
         o = np.argsort(ts, kind="stable")
         o = o[np.argsort(key[o], kind="stable")]
-    same = (thread[o][1:] == thread[o][:-1]) & (ts[o][1:] == ts[o][:-1])
+        th, t = thread[o], ts[o]
+    same = (th[1:] == th[:-1]) & (t[1:] == t[:-1])
     if same.any():
         tie = np.zeros(o.shape[0], dtype=bool)
         tie[1:] |= same
@@ -330,12 +331,12 @@ def read_file(path: Path, worker_key: str = "pid") -> _FileColumns:
     first = np.empty(len(key_values), dtype=np.int64)
     first[key[::-1]] = np.arange(len(key) - 1, -1, -1)  # the last write per code is its first index
     name, name_values = _codes(_col(events, "name"))
-    # rows in (thread, ts, -dur) order, threads numbered as _assemble numbers them: the tree builder then
-    # finds the table sorted, and the sort runs here in the reader processes
     names = [str(v) for v in name_values]
-    thread = pd.factorize(key.astype(np.int64) * len(tid_values) + tid)[0]
+    thread, uniq = pd.factorize(key.astype(np.int64) * len(tid_values) + tid)  # a thread: (worker, pid, tid)
+    threads = [(u // len(tid_values), *tid_values[u % len(tid_values)]) for u in uniq.tolist()]
+    # rows in sort_order, sorted here in the reader processes: the tree builder finds the table in order
     order = sort_order(thread, ts, dur, name_ranks(names)[name])
-    return _FileColumns(path, key[order], [str(v) for v in key_values], tid.astype(np.int32)[order], tid_values,
+    return _FileColumns(path, key[order], [str(v) for v in key_values], thread.astype(np.int32)[order], threads,
                         [str(pid_values[pid_codes[i]]) for i in first], name[order], names,
                         ts[order], dur[order], _steps(events)[order], procs, thread_names)
 
@@ -363,12 +364,8 @@ def _assemble(files: list[_FileColumns]) -> EventTable:
             fallback = f"{stem(fc.path)}:{value}"
             component = component_of(proc, stem(fc.path), fallback)
             workers.append(WorkerInfo(str(fc.path), value, proc or fallback, component))
-        combo = fc.key.astype(np.int64) * len(fc.tid_values) + fc.tid
-        thread, uniq = pd.factorize(combo)
-        for u in uniq.tolist():
-            pid, tid = fc.tid_values[u % len(fc.tid_values)]
-            threads.append((w0 + u // len(fc.tid_values), tid, fc.thread_names.get((pid, tid), tid)))
-        cols["thread"].append(thread.astype(np.int32) + (len(threads) - len(uniq)))
+        cols["thread"].append(fc.thread + len(threads))
+        threads += [(w0 + k, tid, fc.thread_names.get((pid, tid), tid)) for k, pid, tid in fc.threads]
         cols["worker"].append(fc.key + w0)
         cols["name"].append(names.map(fc.name_values)[fc.name])
         for k in ("ts", "dur", "step"):
