@@ -92,9 +92,19 @@ def test_host_memory_pressure_without_limit(bed: FaultBed) -> None:
     mem = Path(bed.nodes["node-1"].cgroups["memory"])
     base = cgroups.memory_usage(mem)
     step = make_step("host-memory-pressure", node="node-1", params={"memory_mb": 192, "workers": 1})
-    ev, during = run_fault(bed, step, lambda h: cgroups.memory_usage(mem))
+
+    def growth(h) -> int:
+        # verify fires at half the asked memory while stress-ng still fills the rest, and the node's own usage moves
+        # a few MiB either way meanwhile: take the most growth seen while the stressor fills up
+        most, deadline = 0, time.monotonic() + 10.0
+        while most <= 160 * 2**20 and time.monotonic() < deadline:
+            most = max(most, cgroups.memory_usage(mem) - base)
+            time.sleep(0.1)
+        return most
+
+    ev, grown = run_fault(bed, step, growth)
     assert ev.value >= 96
-    assert during - base > 96 * 2**20, (base, during)  # the node's cgroup holds the stressor's memory
+    assert grown > 128 * 2**20, (base, grown)  # the node's cgroup holds the stressor's memory
 
 
 def test_host_memory_pressure_with_limit(bed: FaultBed) -> None:
