@@ -6,6 +6,7 @@ Run: python harness_child.py BED_JSON CASE_DIR STEP_JSON; prints INJECTED once t
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,9 @@ from chaosbench.faults.lifecycle import injected  # noqa: E402
 
 
 def main() -> None:
+    # Ctrl-C as in a terminal: a shell without job control starts background jobs (and so pytest and this child)
+    # with SIGINT ignored, and the lifecycle keeps a disposition somebody set (only the runner overrides it)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     bed = FaultBed.from_json(Path(sys.argv[1]).read_text())
     writer = CaseWriter(Path(sys.argv[2]))
     step = make_step(**json.loads(sys.argv[3]))
