@@ -30,6 +30,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 
+from chaosbench.detectors.outpost.nesting import Nesting, nest
 from chaosbench.errors import TraceInvalid
 
 WORKER_KEYS = ("pid", "tid", "cat", "file")
@@ -82,6 +83,7 @@ class EventTable:
 
     worker: index into ``workers``; thread: index into ``threads`` ((worker, raw tid, thread name));
     name: index into ``names``; ts/dur: microseconds; step: int64, -1 when unknown.
+    nesting: the trees of these rows, set by ``read_traces`` (which returns rows in ``sort_order``).
     """
 
     worker: np.ndarray
@@ -93,6 +95,7 @@ class EventTable:
     names: tuple[str, ...]
     workers: tuple[WorkerInfo, ...]
     threads: tuple[tuple[int, str, str], ...]
+    nesting: Nesting | None = None
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -227,6 +230,7 @@ class _FileColumns:
     step: np.ndarray
     procs: dict[str, str]
     thread_names: dict[tuple[str, str], str]
+    nesting: Nesting  # parents are rows of this file
 
 
 def _codes(values) -> tuple[np.ndarray, list]:
@@ -334,11 +338,12 @@ def read_file(path: Path, worker_key: str = "pid") -> _FileColumns:
     names = [str(v) for v in name_values]
     thread, uniq = pd.factorize(key.astype(np.int64) * len(tid_values) + tid)  # a thread: (worker, pid, tid)
     threads = [(u // len(tid_values), *tid_values[u % len(tid_values)]) for u in uniq.tolist()]
-    # rows in sort_order, sorted here in the reader processes: the tree builder finds the table in order
+    # rows sorted and nested here, in the reader processes: threads never span files
     order = sort_order(thread, ts, dur, name_ranks(names)[name])
-    return _FileColumns(path, key[order], [str(v) for v in key_values], thread.astype(np.int32)[order], threads,
+    thread, ts, dur = thread.astype(np.int32)[order], ts[order], dur[order]
+    return _FileColumns(path, key[order], [str(v) for v in key_values], thread, threads,
                         [str(pid_values[pid_codes[i]]) for i in first], name[order], names,
-                        ts[order], dur[order], _steps(events)[order], procs, thread_names)
+                        ts, dur, _steps(events)[order], procs, thread_names, nest(thread, ts, dur))
 
 
 class _Interner:
@@ -356,7 +361,9 @@ def _assemble(files: list[_FileColumns]) -> EventTable:
     names = _Interner()
     workers: list[WorkerInfo] = []
     threads: list[tuple[int, str, str]] = []
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("worker", "thread", "name", "ts", "dur", "step")}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("worker", "thread", "name", "ts", "dur", "step", "parent",
+                                                         "depth")}
+    rows = 0
     for fc in files:
         w0 = len(workers)
         for k, value in enumerate(fc.key_values):
@@ -370,8 +377,12 @@ def _assemble(files: list[_FileColumns]) -> EventTable:
         cols["name"].append(names.map(fc.name_values)[fc.name])
         for k in ("ts", "dur", "step"):
             cols[k].append(getattr(fc, k))
+        cols["parent"].append(np.where(fc.nesting.parent >= 0, fc.nesting.parent + rows, -1))
+        cols["depth"].append(fc.nesting.depth)
+        rows += fc.ts.shape[0]
     arrays = {k: np.concatenate(v) for k, v in cols.items()}
-    return EventTable(**arrays, names=names.values(), workers=tuple(workers), threads=tuple(threads))
+    nesting = Nesting(arrays.pop("parent"), arrays.pop("depth"), max(fc.nesting.rounds for fc in files))
+    return EventTable(**arrays, names=names.values(), workers=tuple(workers), threads=tuple(threads), nesting=nesting)
 
 
 def _read_all(paths: list[Path], worker_key: str, jobs: int) -> list[_FileColumns]:

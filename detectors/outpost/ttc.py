@@ -1,12 +1,8 @@
 """TTC: trace-tree construction from nested intervals, vectorised.
 
-Per (worker, thread), events sorted by start (longer first on ties) nest by counting: the depth
-of event i is the number of intervals still open at its start, and its parent is the last
-earlier event one level up. This is exact for properly nested intervals. Partial overlaps (a
-child running past its parent's end, common with ``with_stack`` python frames) are resolved by
-clipping the child's end to the parent's end for tree building only, then recounting; a few
-rounds converge (each round fixes one level of a cascade). Durations used by TTAD stay the
-recorded ones. Each node also gets its self (exclusive) time, what TTAD scores.
+Per (worker, thread), events nest into trees (``nesting``: the readers nest each file in its own
+process). Durations used by TTAD stay the recorded ones. Each node also gets its self
+(exclusive) time, what TTAD scores.
 
 Each node is labelled with depth, parent, structural role (root/inner/leaf), a 64-bit id of
 the path of ancestor names (``ProfilerStep#7`` counts as ``ProfilerStep``), its step (own
@@ -26,11 +22,10 @@ import numpy as np
 import pandas as pd
 
 from chaosbench.detectors.outpost.importers import EventTable, in_order, name_ranks, sort_order
+from chaosbench.detectors.outpost.nesting import by_depth, nest
 
 ROOT, INNER, LEAF = 0, 1, 2
 ROLES = ("root", "inner", "leaf")
-MAX_ROUNDS = 64
-_EPS_US = 1e-3  # zero-length events still nest inside their parent
 _STEP_SUFFIX = re.compile(r"#(\d+)$")
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
@@ -70,53 +65,11 @@ def _mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return h ^ (h >> np.uint64(31))
 
 
-def _nest_thread(t: np.ndarray, dur: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Depth and local parent for one thread (t relative, sorted by t asc, dur desc)."""
-    n = t.shape[0]
-    idx = np.arange(n)
-    end = t + np.maximum(dur, _EPS_US)
-    for rounds in range(MAX_ROUNDS):
-        depth = idx - np.searchsorted(np.sort(end), t, side="right")
-        depth = np.maximum(depth, 0)
-        parent = _parents(depth)
-        has = parent >= 0
-        p = parent[has]
-        over = (end[has] > end[p]) & (end[p] > t[has])
-        if not over.any():
-            break
-        rows = np.flatnonzero(has)[over]
-        end[rows] = end[p[over]]
-    closed = has.copy()
-    closed[has] = end[parent[has]] <= t[has]  # still mis-parented after MAX_ROUNDS: make roots
-    parent[closed] = -1
-    return depth.astype(np.int32), parent, rounds
-
-
-def _by_depth(depth: np.ndarray) -> np.ndarray:
-    """Rows ordered by depth, stable (a radix sort when depths fit in 16 bits)."""
-    small = depth.max(initial=0) < 65536
-    return np.argsort(depth.astype(np.uint16) if small else depth, kind="stable")
-
-
-def _parents(depth: np.ndarray) -> np.ndarray:
-    """Parent = the last earlier event whose depth is one less."""
-    n = depth.shape[0]
-    idx = np.arange(n, dtype=np.int64)
-    order = _by_depth(depth)
-    keys = depth[order].astype(np.int64) * n + order  # sorted without a comparison sort
-    q = (depth.astype(np.int64) - 1) * n + idx
-    pos = np.searchsorted(keys, q) - 1
-    parent = np.full(n, -1, dtype=np.int64)
-    ok = (depth > 0) & (pos >= 0)
-    cand = keys[np.maximum(pos, 0)]
-    ok &= cand // n == depth - 1
-    parent[ok] = cand[ok] % n
-    return parent
-
-
 def _sorted(table: EventTable) -> EventTable:
+    if table.nesting is not None:  # read_traces sorted and nested these rows
+        return table
     rank = name_ranks(table.names)[table.name]
-    if in_order(table.thread, table.ts, table.dur, rank):  # as read_traces returns them
+    if in_order(table.thread, table.ts, table.dur, rank):
         return table
     order = sort_order(table.thread, table.ts, table.dur, rank)
     cols = {k: getattr(table, k)[order] for k in ("worker", "thread", "name", "ts", "dur", "step")}
@@ -135,7 +88,7 @@ def _base_names(names: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...], np
 
 
 def _levels(depth: np.ndarray) -> list[np.ndarray]:
-    order = _by_depth(depth)
+    order = by_depth(depth)
     bounds = np.searchsorted(depth[order], np.arange(int(depth.max()) + 2))
     return [order[bounds[d] : bounds[d + 1]] for d in range(len(bounds) - 1)]
 
@@ -228,17 +181,8 @@ def build(table: EventTable) -> Forest:
     """Trees for every (worker, thread) of ``table``."""
     tab = _sorted(table)
     n = len(tab)
-    parent = np.full(n, -1, dtype=np.int64)
-    depth = np.zeros(n, dtype=np.int32)
-    bounds = np.r_[0, np.flatnonzero(np.diff(tab.thread)) + 1, n]
-    rounds = 0
-    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        d, p, r = _nest_thread(tab.ts[a:b] - tab.ts[a], tab.dur[a:b])
-        depth[a:b] = d
-        parent[a:b] = np.where(p >= 0, p + a, -1)
-        rounds = max(rounds, r)
-    depth = np.where(parent < 0, 0, depth).astype(np.int32)
-    depth = _fix_depth(parent, depth)
+    nesting = nest(tab.thread, tab.ts, tab.dur) if tab.nesting is None else tab.nesting
+    parent, depth = nesting.parent, nesting.depth
     base_of, base_names, suffix_step = _base_names(tab.names)
     base = base_of[tab.name]
     step = np.where(tab.step >= 0, tab.step, suffix_step[tab.name])
@@ -250,7 +194,7 @@ def build(table: EventTable) -> Forest:
     role[parent[parent >= 0]] = INNER
     role[parent < 0] = ROOT
     occ = _occurrence(tab.thread, step, path)  # per thread: two streams of a worker interleave by chance
-    return Forest(tab, parent, depth, role, path, base, base_names, step, root, occ, rounds,
+    return Forest(tab, parent, depth, role, path, base, base_names, step, root, occ, nesting.rounds,
                   self_time(tab.ts, tab.dur, parent))
 
 
@@ -263,17 +207,3 @@ def self_time(ts: np.ndarray, dur: np.ndarray, parent: np.ndarray) -> np.ndarray
     covered = np.minimum(ts[c] + dur[c], ts[p] + dur[p]) - np.maximum(ts[c], ts[p])
     child = np.bincount(p, weights=np.maximum(covered, 0.0), minlength=ts.shape[0])
     return np.maximum(dur - child, 0.0)
-
-
-def _fix_depth(parent: np.ndarray, depth: np.ndarray) -> np.ndarray:
-    """Depth = parent's depth + 1 (events re-rooted after clipping shift their subtree up)."""
-    if not (depth[parent[parent >= 0]] + 1 != depth[parent >= 0]).any():
-        return depth
-    depth = np.zeros_like(depth)
-    frontier = np.flatnonzero(parent < 0)
-    level = 0
-    while frontier.size:
-        depth[frontier] = level
-        frontier = np.flatnonzero(np.isin(parent, frontier))
-        level += 1
-    return depth

@@ -111,4 +111,25 @@ def test_parallel_read_equals_serial(make_case, monkeypatch) -> None:
     parallel = read_traces(case / "traces", jobs=2)
     for col in ("worker", "thread", "name", "ts", "dur", "step"):
         assert np.array_equal(getattr(serial, col), getattr(parallel, col)), col
+    assert np.array_equal(serial.nesting.parent, parallel.nesting.parent)
     assert serial.workers == parallel.workers and serial.threads == parallel.threads and serial.names == parallel.names
+
+
+def test_readers_nest_each_file_as_the_whole_table_would(tmp_path: Path, monkeypatch) -> None:
+    from chaosbench.detectors.outpost import importers
+    from chaosbench.detectors.outpost.nesting import nest
+
+    # two files, each a step with two nested ops and one op running past its parent (clipped)
+    for f, pid in (("r0.json", 10), ("r1.json", 11)):
+        events = [{"ph": "X", "name": n, "pid": pid, "tid": 1, "ts": ts, "dur": d}
+                  for n, ts, d in [("step", 0.0, 100.0), ("fwd", 10.0, 40.0), ("mm", 12.0, 5.0), ("late", 45.0, 70.0)]]
+        (tmp_path / f).write_text(json.dumps(events))
+    monkeypatch.setattr(importers, "PARALLEL_MIN_BYTES", 0)
+    table = read_traces(tmp_path, jobs=2)
+    whole = nest(table.thread, table.ts, table.dur)
+    assert np.array_equal(table.nesting.parent, whole.parent) and np.array_equal(table.nesting.depth, whole.depth)
+    assert table.nesting.rounds == whole.rounds == 1
+    names = [table.names[i] for i in table.name]
+    parent_name = [names[p] if p >= 0 else None for p in table.nesting.parent]
+    assert parent_name == [None, "step", "fwd", "fwd"] * 2
+    assert table.nesting.parent.tolist() == [-1, 0, 1, 1, -1, 4, 5, 5]  # the second file's parents are its own rows
