@@ -116,6 +116,7 @@ def analyze(path: Path | list[Path], worker_key: str = "pid", split: float | Non
     t1 = time.perf_counter()
     with reuse_freed_memory():  # not while parsing: its buffers are few and large
         forest = build(table)
+        del table  # the forest holds it until with_busy replaces both
         t2 = time.perf_counter()
         forest = with_busy(forest)
         t3 = time.perf_counter()

@@ -30,6 +30,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 
+from chaosbench.detectors.outpost.heap import reuse_freed_memory
 from chaosbench.detectors.outpost.nesting import Nesting, nest
 from chaosbench.errors import TraceInvalid
 
@@ -341,9 +342,11 @@ def read_file(path: Path, worker_key: str = "pid") -> _FileColumns:
     # rows sorted and nested here, in the reader processes: threads never span files
     order = sort_order(thread, ts, dur, name_ranks(names)[name])
     thread, ts, dur = thread.astype(np.int32)[order], ts[order], dur[order]
+    with reuse_freed_memory():  # many same-sized temporaries, one thread after another
+        nesting = nest(thread, ts, dur)
     return _FileColumns(path, key[order], [str(v) for v in key_values], thread, threads,
                         [str(pid_values[pid_codes[i]]) for i in first], name[order], names,
-                        ts, dur, _steps(events)[order], procs, thread_names, nest(thread, ts, dur))
+                        ts, dur, _steps(events)[order], procs, thread_names, nesting)
 
 
 class _Interner:
