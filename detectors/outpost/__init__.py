@@ -1,7 +1,8 @@
 """KAT Outpost: trace-tree anomaly detection across parallel workers.
 
 Pipeline (one module per stage): ``importers`` (Chrome/Kineto JSON -> columnar event table, each file's
-threads nested into trees by ``nesting`` in its reader process) -> ``ttc`` (tree labels: paths, steps, self time) -> ``waits`` (waits vs compute, thread classes, busy time per compute thread and step)
+threads nested into trees by ``nesting`` in its reader process) -> ``ttc`` (tree labels: paths, steps, self
+time) -> ``waits`` (waits vs compute, thread classes, busy time per compute thread and step)
 -> ``ttad`` (cross-worker and intra-worker scores) -> ``localize`` (deepest anomalous events, verdict, ranking:
 compute threads that explain the waits first) -> ``node_first`` (with a topology: a node whose ranks are
 all to blame comes first) -> ``blamed_events`` (the events reported are the blamed components', not their

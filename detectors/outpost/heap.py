@@ -25,17 +25,22 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
+_depth = 0  # open reuse_freed_memory blocks in this process: only the outermost sets and restores glibc's
+
+
 @contextmanager
 def reuse_freed_memory() -> Iterator[None]:
-    libc = _libc()
-    if libc is None:
-        yield
-        return
-    libc.mallopt(M_MMAP_MAX, 0)
-    libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # the largest int: the free top of the heap is kept
+    global _depth
+    libc = _libc() if _depth == 0 else None
+    if libc is not None:
+        libc.mallopt(M_MMAP_MAX, 0)
+        libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # the largest int: the free top of the heap is kept
+    _depth += 1
     try:
         yield
     finally:
-        libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-        libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
-        libc.malloc_trim(0)
+        _depth -= 1
+        if libc is not None:
+            libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+            libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+            libc.malloc_trim(0)

@@ -23,7 +23,8 @@ def test_results_and_errors_pass_through(monkeypatch) -> None:
     monkeypatch.setattr(heap, "_libc", lambda: FakeLibc())
     with pytest.raises(ValueError, match="boom"):
         with heap.reuse_freed_memory():
-            raise ValueError("boom")
+            with heap.reuse_freed_memory():  # nested (a serial read inside an outer block): the outer one rules
+                raise ValueError("boom")
     assert calls == [("mallopt", (heap.M_MMAP_MAX, 0)), ("mallopt", (heap.M_TRIM_THRESHOLD, 2**31 - 1)),
                      ("mallopt", (heap.M_MMAP_MAX, heap.DEFAULT_MMAP_MAX)),
                      ("mallopt", (heap.M_TRIM_THRESHOLD, heap.DEFAULT_TRIM_THRESHOLD)), ("malloc_trim", (0,))]
